@@ -1,0 +1,83 @@
+"""Writes snapshots, the final images and a side-by-side sheet per job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from callbacks.run_directory import run_directory
+from datamodules.images import save_png, tensor_to_image
+
+
+def make_sheet(panels: Sequence[tuple[str, torch.Tensor]], height: int = 256) -> Image.Image:
+    """Lay titled pictures side by side at one height.
+
+    Args:
+        panels: ``(title, 0-1 pixels [3, H, W])`` pairs, left to right.
+        height: Height of every picture in the sheet.
+
+    Returns:
+        The sheet as an RGB image.
+    """
+    pictures = []
+    for _, pixels in panels:
+        picture = tensor_to_image(pixels)
+        width = max(1, round(picture.width * height / picture.height))
+        pictures.append(picture.resize((width, height), Image.Resampling.LANCZOS))
+    gap, title_height = 8, 24
+    sheet = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) + 1),
+                              height + title_height + gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=16)
+    x = gap
+    for (title, _), picture in zip(panels, pictures):
+        draw.text((x, 3), title, fill="black", font=font)
+        sheet.paste(picture, (x, title_height))
+        x += picture.width + gap
+    return sheet
+
+
+class ImageWriter(pl.Callback):
+    """Saves each job's image every ``every_n_steps`` steps and at the end, plus a sheet.
+
+    Files, in the run directory: ``snapshots/<job>_step<k>.png``, ``<job>.png`` (the result)
+    and ``<job>_sheet.png`` (the inputs and the result side by side). Existing files are never
+    overwritten.
+
+    Args:
+        every_n_steps: Snapshot period in steps; 0 turns snapshots off.
+        sheet_height: Height of the pictures in the sheet.
+    """
+
+    def __init__(self, every_n_steps: int = 0, sheet_height: int = 256) -> None:
+        self.every_n_steps = every_n_steps
+        self.sheet_height = sheet_height
+        self.directory: Path | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.directory = run_directory(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and step < trainer.max_steps:
+            for index, slot in enumerate(pl_module.slots):
+                save_png(pl_module.result_pixels(index),
+                         self.directory / "snapshots" / f"{slot.name}_step{step:06d}.png")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write_results(pl_module)
+
+    def write_results(self, pl_module: pl.LightningModule, suffix: str = "") -> list[Path]:
+        """Write every job's current image and sheet; returns the image paths."""
+        written = []
+        for index, slot in enumerate(pl_module.slots):
+            path = self.directory / f"{slot.name}{suffix}.png"
+            written.append(save_png(pl_module.result_pixels(index), path))
+            sheet = make_sheet(pl_module.sheet_panels(index), self.sheet_height)
+            save_png(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
+        return written

@@ -1,0 +1,74 @@
+"""Records every logged loss term per step, as CSV and as a loss-curve plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from callbacks.run_directory import run_directory
+
+
+class LossHistory(pl.Callback):
+    """Writes ``losses.csv`` (one row per step, one column per term) and ``loss_curve.png``.
+
+    Every metric the technique logs whose name ends in ``loss`` is recorded.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self.directory: Path | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.directory = run_directory(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        row = {"step": float(trainer.global_step)}
+        row.update({name: float(value) for name, value in trainer.callback_metrics.items()
+                    if name.endswith("loss")})
+        self.rows.append(row)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.rows:
+            self.write_csv(self.directory / "losses.csv")
+            self.plot(self.directory / "loss_curve.png")
+
+    def write_csv(self, path: Path) -> None:
+        """Write the recorded rows; never overwrites an existing file."""
+        columns = list(self.rows[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}")
+                                 for k, v in row.items()})
+
+    def plot(self, path: Path) -> None:
+        """Draw each loss term against the step, on a log scale."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        steps = [row["step"] for row in self.rows]
+        figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+        for name in self.rows[0]:
+            if name == "step":
+                continue
+            values = [row.get(name, float("nan")) for row in self.rows]
+            if all(v > 0 for v in values):
+                axes.plot(steps, values, label=name.replace("_", " "),
+                          linewidth=2.5 if name == "loss" else 1.5)
+        axes.set_yscale("log")
+        axes.set_xlabel("step")
+        axes.set_ylabel("loss (per job)")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        with open(path, "xb") as handle:
+            figure.savefig(handle, format="png")
+        plt.close(figure)

@@ -1,0 +1,16 @@
+"""Where a run's files go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+def run_directory(trainer: pl.Trainer) -> Path:
+    """The run's directory: the first logger's version folder, else the trainer's root.
+
+    Reading ``trainer.log_dir`` is a collective call under DDP, so call this from a hook that
+    every process runs (``setup``), never from a rank-zero-only one.
+    """
+    return Path(trainer.log_dir or trainer.default_root_dir)

@@ -1,0 +1,90 @@
+"""One command line for every technique.
+
+    python cli.py fit --config configs/style_transfer.yaml [--model.tv_weight 1e-3 ...]
+    python cli.py fit --config configs/style_transfer.yaml --print_config
+
+Every run writes into a fresh directory (``runs/<technique>/version_<n>/``): the config, the
+images, ``losses.csv`` and ``loss_curve.png``. Bad input ends with one sentence on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import CSVLogger
+
+from callbacks import ImageWriter, LossHistory
+from lightning_modules.base import DivergedError
+from lightning_modules.errors import UserInputError
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "pytorch_lightning.loggers.CSVLogger",
+        "init_args": {"save_dir": "runs", "name": "run"},
+    },
+    "log_every_n_steps": 1,
+    "enable_checkpointing": False,
+    "num_sanity_val_steps": 0,
+    "accelerator": "auto",
+    "devices": 1,
+}
+
+
+class ImageCLI(LightningCLI):
+    """LightningCLI with the image callbacks always on and the step count checked."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ImageWriter, "images")
+        parser.add_lightning_class_args(LossHistory, "losses")
+
+    def before_fit(self) -> None:
+        trainer = self.trainer
+        if trainer.max_steps is None or trainer.max_steps <= 0:
+            raise UserInputError(
+                f"--trainer.max_steps must be a positive number of steps, got {trainer.max_steps}."
+            )
+        self._add_tensorboard()
+
+    def _add_tensorboard(self) -> None:
+        """Log to TensorBoard too, into the same run directory, when it is installed."""
+        loggers = self.trainer.loggers
+        if len(loggers) != 1 or not isinstance(loggers[0], CSVLogger):
+            return
+        try:
+            from pytorch_lightning.loggers import TensorBoardLogger
+            import tensorboard  # noqa: F401
+        except ImportError:
+            return
+        csv_logger = loggers[0]
+        self.trainer.loggers = [csv_logger, TensorBoardLogger(
+            save_dir=csv_logger.save_dir, name=csv_logger.name, version=csv_logger.version,
+            default_hp_metric=False)]
+
+
+def main(args: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        ImageCLI(
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            args=args,
+            auto_configure_optimizers=False,
+        )
+    except (UserInputError, DivergedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point (``image-opt fit --config ...``)."""
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The techniques, each a LightningModule whose parameter is the image, and their parts."""
+
+from lightning_modules.backbones import (
+    Backbone,
+    available_backbones,
+    load_backbone,
+    register_backbone,
+)
+from lightning_modules.base import DivergedError, ImageOptimization
+from lightning_modules.errors import UserInputError
+from lightning_modules.losses import content_loss, extract_features, gram_matrix, style_loss, tv_loss
+from lightning_modules.style_transfer import FeatureInversion, StyleTransfer, TextureSynthesis
+
+__all__ = [
+    "Backbone",
+    "DivergedError",
+    "FeatureInversion",
+    "ImageOptimization",
+    "StyleTransfer",
+    "TextureSynthesis",
+    "UserInputError",
+    "available_backbones",
+    "content_loss",
+    "extract_features",
+    "gram_matrix",
+    "load_backbone",
+    "register_backbone",
+    "style_loss",
+    "tv_loss",
+]
