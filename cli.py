@@ -10,6 +10,7 @@ non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Optional, Sequence
 
@@ -66,6 +67,8 @@ class ImageCLI(LightningCLI):
 
 def main(args: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
+    # The seed is recorded in the run's config.yaml; on stderr it would crowd out error messages.
+    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
     try:
         ImageCLI(
             subclass_mode_model=True,
@@ -75,16 +78,35 @@ def main(args: Optional[Sequence[str]] = None) -> int:
             args=args,
             auto_configure_optimizers=False,
         )
-    except (UserInputError, DivergedError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - only the user's own mistakes are caught below
+        cause = user_facing_cause(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         return 1
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def user_facing_cause(error: BaseException) -> Optional[BaseException]:
+    """The UserInputError or DivergedError behind ``error``, if any.
+
+    jsonargparse wraps exceptions raised while it instantiates classes, so the user's mistake
+    may sit several links down the ``__cause__`` / ``__context__`` chain.
+    """
+    seen = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (UserInputError, DivergedError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def run() -> None:
     """Console-script entry point (``image-opt fit --config ...``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -86,8 +86,11 @@ class StyleTransfer(ImageOptimization):
         self.save_hyperparameters()
         self.content_layers = list(content_layers) if self.uses_content else []
         self.style_layers = list(style_layers) if self.uses_style else []
-        self.content_weights = _as_list(content_weight, len(self.content_layers), "content_weight")
-        self.style_weights = _as_list(style_weights, len(self.style_layers), "style_weights")
+        # A term the technique does not use keeps no weights, so its defaults never clash.
+        self.content_weights = (_as_list(content_weight, len(self.content_layers), "content_weight")
+                                if self.uses_content else [])
+        self.style_weights = (_as_list(style_weights, len(self.style_layers), "style_weights")
+                              if self.uses_style else [])
         check_non_negative("content_weight", self.content_weights)
         check_non_negative("style_weights", self.style_weights)
         check_non_negative("tv_weight", tv_weight)
