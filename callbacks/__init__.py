@@ -2,5 +2,6 @@
 
 from callbacks.image_writer import ImageWriter, make_sheet
 from callbacks.loss_history import LossHistory
+from callbacks.saliency_writer import SaliencyWriter
 
-__all__ = ["ImageWriter", "LossHistory", "make_sheet"]
+__all__ = ["ImageWriter", "LossHistory", "SaliencyWriter", "make_sheet"]

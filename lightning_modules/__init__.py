@@ -8,10 +8,29 @@ from lightning_modules.backbones import (
 )
 from lightning_modules.base import DivergedError, ImageOptimization
 from lightning_modules.errors import UserInputError
+from lightning_modules.fooling import FoolingAttack, FoolingImage, make_fooling_image, pgd_attack
 from lightning_modules.losses import content_loss, extract_features, gram_matrix, style_loss, tv_loss
+from lightning_modules.saliency import (
+    SaliencyBatch,
+    SaliencyMap,
+    attribution_map,
+    compute_saliency_maps,
+    integrated_gradients,
+    smoothgrad_saliency,
+)
 from lightning_modules.style_transfer import FeatureInversion, StyleTransfer, TextureSynthesis
 
 __all__ = [
+    "FoolingAttack",
+    "FoolingImage",
+    "SaliencyBatch",
+    "SaliencyMap",
+    "attribution_map",
+    "compute_saliency_maps",
+    "integrated_gradients",
+    "make_fooling_image",
+    "pgd_attack",
+    "smoothgrad_saliency",
     "Backbone",
     "DivergedError",
     "FeatureInversion",

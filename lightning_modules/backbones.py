@@ -224,10 +224,10 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str = "default") -> Bac
 def _read_state_dict(path: str, backbone: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors all mean "not a weights file"
+    except Exception:  # pickle, zip and torch errors all mean "not a weights file"
         raise UserInputError(
-            f"Could not read weights file {path} for backbone '{backbone}': "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}."
+            f"Could not read weights file {path} for backbone '{backbone}': it is not a PyTorch "
+            "state-dict file (torch.save of model.state_dict(), loadable with weights_only=True)."
         ) from None
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):

@@ -1,0 +1,197 @@
+"""Writes the pictures and raw maps of :class:`lightning_modules.saliency.SaliencyMap`."""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from callbacks.run_directory import run_directory
+from datamodules.images import save_png
+from lightning_modules.errors import UserInputError
+from lightning_modules.saliency import SaliencyBatch
+
+
+def scale_map(saliency: torch.Tensor, clip_percentile: float = 99.5) -> torch.Tensor:
+    """Scale a non-negative map ``[H, W]`` to 0-1, clipping the brightest pixels.
+
+    A handful of very large gradients would otherwise leave the rest of the map black.
+
+    Args:
+        saliency: The map.
+        clip_percentile: Values above this percentile of the map become 1 (100: the maximum).
+
+    Returns:
+        ``[H, W]`` in ``[0, 1]``.
+    """
+    saliency = saliency.detach().float().clamp(min=0)
+    top = torch.quantile(saliency.flatten(), clip_percentile / 100.0)
+    if not top > 0:
+        top = saliency.max()
+    return (saliency / top).clamp(0, 1) if top > 0 else torch.zeros_like(saliency)
+
+
+def colorize(scaled: torch.Tensor, colormap: str = "hot") -> torch.Tensor:
+    """Apply a matplotlib colormap to a 0-1 map ``[H, W]``; returns 0-1 pixels ``[3, H, W]``."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[colormap](scaled.cpu().numpy())
+    return torch.from_numpy(rgba[..., :3]).permute(2, 0, 1).float()
+
+
+def overlay(pixels: torch.Tensor, scaled: torch.Tensor, colormap: str = "hot",
+            dim: float = 0.4) -> torch.Tensor:
+    """Draw a heat map over a photo: opacity is the squared map, so weak evidence stays faint.
+
+    Args:
+        pixels: The photo, 0-1 ``[3, H, W]``.
+        scaled: The map scaled to 0-1, ``[H, W]``.
+        colormap: Matplotlib colormap name.
+        dim: How much the photo is darkened where the map is low, so the colours stand out.
+
+    Returns:
+        0-1 pixels ``[3, H, W]``.
+    """
+    alpha = scaled.square()[None]
+    return (1 - alpha) * (1 - dim) * pixels + alpha * colorize(scaled, colormap)
+
+
+def save_npy(array: np.ndarray, path: Path) -> Path:
+    """Save an array, refusing to overwrite an existing file."""
+    try:
+        with open(path, "xb") as handle:
+            np.save(handle, array)
+    except FileExistsError:
+        raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
+    return path
+
+
+class SaliencyWriter(BasePredictionWriter):
+    """Saves, per image, a heat map, an overlay and the raw map, plus one sheet per batch.
+
+    Files in the run directory (``runs/saliency/version_N``): ``<image>_heatmap.png``,
+    ``<image>_overlay.png``, ``<image>_saliency.npy`` (float32 ``[H, W]``, unscaled),
+    ``<image>_attributions.npy`` (Integrated Gradients only: float32 ``[3, H, W]``, signed),
+    ``sheet_<batch>.png`` (photos with the predicted and true classes above their maps) and
+    ``predictions.csv`` (one row per image). Existing files are never overwritten.
+
+    Args:
+        colormap: Matplotlib colormap of the heat maps (the homework shows ``"hot"``).
+        clip_percentile: Map values above this percentile show at full brightness.
+        panel_inches: Width of one column of the sheet, in inches (100 dpi).
+    """
+
+    def __init__(self, colormap: str = "hot", clip_percentile: float = 99.5,
+                 panel_inches: float = 2.4) -> None:
+        super().__init__(write_interval="batch")
+        from matplotlib import colormaps
+
+        if colormap not in colormaps:
+            raise UserInputError(f"Unknown colormap '{colormap}' (see matplotlib's colormaps).")
+        if not 0 < clip_percentile <= 100:
+            raise UserInputError(f"clip_percentile must be in (0, 100], got {clip_percentile}.")
+        self.colormap = colormap
+        self.clip_percentile = clip_percentile
+        self.panel_inches = panel_inches
+        self.directory: Optional[Path] = None
+        self.suffix = ""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.directory = run_directory(trainer)
+        # Each process writes its own batches; names carry the rank when there are several.
+        self.suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           prediction: Any, batch_indices: Optional[Sequence[int]], batch: Any,
+                           batch_idx: int, dataloader_idx: int) -> None:
+        if not isinstance(prediction, SaliencyBatch):
+            raise TypeError(f"SaliencyWriter expects SaliencyBatch predictions, got "
+                            f"{type(prediction).__name__}.")
+        self.write_batch(prediction, f"sheet_{batch_idx:04d}{self.suffix}.png")
+
+    def write_batch(self, result: SaliencyBatch, sheet_name: str) -> list[Path]:
+        """Write every file of one batch; returns the paths written."""
+        directory = self.directory
+        written = []
+        scaled_maps = []
+        for index, name in enumerate(result.names):
+            saliency = result.maps[index]
+            scaled = scale_map(saliency, self.clip_percentile)
+            scaled_maps.append(scaled)
+            written.append(save_png(colorize(scaled, self.colormap),
+                                    directory / f"{name}_heatmap.png"))
+            written.append(save_png(overlay(result.pixels[index], scaled, self.colormap),
+                                    directory / f"{name}_overlay.png"))
+            written.append(save_npy(saliency.float().numpy(), directory / f"{name}_saliency.npy"))
+            if result.attributions is not None:
+                written.append(save_npy(result.attributions[index].float().numpy(),
+                                        directory / f"{name}_attributions.npy"))
+        written.append(self.write_sheet(result, scaled_maps, directory / sheet_name))
+        written.append(self.append_rows(result, directory / f"predictions{self.suffix}.csv"))
+        return written
+
+    def write_sheet(self, result: SaliencyBatch, scaled_maps: list[torch.Tensor],
+                    path: Path) -> Path:
+        """Photos in the top row, titled with the predicted and true class; maps below."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        columns = len(result.names)
+        width = self.panel_inches
+        figure, axes = plt.subplots(2, columns, figsize=(width * columns, 2 * width + 1.0),
+                                    dpi=100, squeeze=False)
+        for column in range(columns):
+            predicted = result.predicted[column]
+            true = result.true[column]
+            title = (f"{_short(result.class_name(predicted))} (p={result.probability[column]:.2f})"
+                     f"\ntrue: {_short(result.class_name(true))}")
+            photo, heat = axes[0][column], axes[1][column]
+            photo.imshow(result.pixels[column].permute(1, 2, 0).clamp(0, 1).numpy())
+            # Red title: the network gets this image wrong.
+            photo.set_title(title, fontsize=9,
+                            color="black" if true in (None, predicted) else "red")
+            heat.imshow(scaled_maps[column].numpy(), cmap=self.colormap, vmin=0, vmax=1)
+            heat.set_title(f"map for: {_short(result.class_name(result.target[column]))}",
+                           fontsize=9)
+            photo.axis("off")
+            heat.axis("off")
+        figure.tight_layout()
+        try:
+            with open(path, "xb") as handle:
+                figure.savefig(handle, format="png")
+        except FileExistsError:
+            raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
+        finally:
+            plt.close(figure)
+        return path
+
+    @staticmethod
+    def append_rows(result: SaliencyBatch, path: Path) -> Path:
+        """Add one CSV row per image: name, true, predicted (with p) and explained class."""
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["image", "true_class", "true_name", "predicted_class",
+                                 "predicted_name", "probability", "target_class", "target_name"])
+            for index, name in enumerate(result.names):
+                true, predicted, target = (result.true[index], result.predicted[index],
+                                           result.target[index])
+                writer.writerow([name, "" if true is None else true, result.class_name(true),
+                                 predicted, result.class_name(predicted),
+                                 f"{result.probability[index]:.4f}", target,
+                                 result.class_name(target)])
+        return path
+
+
+def _short(text: str, width: int = 24) -> str:
+    return textwrap.shorten(text, width=width, placeholder="...")

@@ -1,0 +1,421 @@
+"""Saliency maps: which pixels matter to a class score.
+
+Three attribution methods, each a plain function that works on any classifier ``model`` mapping
+a normalized batch ``[N, 3, H, W]`` to logits ``[N, C]`` (in eval mode, so that images in a
+batch do not interact), and :class:`SaliencyMap`, the LightningModule that runs them under
+``python cli.py predict --config configs/saliency.yaml``:
+
+- :func:`compute_saliency_maps` (the CS231n seed, Simonyan et al. 2014): the absolute gradient
+  of the unnormalized class score with respect to the input, maximum over colour channels.
+- :func:`smoothgrad_saliency` (Smilkov et al. 2017): the seed's map averaged over noisy copies of
+  the image.
+- :func:`integrated_gradients` (Sundararajan et al. 2017): gradients integrated along the straight
+  path from a baseline to the image, times the image minus the baseline; the same numbers as
+  Captum's ``IntegratedGradients`` (same quadrature rules, Gauss-Legendre by default).
+  :func:`attribution_map` turns its ``[N, 3, H, W]`` attributions into a ``[N, H, W]`` map.
+
+Gradients are taken with respect to the *normalized* input, the space the network sees, as
+the homework and Captum do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
+from lightning_modules.errors import UserInputError
+
+METHODS = ("vanilla", "smoothgrad", "integrated_gradients")
+INTEGRATION_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                       "riemann_trapezoid")
+REDUCTIONS = ("abs_max", "abs_sum", "positive", "sum")
+Baseline = Union[None, str, float, torch.Tensor]
+
+
+def _as_targets(y: Union[torch.Tensor, Sequence[int]], inputs: torch.Tensor) -> torch.Tensor:
+    targets = torch.as_tensor(y, device=inputs.device).long().reshape(-1)
+    if targets.numel() != inputs.shape[0]:
+        raise UserInputError(f"Got {targets.numel()} classes for {inputs.shape[0]} images.")
+    return targets
+
+
+def class_score_gradient(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
+                         model: torch.nn.Module) -> torch.Tensor:
+    """Gradient of each image's unnormalized score for its class, with respect to the image.
+
+    The scores of the batch are summed before differentiating: with a model in eval mode each
+    image's gradient is exactly the gradient of its own score.
+
+    Args:
+        X: Normalized images ``[N, 3, H, W]``.
+        y: Class index of each image, ``[N]``.
+        model: Maps ``[N, 3, H, W]`` to logits ``[N, C]``.
+
+    Returns:
+        ``[N, 3, H, W]``, the same dtype as ``X``.
+    """
+    targets = _as_targets(y, X)
+    # enable_grad: callers may sit under no_grad (Lightning's predict loop, notebooks).
+    with torch.enable_grad():
+        inputs = X.detach().clone().requires_grad_(True)
+        scores = model(inputs).gather(1, targets[:, None]).sum()
+        (gradient,) = torch.autograd.grad(scores, inputs)
+    return gradient
+
+
+def compute_saliency_maps(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
+                          model: torch.nn.Module) -> torch.Tensor:
+    """The homework's vanilla-gradient saliency map.
+
+    Args:
+        X: Normalized images ``[N, 3, H, W]``.
+        y: The class to explain for each image, ``[N]`` (usually the true class).
+        model: Maps normalized images to logits, in eval mode.
+
+    Returns:
+        ``[N, H, W]``: the absolute gradient of each image's unnormalized class score with
+        respect to the normalized input, maximum over the three channels.
+    """
+    return class_score_gradient(X, y, model).abs().amax(dim=1)
+
+
+def smoothgrad_saliency(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
+                        model: torch.nn.Module, noise_level: float = 0.15, samples: int = 25,
+                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """SmoothGrad: the vanilla saliency map averaged over noisy copies of each image.
+
+    ``map(x) = 1/samples * sum_k compute_saliency_maps(x + noise_k)`` with ``noise_k`` drawn
+    from ``N(0, sigma^2)`` per pixel and channel, and ``sigma = noise_level * (max(x) - min(x))``
+    computed per image over all its (normalized) values, as in Smilkov et al. 2017 (they found
+    10-20 % best). The absolute value and channel maximum are taken per sample, before
+    averaging, so ``noise_level=0`` gives exactly the vanilla map.
+
+    Args:
+        X: Normalized images ``[N, 3, H, W]``.
+        y: The class to explain for each image, ``[N]``.
+        model: Maps normalized images to logits, in eval mode.
+        noise_level: Noise standard deviation as a fraction of each image's value range.
+        samples: Number of noisy copies averaged.
+        generator: Random generator for the noise (default: torch's global one).
+
+    Returns:
+        ``[N, H, W]``.
+    """
+    if not noise_level >= 0:
+        raise UserInputError(f"noise_level must be zero or positive, got {noise_level}.")
+    if not samples >= 1:
+        raise UserInputError(f"samples must be at least 1, got {samples}.")
+    X = X.detach()
+    sigma = noise_level * (X.amax(dim=(1, 2, 3)) - X.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
+    noise_device = generator.device if generator is not None else X.device
+    total = torch.zeros(X.shape[0], *X.shape[2:], dtype=X.dtype, device=X.device)
+    # One batched pass per sample keeps memory at one batch, whatever the sample count.
+    for _ in range(samples):
+        noise = torch.randn(X.shape, generator=generator, device=noise_device, dtype=X.dtype)
+        total += compute_saliency_maps(X + sigma * noise.to(X.device), y, model)
+    return total / samples
+
+
+def integration_rule(steps: int, method: str = "gausslegendre") -> tuple[list[float], list[float]]:
+    """Weights and points of a quadrature rule on [0, 1], exactly as Captum builds them.
+
+    Args:
+        steps: Number of points.
+        method: ``"gausslegendre"`` (Captum's default) or ``"riemann_left"``,
+            ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``.
+
+    Returns:
+        ``(weights, alphas)``: the integral of ``f`` is about ``sum(w * f(a))``. As in Captum,
+        ``riemann_trapezoid`` puts its points ``1/(steps-1)`` apart but weighs them by
+        ``1/steps`` (halved at the ends), so its weights sum to ``1 - 1/steps``.
+    """
+    if method not in INTEGRATION_METHODS:
+        raise UserInputError(f"Unknown integration method '{method}'; choose one of: "
+                             f"{', '.join(INTEGRATION_METHODS)}.")
+    minimum = 1 if method == "gausslegendre" else 2
+    if not isinstance(steps, int) or steps < minimum:
+        raise UserInputError(f"steps must be an integer of at least {minimum} for {method}, "
+                             f"got {steps}.")
+    if method == "gausslegendre":
+        points, weights = np.polynomial.legendre.leggauss(steps)
+        return (0.5 * weights).tolist(), (0.5 * (1 + points)).tolist()
+    kind = method.split("_")[1]
+    weights = [1 / steps] * steps
+    if kind == "trapezoid":
+        weights[0] /= 2
+        weights[-1] /= 2
+    # float32 linspace, as Captum computes it, so that both sample the very same points.
+    start, end = {"trapezoid": (0, 1), "left": (0, 1 - 1 / steps),
+                  "middle": (1 / (2 * steps), 1 - 1 / (2 * steps)), "right": (1 / steps, 1)}[kind]
+    return weights, torch.linspace(start, end, steps).tolist()
+
+
+def resolve_baseline(baseline: Baseline, X: torch.Tensor, model: Optional[torch.nn.Module] = None,
+                     mean: Optional[Sequence[float]] = None,
+                     std: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """The integration baseline in normalized space, shaped like ``X``.
+
+    Args:
+        baseline: None or ``"zero"`` (all zeros in normalized space: the dataset's mean colour,
+            Captum's default), ``"black"`` (black pixels: ``-mean / std``), a number (that
+            normalized value everywhere), or a tensor broadcastable to ``X``.
+        X: Normalized images ``[N, 3, H, W]``.
+        model: Supplies ``mean``/``std`` for ``"black"`` when it is a :class:`Backbone`.
+        mean: Per-channel mean of the preprocessing (0-1 pixel units), for ``"black"``.
+        std: Per-channel standard deviation of the preprocessing, for ``"black"``.
+
+    Returns:
+        ``[N, 3, H, W]`` on ``X``'s device and dtype.
+    """
+    if baseline is None or (isinstance(baseline, str) and baseline == "zero"):
+        return torch.zeros_like(X)
+    if isinstance(baseline, str) and baseline == "black":
+        if mean is None or std is None:
+            if not isinstance(model, Backbone):
+                raise UserInputError("The 'black' baseline needs the model's mean and std; pass "
+                                     "mean= and std= or give a baseline tensor.")
+            mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
+        mean_t = torch.as_tensor(mean, dtype=X.dtype, device=X.device).view(1, -1, 1, 1)
+        std_t = torch.as_tensor(std, dtype=X.dtype, device=X.device).view(1, -1, 1, 1)
+        return (-mean_t / std_t).expand_as(X).clone()
+    if isinstance(baseline, str):
+        raise UserInputError(f"Unknown baseline '{baseline}'; choose 'black' or 'zero'.")
+    try:
+        return torch.as_tensor(baseline, dtype=X.dtype, device=X.device).expand_as(X).clone()
+    except RuntimeError:
+        raise UserInputError(f"The baseline's shape {list(torch.as_tensor(baseline).shape)} does "
+                             f"not fit images of shape {list(X.shape)}.") from None
+
+
+def integrated_gradients(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
+                         model: torch.nn.Module, baseline: Baseline = None, steps: int = 50,
+                         method: str = "gausslegendre",
+                         mean: Optional[Sequence[float]] = None,
+                         std: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Integrated Gradients, with Captum's defaults (zero baseline, 50 Gauss-Legendre points).
+
+    ``attr(x) = (x - x0) * sum_k w_k * grad score_y(x0 + a_k (x - x0))``, with weights ``w_k`` and
+    points ``a_k`` from :func:`integration_rule`. The attributions of an image add up to about
+    ``score_y(x) - score_y(x0)`` (completeness).
+
+    Args:
+        X: Normalized images ``[N, 3, H, W]``.
+        y: The class to explain for each image, ``[N]``.
+        model: Maps normalized images to logits, in eval mode.
+        baseline: See :func:`resolve_baseline` (None: zeros, as in Captum).
+        steps: Number of points on the path.
+        method: Quadrature rule, see :func:`integration_rule`.
+        mean: Preprocessing mean, only for ``baseline="black"`` with a model that is not a
+            :class:`Backbone`.
+        std: Preprocessing standard deviation, likewise.
+
+    Returns:
+        Attributions ``[N, 3, H, W]`` (signed); see :func:`attribution_map` for a 2-D map.
+    """
+    weights, alphas = integration_rule(steps, method)
+    X = X.detach()
+    start = resolve_baseline(baseline, X, model, mean, std)
+    total = torch.zeros_like(X)
+    # One batched pass per point keeps memory at one batch, whatever the step count.
+    for weight, alpha in zip(weights, alphas):
+        total += weight * class_score_gradient(start + alpha * (X - start), y, model)
+    return total * (X - start)
+
+
+def attribution_map(attributions: torch.Tensor, reduction: str = "abs_sum") -> torch.Tensor:
+    """Reduce per-channel attributions ``[N, 3, H, W]`` to one value per pixel ``[N, H, W]``.
+
+    Args:
+        attributions: E.g. from :func:`integrated_gradients`.
+        reduction: ``"abs_sum"``: ``|sum over channels|``, Captum's ``visualize_image_attr``
+            with ``sign="absolute_value"``; ``"positive"``: the channel sum where positive,
+            else 0 (evidence for the class); ``"abs_max"``: the largest absolute channel value,
+            as the homework's saliency map; ``"sum"``: the signed channel sum.
+
+    Returns:
+        ``[N, H, W]``.
+    """
+    if reduction == "abs_sum":
+        return attributions.sum(dim=1).abs()
+    if reduction == "positive":
+        return attributions.sum(dim=1).clamp(min=0)
+    if reduction == "abs_max":
+        return attributions.abs().amax(dim=1)
+    if reduction == "sum":
+        return attributions.sum(dim=1)
+    raise UserInputError(f"Unknown reduction '{reduction}'; choose one of: "
+                         f"{', '.join(REDUCTIONS)}.")
+
+
+@dataclass
+class SaliencyBatch:
+    """What :meth:`SaliencyMap.predict_step` returns for one batch (all on the CPU).
+
+    Attributes:
+        names: File-name-safe name of each image.
+        pixels: The photos, 0-1 ``[B, 3, H, W]``.
+        maps: Non-negative saliency maps ``[B, H, W]``.
+        attributions: Integrated Gradients' signed ``[B, 3, H, W]``, else None.
+        predicted: Top-1 class index of each image.
+        probability: Softmax probability of the top-1 class.
+        target: The class each map explains.
+        true: The true class, or None where unknown.
+        categories: Class names, indexed by class.
+    """
+
+    names: list[str]
+    pixels: torch.Tensor
+    maps: torch.Tensor
+    attributions: Optional[torch.Tensor]
+    predicted: list[int]
+    probability: list[float]
+    target: list[int]
+    true: list[Optional[int]]
+    categories: list[str]
+
+    def class_name(self, index: Optional[int]) -> str:
+        """A class's name, or ``"unknown"`` for None."""
+        return "unknown" if index is None else self.categories[index]
+
+
+class SaliencyMap(pl.LightningModule):
+    """Saliency maps of a frozen classifier for a batch of labeled photos.
+
+    Run with ``python cli.py predict --config configs/saliency.yaml``: images come from
+    ``datamodules.labeled_images.LabeledImageData`` and ``callbacks.saliency_writer.SaliencyWriter``
+    saves the pictures. The config sets ``trainer.inference_mode: false``; ``predict_step``
+    also leaves inference mode itself, so a default ``Trainer`` works too.
+
+    Args:
+        backbone: Name of the frozen classifier.
+        weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
+        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"`` or
+            ``"integrated_gradients"``.
+        target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``
+            (the top-1 class), or one class for all images by index or ImageNet name.
+        noise_level: SmoothGrad's noise standard deviation, as a fraction of each image's range.
+        samples: SmoothGrad's number of noisy copies.
+        baseline: Integrated Gradients' starting image: ``"black"`` or ``"zero"`` (zeros in
+            normalized space, the mean colour; Captum's default).
+        steps: Integrated Gradients' number of points on the path.
+        integration: Integrated Gradients' quadrature rule (``"gausslegendre"``, as Captum, or
+            ``"riemann_trapezoid"``, ``"riemann_left"``, ...).
+        reduction: How Integrated Gradients' per-channel attributions become a map:
+            ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        weights: str = "default",
+        method: str = "vanilla",
+        target: Union[int, str] = "true",
+        noise_level: float = 0.15,
+        samples: int = 25,
+        baseline: str = "black",
+        steps: int = 50,
+        integration: str = "gausslegendre",
+        reduction: str = "abs_sum",
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise UserInputError(f"Unknown saliency method '{method}'; choose one of: "
+                                 f"{', '.join(METHODS)}.")
+        if baseline not in ("black", "zero"):
+            raise UserInputError(f"Unknown baseline '{baseline}'; choose 'black' or 'zero'.")
+        if reduction not in ("abs_sum", "positive", "abs_max"):
+            raise UserInputError(f"Unknown reduction '{reduction}'; choose 'abs_sum', "
+                                 f"'positive' or 'abs_max'.")
+        if not noise_level >= 0:
+            raise UserInputError(f"noise_level must be zero or positive, got {noise_level}.")
+        if not samples >= 1:
+            raise UserInputError(f"samples must be at least 1, got {samples}.")
+        integration_rule(steps, integration)  # checks steps and the rule's name
+        if isinstance(target, bool):  # YAML's bare true; bool would pass as class 1
+            raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
+                                 "quote 'true' in YAML.")
+        self.backbone: Backbone = load_backbone(backbone, weights)
+        self.method = method
+        self.target = target
+        self.fixed_target = (None if target in ("true", "predicted")
+                             else self.backbone.class_index(target))
+        self.noise_level = noise_level
+        self.samples = samples
+        self.baseline = baseline
+        self.steps = steps
+        self.integration = integration
+        self.reduction = reduction
+        self.names: list[str] = []
+        self.true_classes: list[Optional[int]] = []
+
+    def setup(self, stage: str) -> None:
+        """Resolve every image's true class, so bad labels fail before any work."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        items = getattr(datamodule, "items", None) or []
+        self.names = [item.name for item in items]
+        self.true_classes = [None if item.label is None else self.backbone.class_index(item.label)
+                             for item in items]
+        if self.target == "true":
+            unlabeled = [name for name, label in zip(self.names, self.true_classes)
+                         if label is None]
+            if unlabeled:
+                raise UserInputError(
+                    f"Image '{unlabeled[0]}' has no label, so target 'true' is undefined; give "
+                    f"--data.labels or set --model.target to 'predicted' or a class."
+                )
+
+    def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
+                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The chosen method's maps ``[B, H, W]`` (and IG's ``[B, 3, H, W]`` attributions).
+
+        Args:
+            inputs: Normalized images ``[B, 3, H, W]``.
+            targets: The class to explain for each image, ``[B]``.
+        """
+        if self.method == "vanilla":
+            return compute_saliency_maps(inputs, targets, self.backbone), None
+        if self.method == "smoothgrad":
+            return smoothgrad_saliency(inputs, targets, self.backbone, self.noise_level,
+                                       self.samples), None
+        attributions = integrated_gradients(inputs, targets, self.backbone, self.baseline,
+                                            self.steps, self.integration)
+        return attribution_map(attributions, self.reduction), attributions
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> SaliencyBatch:
+        """Classify a batch ``{"pixels", "index"}`` and compute the saliency of each image."""
+        # Leave inference mode too: under the Trainer's default (inference_mode=True)
+        # enable_grad alone cannot record a graph. The clone makes a normal tensor of the batch.
+        with torch.inference_mode(False), torch.enable_grad():
+            pixels = batch["pixels"].clone()
+            indices = batch["index"].tolist()
+            inputs = self.backbone.normalize(pixels)
+            with torch.no_grad():
+                probabilities = self.backbone(inputs).softmax(dim=1)
+            probability, predicted = probabilities.max(dim=1)
+            true = [self.true_classes[i] if i < len(self.true_classes) else None for i in indices]
+            if self.fixed_target is not None:
+                targets = [self.fixed_target] * len(indices)
+            elif self.target == "predicted":
+                targets = predicted.tolist()
+            else:
+                if any(label is None for label in true):
+                    raise UserInputError("Target 'true' needs labeled images; set --model.target "
+                                         "to 'predicted' or a class.")
+                targets = true
+            maps, attributions = self.saliency(inputs, torch.tensor(targets, device=inputs.device))
+        return SaliencyBatch(
+            names=[self.names[i] if i < len(self.names) else f"image{i}" for i in indices],
+            pixels=pixels.detach().cpu(),
+            maps=maps.detach().cpu(),
+            attributions=None if attributions is None else attributions.detach().cpu(),
+            predicted=predicted.tolist(),
+            probability=probability.tolist(),
+            target=list(targets),
+            true=true,
+            categories=self.backbone.categories,
+        )

@@ -1,0 +1,403 @@
+"""Tests for lightning_modules.fooling: the seed's step, PGD, the FoolingImage module and its CLI.
+
+Most tests use a tiny random CNN with eight class names at 32 px; the acceptance test at the end
+uses the real offline EfficientNet-Lite0 at 224 px.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+import cli
+from datamodules.images import image_to_tensor, load_image
+from datamodules.labeled_images import LabeledImageData
+from lightning_modules.backbones import Backbone, load_backbone, register_backbone
+from lightning_modules.errors import UserInputError
+from lightning_modules.fooling import (
+    RESULTS_FILE,
+    FoolingAttack,
+    FoolingImage,
+    FoolingProgress,
+    make_fooling_image,
+    pgd_attack,
+    project,
+    quantize_pixels,
+)
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "fooling.yaml")
+TINY = "tiny_fooling"
+# The built-in samples' classes come first, so LabeledImageData's labels resolve.
+CATEGORIES = ["Egyptian cat", "espresso", "missile", "stingray", "flamingo", "balloon",
+              "Granny Smith", "snail"]
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def tiny_fooling_backbone(weights: str = "random") -> Backbone:
+    """A small CNN that a few steps fool towards any of its eight classes.
+
+    conftest's tiny backbone averages its features globally, which leaves most of its 1000
+    classes out of reach; this one keeps a 4x4 grid of features and names eight classes.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layers = [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, stride=2), nn.ReLU()),
+                  nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU())]
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(1),
+                             nn.Linear(128, len(CATEGORIES)))
+    return Backbone(TINY, layers, head, MEAN, STD, CATEGORIES)
+
+
+register_backbone(TINY, tiny_fooling_backbone, "test: tiny random CNN")
+
+
+@pytest.fixture(scope="module")
+def model() -> Backbone:
+    return tiny_fooling_backbone()
+
+
+def _pixels(count: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(count, 3, size, size, generator=generator)
+    pixels[:, :, :2] = 0.0  # pixels at the ends of the range exercise the [0, 1] clamp
+    pixels[:, :, -2:] = 1.0
+    return pixels
+
+
+def _predicted(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(inputs).argmax(dim=1)
+
+
+def _not_predicted(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """A target per image that the model does not predict now."""
+    return (_predicted(model, inputs) + 1) % len(CATEGORIES)
+
+
+# --------------------------------------------------------------------------- the seed's step
+def test_seed_step_is_lr_times_gradient_over_its_norm(model: Backbone) -> None:
+    inputs = model.normalize(_pixels())
+    targets = _not_predicted(model, inputs)
+    lr = 0.7
+    moved = FoolingAttack("seed", lr=lr).update(inputs, inputs, targets, model)
+    for row in range(len(inputs)):
+        image = inputs[row : row + 1].clone().requires_grad_(True)
+        model(image)[0, targets[row]].backward()
+        gradient = image.grad[0]
+        expected = inputs[row] + lr * gradient / gradient.norm()
+        torch.testing.assert_close(moved[row], expected, rtol=1e-5, atol=1e-6)
+    # Norms are per image: every image moved by exactly lr.
+    torch.testing.assert_close((moved - inputs).flatten(1).norm(dim=1),
+                               torch.full((len(inputs),), lr), rtol=1e-5, atol=1e-6)
+
+
+def test_make_fooling_image_matches_the_homework_loop(model: Backbone) -> None:
+    inputs = model.normalize(_pixels(1, seed=3))
+    target = int(_not_predicted(model, inputs)[0])
+    # The homework's loop, verbatim in spirit: one image, raw score, lr * g / ||g||.
+    X_fooling = inputs.clone().requires_grad_(True)
+    for _ in range(100):
+        scores = model(X_fooling)
+        if scores.argmax(dim=1).item() == target:
+            break
+        scores[0, target].backward()
+        with torch.no_grad():
+            X_fooling += 1.0 * X_fooling.grad / X_fooling.grad.norm()
+        X_fooling.grad.zero_()
+    fooled = make_fooling_image(inputs, target, model)
+    torch.testing.assert_close(fooled, X_fooling.detach(), rtol=1e-4, atol=1e-5)
+    assert _predicted(model, fooled).item() == target
+
+
+def test_seed_with_pixel_range_stays_valid_and_fools_in_8_bit(model: Backbone) -> None:
+    pixels = _pixels(3)
+    inputs = model.normalize(pixels)
+    targets = _not_predicted(model, inputs)
+    fooled = make_fooling_image(inputs, targets, model, lr=1.0, mean=MEAN, std=STD)
+    fooled_pixels = model.denormalize(fooled)
+    assert fooled_pixels.min() >= -1e-6 and fooled_pixels.max() <= 1 + 1e-6
+    saved = quantize_pixels(fooled_pixels)
+    assert torch.equal(_predicted(model, model.normalize(saved)), targets)
+
+
+# --------------------------------------------------------------------------- PGD
+@pytest.mark.parametrize("norm, eps", [("linf", 0.03), ("l2", 0.5)])
+@pytest.mark.parametrize("loss", ["ce", "margin"])
+def test_pgd_keeps_the_change_in_budget_and_pixels_in_range(
+    model: Backbone, norm: str, eps: float, loss: str
+) -> None:
+    pixels = _pixels(4)
+    inputs = model.normalize(pixels)
+    targets = _not_predicted(model, inputs)
+    attack = FoolingAttack("pgd", norm=norm, eps=eps, step_size=eps, loss=loss, mean=MEAN,
+                           std=STD)
+    images, origin = inputs, inputs.clone()
+    progress = FoolingProgress.start(len(inputs))
+    for _ in range(8):
+        images = attack.advance(images, origin, targets, model, progress)
+        delta = model.denormalize(images) - pixels
+        sizes = delta.abs().flatten(1).amax(1) if norm == "linf" else delta.flatten(1).norm(dim=1)
+        assert (sizes <= eps + 1e-5).all()
+        assert model.denormalize(images).min() >= -1e-6
+        assert model.denormalize(images).max() <= 1 + 1e-6
+    assert progress.steps.max() > 1  # the images moved, and the budget held anyway
+    assert sizes.max() > 0.5 * eps
+
+
+def test_project_shrinks_only_what_is_outside_the_ball() -> None:
+    delta = torch.zeros(2, 3, 4, 4)
+    delta[0, 0, 0, 0] = 3.0  # outside an L2 ball of radius 1
+    delta[1, 0, 0, 0] = 0.5  # inside
+    projected = project(delta, 1.0, "l2")
+    assert projected[0].norm() == pytest.approx(1.0)
+    assert torch.equal(projected[1], delta[1])
+    assert project(delta, 0.2, "linf").abs().max() == pytest.approx(0.2)
+
+
+def test_pgd_function_fools_in_8_bit(model: Backbone) -> None:
+    pixels = _pixels(3)
+    inputs = model.normalize(pixels)
+    targets = _not_predicted(model, inputs)
+    fooled = pgd_attack(inputs, targets, model, mean=MEAN, std=STD, eps=0.1, step_size=0.01)
+    saved = quantize_pixels(model.denormalize(fooled))
+    assert torch.equal(_predicted(model, model.normalize(saved)), targets)
+    assert (saved - pixels).abs().max() <= 0.1 + 1e-6
+
+
+# --------------------------------------------------------------------------- masking
+def test_fooled_images_stop_changing(model: Backbone) -> None:
+    inputs = model.normalize(quantize_pixels(_pixels(2)))
+    predicted = _predicted(model, inputs)
+    # Image 0's target is what it already shows: fooled at the first check.
+    targets = torch.stack([predicted[0], (predicted[1] + 1) % len(CATEGORIES)])
+    attack = FoolingAttack("seed", mean=MEAN, std=STD, quantize=True)
+    progress = FoolingProgress.start(2)
+    following = attack.advance(inputs, inputs, targets, model, progress)
+    assert progress.fooled.tolist() == [True, False]
+    assert progress.steps.tolist() == [0, 1]
+    assert torch.equal(following[0], inputs[0])
+    assert not torch.equal(following[1], inputs[1])
+    again = attack.advance(following, inputs, targets, model, progress)
+    assert torch.equal(again[0], inputs[0])
+
+
+# --------------------------------------------------------------------------- the module
+class ImageRecorder(pl.Callback):
+    """Keeps every step's images and fooled flags."""
+
+    def __init__(self) -> None:
+        self.images: list[torch.Tensor] = []
+        self.fooled: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        self.images.append(pl_module.images[0].detach().clone())
+        self.fooled.append(pl_module.progress.fooled.clone())
+
+
+def _fit(directory: Path, max_steps: int = 60, **model_args: Any) -> tuple[FoolingImage, pl.Trainer,
+                                                                          ImageRecorder]:
+    module = FoolingImage(**{"backbone": TINY, "weights": "random", **model_args})
+    recorder = ImageRecorder()
+    trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         default_root_dir=directory, callbacks=[recorder])
+    trainer.fit(module, datamodule=LabeledImageData(image_size=32))
+    return module, trainer, recorder
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[FoolingImage, pl.Trainer,
+                                                                ImageRecorder, Path]:
+    directory = tmp_path_factory.mktemp("seed_run")
+    module, trainer, recorder = _fit(directory, target=["stingray", "flamingo"], all_pairs=True)
+    return module, trainer, recorder, directory
+
+
+def test_module_stops_early_when_all_are_fooled(seed_run: Any) -> None:
+    module, trainer, recorder, _ = seed_run
+    assert len(module.jobs) == 6
+    assert module.progress.fooled.all()
+    # The last step only found the last image fooled; then the run stopped, long before 60.
+    assert trainer.global_step == int(module.progress.steps.max()) + 1 < 60
+    assert len(recorder.images) == trainer.global_step
+
+
+def test_module_leaves_fooled_images_alone(seed_run: Any) -> None:
+    module, _, recorder, _ = seed_run
+    steps = module.progress.steps
+    assert steps.min() < steps.max()  # some were fooled while others went on
+    for job in range(len(module.jobs)):
+        fooled_at = int(steps[job])  # the step whose check found it fooled
+        assert recorder.fooled[fooled_at][job]
+        if fooled_at > 0:
+            assert not recorder.fooled[fooled_at - 1][job]
+            assert torch.equal(recorder.images[fooled_at - 1][job], recorder.images[fooled_at][job])
+        for later in recorder.images[fooled_at:]:
+            assert torch.equal(later[job], recorder.images[fooled_at][job])
+
+
+def test_saved_pngs_read_back_are_classified_as_the_targets(seed_run: Any) -> None:
+    module, _, _, directory = seed_run
+    with open(directory / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in rows] == [job.name for job in module.jobs]
+    backbone = tiny_fooling_backbone()
+    for row, job in zip(rows, module.jobs):
+        saved = image_to_tensor(load_image(directory / f"{job.name}.png"))
+        assert saved.shape == (3, 32, 32)
+        with torch.no_grad():
+            probabilities = backbone(backbone.normalize(saved[None])).softmax(dim=1)[0]
+        assert int(probabilities.argmax()) == job.target_class
+        assert row["success"] == "True"
+        assert row["target_class"] == CATEGORIES[job.target_class]
+        assert float(row["p_target"]) == pytest.approx(float(probabilities[job.target_class]),
+                                                       abs=1e-5)
+        delta = saved - job.pixels
+        assert float(row["linf"]) == pytest.approx(float(delta.abs().max()), abs=1e-5)
+        assert float(row["l2"]) == pytest.approx(float(delta.norm()), rel=1e-4)
+        assert 0 < float(row["ssim"]) <= 1 and float(row["psnr"]) > 20
+
+
+def test_module_pgd_stays_in_budget(tmp_path: Path) -> None:
+    module, _, _ = _fit(tmp_path, max_steps=40, target="flamingo", method="pgd", eps=0.1,
+                        step_size=0.02)
+    with open(tmp_path / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and all(row["success"] == "True" for row in rows)
+    assert max(float(row["linf"]) for row in rows) <= 0.1 + 1e-6
+
+
+def test_sheet_shows_original_fooled_and_difference(seed_run: Any) -> None:
+    module, _, _, _ = seed_run
+    panels = module.sheet_panels(0)
+    job = module.jobs[0]
+    assert [title.split(" p=")[0] for title, _ in panels[:2]] == [
+        CATEGORIES[int(_predicted(module.backbone, module.backbone.normalize(job.pixels[None])))],
+        CATEGORIES[job.target_class]]
+    expected = ((panels[1][1] - job.pixels) * 10 + 0.5).clamp(0, 1)
+    assert torch.equal(panels[2][1], expected)
+
+
+def test_all_pairs_skips_the_true_class_and_lists_must_fit(tmp_path: Path) -> None:
+    module = FoolingImage(backbone=TINY, target=["Egyptian cat", "stingray"], all_pairs=True)
+    data = LabeledImageData(image_size=32)
+    data.setup("fit")
+    with pytest.warns(UserWarning, match="true class"):
+        jobs = module.make_jobs(data.items)
+    assert [job.name for job in jobs] == ["chelsea_to_stingray", "coffee_to_egyptian_cat",
+                                         "coffee_to_stingray", "rocket_to_egyptian_cat",
+                                         "rocket_to_stingray"]
+    per_image = FoolingImage(backbone=TINY, target=[3, 4, 5]).make_jobs(data.items)
+    assert [job.target_class for job in per_image] == [3, 4, 5]
+    with pytest.raises(UserInputError, match="2 classes for 3 images"):
+        FoolingImage(backbone=TINY, target=[3, 4]).make_jobs(data.items)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"eps": 0.0}, "eps must be positive"),
+    ({"eps": -0.1, "method": "pgd"}, "eps must be positive"),
+    ({"step_size": 0.0}, "step_size must be positive"),
+    ({"target": "unicorn"}, "Unknown class name 'unicorn'"),
+    ({"target": 8}, "Class index 8 is out of range"),
+])
+def test_bad_arguments_raise_one_sentence(arguments: dict, message: str) -> None:
+    with pytest.raises(UserInputError, match=message) as caught:
+        FoolingImage(backbone=TINY, **arguments)
+    assert "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- the CLI
+def _cli(*extra: str) -> int:
+    return cli.main(["fit", "--config", CONFIG, "--model.backbone", TINY, "--model.weights",
+                     "random", "--data.image_size", "32", "--trainer.max_steps", "40",
+                     "--trainer.enable_progress_bar", "false", *extra])
+
+
+def test_cli_end_to_end_writes_a_fresh_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])  # pytest's own arguments are not the CLI's
+    assert _cli("--model.target", "[stingray, flamingo]") == 0
+    run = tmp_path / "runs" / "fooling" / "version_0"
+    with open(run / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and all(row["success"] == "True" for row in rows)
+    for row in rows:
+        assert (run / f"{row['name']}.png").is_file()
+        assert (run / f"{row['name']}_sheet.png").is_file()
+    assert (run / "loss_curve.png").is_file() and (run / "metrics.csv").is_file()
+    with open(run / "metrics.csv", newline="") as handle:
+        logged = list(csv.DictReader(handle))
+    assert any(line.get("success_rate") == "1.0" for line in logged)
+    assert any(line.get("chelsea_to_stingray/l2") for line in logged)
+    # A second run never touches the first.
+    assert _cli("--model.target", "stingray", "--model.all_pairs", "false",
+                "--model.method", "pgd", "--model.eps", "0.1") == 0
+    assert (tmp_path / "runs" / "fooling" / "version_1" / RESULTS_FILE).is_file()
+    assert len(list(run.glob("*_sheet.png"))) == 6
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model.eps", "0"], "eps must be positive"),
+    (["--model.method", "pgd", "--model.eps", "-0.01"], "eps must be positive"),
+    (["--model.target", "unicorn"], "Unknown class name 'unicorn'"),
+    (["--model.target", "42"], "Class index 42 is out of range"),
+    (["--model.target", "Egyptian cat", "--model.all_pairs", "false"],
+     "is the true class of image 'chelsea'"),
+])
+def test_cli_bad_input_exits_1_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    extra: list[str], message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    assert _cli(*extra) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and errors[0].endswith(".")
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- the real network
+TARGETS = ["stingray", "flamingo", "balloon", "Granny Smith", "snail"]
+
+
+@pytest.fixture(scope="module")
+def efficientnet() -> Backbone:
+    return load_backbone("efficientnet_lite0")
+
+
+@pytest.mark.parametrize("method", ["seed", "pgd"])
+def test_real_backbone_fools_a_sample_towards_five_classes(
+    tmp_path: Path, efficientnet: Backbone, method: str
+) -> None:
+    """The acceptance check on one built-in sample (all three: see the report's figures).
+
+    Five (image, target) jobs in one batch at 224 px; PGD with an L∞ budget of 2/255.
+    """
+    eps = 2 / 255
+    module = FoolingImage(target=TARGETS, all_pairs=True, method=method, eps=eps)
+    trainer = pl.Trainer(max_steps=100, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=LabeledImageData(images="sample:coffee", image_size=224))
+    with open(tmp_path / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["target_class"] for row in rows} == set(TARGETS)
+    for row, job in zip(rows, module.jobs):
+        print(f"{method} {row['name']}: steps {row['steps']}, ||δ||₂ {float(row['l2']):.3f}, "
+              f"||δ||∞ {float(row['linf']) * 255:.1f}/255, p {float(row['p_target']):.2f}")
+        saved = image_to_tensor(load_image(tmp_path / f"{job.name}.png"))
+        assert saved.shape == (3, 224, 224)
+        with torch.no_grad():
+            predicted = int(efficientnet(efficientnet.normalize(saved[None])).argmax())
+        assert predicted == job.target_class
+        assert row["success"] == "True" and int(row["steps"]) <= 100
+        if method == "pgd":
+            assert float(row["linf"]) <= eps + 1e-6

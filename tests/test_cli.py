@@ -1,0 +1,153 @@
+"""The command line end to end: outputs of a run, fresh run directories, and bad input."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+import cli
+
+REPO = Path(__file__).resolve().parents[1]
+STYLE_CONFIG = str(REPO / "configs" / "style_transfer.yaml")
+
+
+def tiny_args(content: Path | str, style: Path | str, *extra: str) -> list[str]:
+    """A style-transfer run on the tiny random backbone: 32 px, 4 steps."""
+    return [
+        "fit", "--config", STYLE_CONFIG,
+        "--model.backbone", "tiny", "--model.weights", "random",
+        "--model.content_layers", "[2]", "--model.style_layers", "[0, 1, 2, 3]",
+        "--model.style_weights", "[1, 1, 1, 1]",
+        "--data.content", str(content), "--data.style", str(style), "--data.image_size", "32",
+        "--trainer.max_steps", "4", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--images.every_n_steps", "2",
+        *extra,
+    ]
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted((root / "runs" / "style_transfer").glob("version_*"))
+
+
+def test_fit_writes_images_losses_plot_and_config(workdir, content_image, style_image) -> None:
+    assert cli.main(tiny_args(content_image, style_image)) == 0
+    [run] = run_dirs(workdir)
+    result = Image.open(run / "content__style.png")
+    assert result.size == (38, 32)  # shorter side 32, aspect ratio of the 48x40 content kept
+    assert Image.open(run / "content__style_sheet.png").width > 3 * 32
+    assert (run / "snapshots" / "content__style_step000002.png").is_file()
+    rows = list(csv.DictReader(open(run / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert {"content_loss", "style_loss", "tv_loss", "loss"} <= set(rows[0])
+    assert Image.open(run / "loss_curve.png").size[0] > 100
+    saved = yaml.safe_load(open(run / "config.yaml"))
+    assert saved["model"]["init_args"]["backbone"] == "tiny"
+    assert saved["seed_everything"] == 0
+
+
+def test_each_run_gets_a_fresh_directory_and_same_seed_same_result(workdir, content_image, style_image) -> None:
+    assert cli.main(tiny_args(content_image, style_image)) == 0
+    first = run_dirs(workdir)[0] / "content__style.png"
+    before = first.read_bytes()
+    assert cli.main(tiny_args(content_image, style_image)) == 0
+    runs = run_dirs(workdir)
+    assert len(runs) == 2
+    assert first.read_bytes() == before  # the first run's files were not touched
+    assert (runs[1] / "content__style.png").read_bytes() == before  # reproducible with the seed
+
+
+def test_print_config_can_be_fed_back(workdir, content_image, style_image, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(tiny_args(content_image, style_image, "--print_config"))
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: lightning_modules.StyleTransfer" in printed
+    (workdir / "printed.yaml").write_text(printed)
+    assert cli.main(["fit", "--config", str(workdir / "printed.yaml")]) == 0
+    assert (run_dirs(workdir)[0] / "content__style.png").is_file()
+
+
+def test_feature_inversion_and_texture_synthesis_run(workdir, content_image, style_image) -> None:
+    common = ["--model.backbone", "tiny", "--model.weights", "random", "--data.image_size", "24",
+              "--trainer.max_steps", "3", "--trainer.enable_progress_bar", "false"]
+    assert cli.main(["fit", "--config", str(REPO / "configs" / "feature_inversion.yaml"),
+                     "--model.content_layers", "[1]", "--data.content", str(content_image),
+                     *common]) == 0
+    assert cli.main(["fit", "--config", str(REPO / "configs" / "texture_synthesis.yaml"),
+                     "--model.style_layers", "[0, 1]", "--model.style_weights", "[1, 1]",
+                     "--data.style", str(style_image), *common]) == 0
+    assert Image.open(workdir / "runs/feature_inversion/version_0/content.png").size == (29, 24)
+    assert Image.open(workdir / "runs/texture_synthesis/version_0/style.png").size == (24, 24)
+
+
+def truncated_png(tmp_path: Path, content_image: Path) -> Path:
+    data = content_image.read_bytes()
+    path = tmp_path / "truncated.png"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def wrong_weights(tmp_path: Path) -> Path:
+    import torch
+
+    path = tmp_path / "conv.pth"
+    torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), path)
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda t, c, s: ["--data.content", str(t / "nope.jpg")], "not found"),
+    "not an image": (lambda t, c, s: ["--data.content", str(t / "notes.txt")], "Not a recognised image"),
+    "truncated": (lambda t, c, s: ["--data.content", str(truncated_png(t, c))], "truncated"),
+    "unknown backbone": (lambda t, c, s: ["--model.backbone", "alexnet9"], "Unknown backbone"),
+    "layer out of range": (lambda t, c, s: ["--model.content_layers", "[7]"], "out of range"),
+    "negative content weight": (lambda t, c, s: ["--model.content_weight", "-1"], "content_weight"),
+    "negative style weight": (lambda t, c, s: ["--model.style_weights", "[1, -1, 1, 1]"], "style_weights"),
+    "negative tv weight": (lambda t, c, s: ["--model.tv_weight", "-0.5"], "tv_weight"),
+    "style weights count": (lambda t, c, s: ["--model.style_weights", "[1, 1]"], "2 values"),
+    "zero image size": (lambda t, c, s: ["--data.image_size", "0"], "image_size"),
+    "negative style size": (lambda t, c, s: ["--data.style_size", "-5"], "style_size"),
+    "zero steps": (lambda t, c, s: ["--trainer.max_steps", "0"], "max_steps"),
+    "nonsense weights file": (lambda t, c, s: ["--model.backbone", "efficientnet_lite0",
+                                               "--model.weights", str(t / "notes.txt")], "not a PyTorch"),
+    "missing weights file": (lambda t, c, s: ["--model.weights", str(t / "w.pth")], "Weights file not found"),
+    "weights of another network": (lambda t, c, s: ["--model.backbone", "resnet18",
+                                                    "--model.weights", str(wrong_weights(t))], "does not fit"),
+}
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch) -> None:
+    """LightningCLI warns when pytest's own arguments are in sys.argv beside args=."""
+    monkeypatch.setattr("sys.argv", ["cli.py"])
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_sentence_and_exit_1(case, workdir, content_image, style_image, capsys) -> None:
+    (workdir / "notes.txt").write_text("these are not pixels")
+    extra, expected = BAD_INPUTS[case]
+    status = cli.main(tiny_args(content_image, style_image, *extra(workdir, content_image, style_image)))
+    err = capsys.readouterr().err.strip()
+    assert status == 1
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and expected in err, err
+
+
+def test_decompression_bomb_is_refused(workdir, content_image, style_image, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
+    assert cli.main(tiny_args(content_image, style_image)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "too large" in err, err
+
+
+def test_diverging_run_stops_and_says_so(workdir, content_image, style_image, capsys) -> None:
+    status = cli.main(tiny_args(content_image, style_image, "--model.lr", "1e30",
+                                "--model.clamp", "1e30", "--trainer.max_steps", "50"))
+    err = capsys.readouterr().err.strip()
+    assert status == 1
+    assert "diverged" in err and len(err.splitlines()) == 1, err
