@@ -151,3 +151,26 @@ def test_diverging_run_stops_and_says_so(workdir, content_image, style_image, ca
     err = capsys.readouterr().err.strip()
     assert status == 1
     assert "diverged" in err and len(err.splitlines()) == 1, err
+
+
+def test_squeezenet_offline_error_and_local_weights_file(workdir, content_image, style_image, capsys,
+                                                        monkeypatch) -> None:
+    import torch
+    import urllib.error
+    from torchvision.models import squeezenet1_1
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    homework = ["--config", str(REPO / "configs" / "cs231n" / "the_scream.yaml"),
+                "--data.content", str(content_image), "--data.style", str(style_image),
+                "--data.image_size", "32", "--data.style_size", "32", "--trainer.max_steps", "3",
+                "--trainer.enable_progress_bar", "false"]
+    assert cli.main(["fit", *homework]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "squeezenet1_1" in err and "--model.weights" in err
+    weights = workdir / "squeezenet1_1.pth"
+    torch.save(squeezenet1_1(weights=None).state_dict(), weights)
+    assert cli.main(["fit", *homework, "--model.weights", str(weights)]) == 0
+    assert (workdir / "runs/cs231n_the_scream/version_0/content__style.png").is_file()

@@ -1,0 +1,170 @@
+"""StyleTransfer, FeatureInversion and TextureSynthesis as modules, run by a Trainer."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import pytest
+import torch
+
+from datamodules import StyleTransferData
+from lightning_modules import FeatureInversion, StyleTransfer, TextureSynthesis
+from lightning_modules.losses import gram_matrix
+from lightning_modules.style_transfer import keep_colors
+
+
+def fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int) -> pl.Trainer:
+    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, data)
+    return trainer
+
+
+def tiny_module(cls=StyleTransfer, **kwargs) -> StyleTransfer:
+    options = dict(backbone="tiny", weights="random", content_layers=[2], style_layers=[0, 1, 2],
+                   style_weights=[1.0, 1.0, 1.0], tv_weight=0.01, lr=0.05)
+    options.update(kwargs)
+    return cls(**options)
+
+
+class StepRecorder(pl.Callback):
+    """Records, as each step is taken, the learning rate, Adam's state size and the image range."""
+
+    def __init__(self) -> None:
+        self.rows = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        image = pl_module.images[0].detach()
+        self.rows.append((optimizer.param_groups[0]["lr"], len(optimizer.state),
+                          float(image.min()), float(image.max())))
+
+
+def test_style_loss_of_the_default_settings_falls_by_90_percent(content_image) -> None:
+    """The default config's layers and weights, on the real offline backbone, at a small size."""
+    data = StyleTransferData(content="sample:chelsea", style="sample:immunohistochemistry",
+                             image_size=96)
+    module = StyleTransfer(content_layers=[4], style_layers=[1, 2, 3, 4],
+                           style_weights=[1e4] * 4, tv_weight=0.005, lr=0.08)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(trainer.callback_metrics["style_loss"]))
+
+    trainer = pl.Trainer(max_steps=60, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", callbacks=[Record()])
+    trainer.fit(module, data)
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_lr_drop_restarts_adam_and_clamp_stops(content_image, style_image) -> None:
+    module = tiny_module(lr=0.5, lr_drop_step=3, lr_drop_to=0.01, restart_optimizer_at_drop=True,
+                         clamp=0.2, clamp_until=4)
+    recorder = StepRecorder()
+    data = StyleTransferData(content=str(content_image), style=str(style_image), image_size=24)
+    trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+    trainer.fit(module, data)
+    lrs = [row[0] for row in recorder.rows]
+    assert lrs == [0.5, 0.5, 0.5, 0.01, 0.01, 0.01]
+    assert recorder.rows[3][1] == 0  # Adam's moments were forgotten at the drop
+    for step, (_, _, low, high) in enumerate(recorder.rows):
+        if step < 4:
+            assert -0.2 - 1e-6 <= low and high <= 0.2 + 1e-6
+    assert max(row[3] for row in recorder.rows[4:]) > 0.2  # no clamping from step 4 on
+
+
+def test_default_clamp_keeps_valid_pixels(content_image, style_image) -> None:
+    module = tiny_module(lr=5.0)
+    fit(module, StyleTransferData(content=str(content_image), style=str(style_image), image_size=24), 3)
+    module.clamp_images()
+    pixels = module.backbone.denormalize(module.images[0])
+    assert float(pixels.min()) >= -1e-6 and float(pixels.max()) <= 1 + 1e-6
+
+
+def test_blended_style_target_is_weighted_sum_of_grams(content_image, style_image, tmp_path) -> None:
+    from conftest import write_test_image
+
+    second = write_test_image(tmp_path / "second.png", (30, 36), seed=5)
+    data = StyleTransferData(content=str(content_image), style=[str(style_image), str(second)],
+                             style_blend_weights=[3, 1], image_size=24, style_size=20)
+    module = tiny_module()
+    fit(module, data, 1)
+    job = data.jobs[0]
+    assert job.style_blend_weights == [0.75, 0.25]
+    assert [tuple(s.shape[1:]) for s in job.styles] == [(20, 20), (24, 20)]
+    for layer, target in zip(module.style_layers, module._style_targets[0]):
+        grams = [gram_matrix(module.backbone.extract(module.backbone.normalize(s[None]), [layer])[0])[0]
+                 for s in job.styles]
+        assert torch.allclose(target[0], 0.75 * grams[0] + 0.25 * grams[1], atol=1e-6)
+
+
+def test_style_scale_and_sizes(content_image, style_image) -> None:
+    data = StyleTransferData(content=str(content_image), style=str(style_image), image_size=30,
+                             style_size=20, style_scale=1.5)
+    data.setup("fit")
+    assert data.jobs[0].size == (30, 36)
+    assert tuple(data.jobs[0].styles[0].shape[1:]) == (30, 30)
+
+
+def test_jobs_are_one_per_content_image_with_unique_names(content_image, style_image, tmp_path) -> None:
+    from conftest import write_test_image
+
+    folder = tmp_path / "photos"
+    for name in ("b", "a"):
+        write_test_image(folder / f"{name}.png", (40, 40))
+    data = StyleTransferData(content=[str(folder), str(content_image)], style=str(style_image),
+                             image_size=16)
+    data.setup("fit")
+    assert [job.name for job in data.jobs] == ["a__style", "b__style", "content__style"]
+
+
+def test_preserve_colors_keeps_content_chrominance(content_image, style_image) -> None:
+    module = tiny_module(preserve_colors=True, lr=0.2)
+    fit(module, StyleTransferData(content=str(content_image), style=str(style_image), image_size=24), 3)
+    result = module.result_pixels(0)
+    plain = super(StyleTransfer, module).result_pixels(0)
+    content = module.jobs[0].content
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263],
+                           [0.211456, -0.522591, 0.311135]])
+    yiq = lambda x: torch.einsum("ij,jhw->ihw", to_yiq, x)  # noqa: E731
+    inside = (result > 0.01).all(0) & (result < 0.99).all(0)  # unclipped pixels
+    assert torch.allclose(yiq(result)[1:, inside], yiq(content)[1:, inside], atol=1e-4)
+    assert torch.allclose(yiq(result)[0, inside], yiq(plain)[0, inside], atol=1e-4)
+    assert torch.allclose(keep_colors(content, content), content, atol=1e-5)
+
+
+def test_feature_inversion_starts_from_noise_and_reduces_content_loss(content_image) -> None:
+    module = tiny_module(FeatureInversion, lr=0.1)
+    data = StyleTransferData(content=str(content_image), style=None, image_size=24)
+    trainer = fit(module, data, 1)
+    first = float(trainer.callback_metrics["content_loss"])
+    start = module.result_pixels(0)
+    assert not torch.allclose(start, data.jobs[0].content, atol=0.1)
+    assert "style_loss" not in trainer.callback_metrics
+    trainer = fit(module, data, 30)
+    assert float(trainer.callback_metrics["content_loss"]) < 0.5 * first
+
+
+def test_texture_synthesis_needs_no_content(style_image) -> None:
+    module = tiny_module(TextureSynthesis)
+    data = StyleTransferData(content=None, style=str(style_image), image_size=16)
+    trainer = fit(module, data, 2)
+    assert "content_loss" not in trainer.callback_metrics
+    assert module.result_pixels(0).shape == (3, 16, 16)
+
+
+def test_init_from_file(content_image, style_image) -> None:
+    module = tiny_module(init=str(style_image))
+    data = StyleTransferData(content=str(content_image), style=str(style_image), image_size=24)
+    fit(module, data, 0 + 1)
+    assert module.images[0].shape == (1, 3, 24, 29)
+
+
+def test_lbfgs_runs_and_lowers_the_loss(content_image, style_image) -> None:
+    module = tiny_module(optimizer="lbfgs", lr=0.5)
+    data = StyleTransferData(content=str(content_image), style=str(style_image), image_size=24)
+    first = float(fit(module, data, 1).callback_metrics["loss"])
+    module = tiny_module(optimizer="lbfgs", lr=0.5)
+    last = float(fit(module, data, 15).callback_metrics["loss"])
+    assert last < first
