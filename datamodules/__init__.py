@@ -1,6 +1,7 @@
 """DataModules: images in, jobs out."""
 
+from datamodules.classes import ClassListData
 from datamodules.labeled_images import LabeledImage, LabeledImageData
 from datamodules.style_transfer import StyleJob, StyleTransferData
 
-__all__ = ["LabeledImage", "LabeledImageData", "StyleJob", "StyleTransferData"]
+__all__ = ["ClassListData", "LabeledImage", "LabeledImageData", "StyleJob", "StyleTransferData"]

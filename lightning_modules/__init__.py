@@ -7,6 +7,7 @@ from lightning_modules.backbones import (
     register_backbone,
 )
 from lightning_modules.base import DivergedError, ImageOptimization
+from lightning_modules.class_visualization import ClassVisualization, create_class_visualization
 from lightning_modules.errors import UserInputError
 from lightning_modules.fooling import FoolingAttack, FoolingImage, make_fooling_image, pgd_attack
 from lightning_modules.losses import content_loss, extract_features, gram_matrix, style_loss, tv_loss
@@ -21,6 +22,8 @@ from lightning_modules.saliency import (
 from lightning_modules.style_transfer import FeatureInversion, StyleTransfer, TextureSynthesis
 
 __all__ = [
+    "ClassVisualization",
+    "create_class_visualization",
     "FoolingAttack",
     "FoolingImage",
     "SaliencyBatch",
