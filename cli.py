@@ -4,22 +4,39 @@
     python cli.py fit --config configs/style_transfer.yaml --print_config
 
 Every run writes into a fresh directory (``runs/<technique>/version_<n>/``): the config, the
-images, ``losses.csv`` and ``loss_curve.png``. Bad input ends with one sentence on stderr and a
-non-zero exit, never a traceback.
+images, ``losses.csv``, ``loss_curve.png`` and ``checkpoints/last.ckpt``. Bad input ends with one
+sentence on stderr and a non-zero exit, never a traceback.
+
+    python cli.py fit --config ... --trainer.devices 2 --trainer.accelerator cpu   # 2 processes
+    python cli.py fit --config ... --ckpt_path last    # continue the latest interrupted run
+
+Several processes get ``ImageDDPStrategy`` unless a strategy is given. ``--ckpt_path last``
+continues the most recently checkpointed run of the config's logger name *in its own run
+directory*: files already there are kept, the config is saved as ``config_resumed.yaml`` and the
+interrupted part's ``metrics.csv`` becomes ``metrics_before_resume.csv``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
+from jsonargparse import Namespace
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger
 
 from callbacks import ImageWriter, LossHistory
+from callbacks.interrupt import SaveOnInterrupt
 from lightning_modules.base import DivergedError
 from lightning_modules.errors import UserInputError
+
+# Checkpoints: checkpoints/last.ckpt in the run directory, renewed every 50 steps and at the end
+# of each chunk of jobs; --checkpoint.every_n_train_steps changes the period.
+CHECKPOINT_DEFAULTS = {"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
+                       "checkpoint.every_n_train_steps": 50}
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -27,7 +44,7 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": "runs", "name": "run"},
     },
     "log_every_n_steps": 1,
-    "enable_checkpointing": False,
+    "enable_checkpointing": True,
     "num_sanity_val_steps": 0,
     "accelerator": "auto",
     "devices": 1,
@@ -35,11 +52,68 @@ TRAINER_DEFAULTS = {
 
 
 class ImageCLI(LightningCLI):
-    """LightningCLI with the image callbacks always on and the step count checked."""
+    """LightningCLI with the image, checkpoint and signal callbacks always on."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ImageWriter, "images")
         parser.add_lightning_class_args(LossHistory, "losses")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        trainer = config.trainer
+        processes = process_count(trainer.devices, trainer.num_nodes)
+        if trainer.strategy == "auto" and processes != 1:
+            trainer.strategy = "image_ddp"
+        if self.subcommand == "fit" and config.get("ckpt_path"):
+            self._resume_in_place(config, processes)
+
+    def _resume_in_place(self, config: Namespace, processes: Optional[int]) -> None:
+        """Point ``ckpt_path`` and the logger at the run being continued.
+
+        ``last`` means the newest ``version_*/checkpoints/last.ckpt`` under the logger's
+        ``save_dir/name``. A checkpoint inside a run's ``checkpoints/`` folder is continued in
+        that run's directory; any other checkpoint starts a fresh directory.
+        """
+        logger = config.trainer.logger
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        has_layout = init_args is not None and all(
+            key in init_args for key in ("save_dir", "name", "version"))
+        path = config.ckpt_path
+        if path == "last":
+            if not has_layout:
+                return  # Lightning's own search
+            root = Path(init_args.save_dir or ".") / str(init_args.name)
+            found = sorted(root.glob("version_*/checkpoints/last.ckpt"),
+                           key=lambda p: p.stat().st_mtime)
+            if not found:
+                raise UserInputError(f"There is no run to continue: no checkpoint in "
+                                     f"{root}/version_*/checkpoints/.")
+            path = found[-1]
+            config.ckpt_path = str(path)
+        path = Path(path)
+        if not path.is_file():
+            raise UserInputError(f"Checkpoint {path} does not exist.")
+        # One file per process (see ImageDDPStrategy): resume with as many processes.
+        written_by = 1 + len(list(path.parent.glob(f"{path.stem}.rank*{path.suffix}")))
+        if processes is not None and processes != written_by:
+            raise UserInputError(
+                f"{path} was written by {written_by} processes; resume it with as many "
+                f"(--trainer.devices, --trainer.num_nodes), not {processes}.")
+        if has_layout and path.parent.name == "checkpoints":
+            run = path.parent.parent
+            init_args.save_dir, init_args.name, init_args.version = (
+                str(run.parent.parent), run.parent.name, run.name)
+            self.save_config_kwargs = {**self.save_config_kwargs,
+                                       "config_filename": free_name(run, "config_resumed.yaml")}
+            # CSVLogger deletes the metrics.csv it finds; keep the interrupted run's rows.
+            metrics = run / "metrics.csv"
+            try:
+                metrics.rename(run / free_name(run, "metrics_before_resume.csv"))
+            except FileNotFoundError:
+                pass  # no rows yet, or another process of this run moved them
 
     def before_fit(self) -> None:
         trainer = self.trainer
@@ -63,6 +137,33 @@ class ImageCLI(LightningCLI):
         self.trainer.loggers = [csv_logger, TensorBoardLogger(
             save_dir=csv_logger.save_dir, name=csv_logger.name, version=csv_logger.version,
             default_hp_metric=False)]
+
+
+def process_count(devices: Any, num_nodes: int) -> Optional[int]:
+    """How many processes ``--trainer.devices`` and ``--trainer.num_nodes`` ask for.
+
+    Returns:
+        The count, or None when Lightning decides (``"auto"``, ``-1``: every device).
+    """
+    if isinstance(devices, (list, tuple)):
+        per_node: Optional[int] = len(devices)
+    elif isinstance(devices, int):
+        per_node = devices if devices > 0 else None
+    else:
+        text = str(devices).strip()
+        per_node = (len([d for d in text.split(",") if d.strip()]) if "," in text
+                    else int(text) if text.isdigit() and int(text) > 0 else None)
+    return None if per_node is None else per_node * num_nodes
+
+
+def free_name(directory: Path, name: str) -> str:
+    """``name``, or ``<stem>_2<suffix>``, ``_3``, ... whichever does not exist in ``directory``."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    candidate, number = name, 1
+    while (directory / candidate).exists():
+        number += 1
+        candidate = f"{stem}_{number}{suffix}"
+    return candidate
 
 
 def main(args: Optional[Sequence[str]] = None) -> int:

@@ -45,8 +45,10 @@ class ImageWriter(pl.Callback):
     """Saves each job's image every ``every_n_steps`` steps and at the end, plus a sheet.
 
     Files, in the run directory: ``snapshots/<job>_step<k>.png``, ``<job>.png`` (the result)
-    and ``<job>_sheet.png`` (the inputs and the result side by side). Existing files are never
-    overwritten.
+    and ``<job>_sheet.png`` (the inputs and the result side by side). Results are written when
+    the job's chunk ends (each epoch is one chunk, see ``lightning_modules.base``), by the
+    process that optimized the job. Existing files are never overwritten; a resumed run keeps
+    the files that the interrupted one already wrote (they hold the same pictures).
 
     Args:
         every_n_steps: Snapshot period in steps; 0 turns snapshots off.
@@ -57,27 +59,36 @@ class ImageWriter(pl.Callback):
         self.every_n_steps = every_n_steps
         self.sheet_height = sheet_height
         self.directory: Path | None = None
+        self.resumed = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)
+        self.resumed = trainer.ckpt_path is not None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and step < trainer.max_steps:
+        step = batch_idx + 1  # steps the jobs of this chunk have taken
+        if (self.every_n_steps and step % self.every_n_steps == 0
+                and step < trainer.num_training_batches and not pl_module.idle):
             for index, slot in enumerate(pl_module.slots):
-                save_png(pl_module.result_pixels(index),
-                         self.directory / "snapshots" / f"{slot.name}_step{step:06d}.png")
+                self._save(pl_module.result_pixels(index),
+                           self.directory / "snapshots" / f"{slot.name}_step{step:06d}.png")
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.write_results(pl_module)
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not pl_module.idle:
+            self.write_results(pl_module)
 
     def write_results(self, pl_module: pl.LightningModule, suffix: str = "") -> list[Path]:
         """Write every job's current image and sheet; returns the image paths."""
         written = []
         for index, slot in enumerate(pl_module.slots):
             path = self.directory / f"{slot.name}{suffix}.png"
-            written.append(save_png(pl_module.result_pixels(index), path))
+            written.append(self._save(pl_module.result_pixels(index), path))
             sheet = make_sheet(pl_module.sheet_panels(index), self.sheet_height)
-            save_png(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
+            self._save(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
         return written
+
+    def _save(self, picture: torch.Tensor | Image.Image, path: Path) -> Path:
+        if self.resumed and path.exists():
+            return path
+        return save_png(picture, path)

@@ -14,7 +14,10 @@ from callbacks.run_directory import run_directory
 class LossHistory(pl.Callback):
     """Writes ``losses.csv`` (one row per step, one column per term) and ``loss_curve.png``.
 
-    Every metric the technique logs whose name ends in ``loss`` is recorded.
+    Every metric the technique logs whose name ends in ``loss`` is recorded (under several
+    processes: the values of all of them, as logged with ``sync_dist``); ``step`` counts the
+    steps of the whole run. The rows so far travel in checkpoints, so a resumed run writes the
+    complete history; process 0 writes the files when training ends.
     """
 
     def __init__(self) -> None:
@@ -30,6 +33,12 @@ class LossHistory(pl.Callback):
         row.update({name: float(value) for name, value in trainer.callback_metrics.items()
                     if name.endswith("loss")})
         self.rows.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(row) for row in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(row) for row in state_dict["rows"]]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.rows:

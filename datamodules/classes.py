@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from datamodules.style_transfer import StepIndices
+from datamodules.style_transfer import StepLoader
 from lightning_modules.errors import UserInputError
 
 # The ten classes of the issue's acceptance test (tarantula ... Granny Smith).
@@ -61,18 +61,24 @@ def parse_classes(classes: Classes) -> list[Union[int, str]]:
 
 
 class ClassListData(pl.LightningDataModule):
-    """The classes to visualize: one image per class, all optimized together.
+    """The classes to visualize: one image per class, optimized together (or in batches).
 
     Args:
         classes: Class indices and/or ImageNet names (case-insensitive; a unique part of a
             name is enough, e.g. ``"retriever"`` is ambiguous but ``"golden retriever"`` is
             not), ``"all"`` for 0 to 999, or a comma-separated string.
+        batch_size: The most classes one process optimizes at once; the rest wait for the
+            next chunk, each getting ``trainer.max_steps`` steps. None: all at once.
     """
 
-    def __init__(self, classes: Classes = DEFAULT_CLASSES) -> None:
+    def __init__(self, classes: Classes = DEFAULT_CLASSES,
+                 batch_size: Optional[int] = None) -> None:
         super().__init__()
+        if batch_size is not None and not batch_size > 0:
+            raise UserInputError(f"batch_size must be positive, got {batch_size}.")
         self.classes = parse_classes(classes)
+        self.batch_size = batch_size
 
     def train_dataloader(self) -> DataLoader:
         """One item per optimization step; ``trainer.max_steps`` ends the run."""
-        return DataLoader(StepIndices(), batch_size=None)
+        return StepLoader()

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import SAMPLE_PREFIX, image_to_tensor, load_image, resize_shorter_side
-from datamodules.style_transfer import IMAGE_SUFFIXES, StepIndices, expand_sources, source_stem
+from datamodules.style_transfer import IMAGE_SUFFIXES, StepLoader, expand_sources, source_stem
 from lightning_modules.errors import UserInputError
 
 Label = Union[int, str]
@@ -204,4 +204,4 @@ class LabeledImageData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """One item per optimization step (for techniques that optimize and read ``items``)."""
-        return DataLoader(StepIndices(), batch_size=None)
+        return StepLoader()

@@ -6,7 +6,7 @@ import glob
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Literal, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -44,6 +44,23 @@ class StepIndices(IterableDataset):
 
     def __iter__(self) -> Iterator[int]:
         return itertools.count()
+
+
+class StepLoader(DataLoader):
+    """The training loader of the optimizing techniques: :class:`StepIndices`, one at a time.
+
+    Its state is empty and it says so (``state_dict``), which tells Lightning that a run
+    resumed in the middle of an epoch loses nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(StepIndices(), batch_size=None)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: the step numbers carry no data."""
 
 
 def expand_sources(sources: Sources) -> list[str]:
@@ -94,8 +111,10 @@ def check_size(name: str, value: Optional[float]) -> None:
 class StyleTransferData(pl.LightningDataModule):
     """Content and style images for style transfer, feature inversion and texture synthesis.
 
-    Every content image is one job, drawn in the blend of all style images. Sizes are the
-    shorter side in pixels, as in the homework; aspect ratios are kept.
+    With ``style_mode="blend"`` every content image is one job, drawn in the blend of all style
+    images (``<content>__<style1>+<style2>``); with ``"each"`` every content and style pair is a
+    job (``<content>__<style>``). Sizes are the shorter side in pixels, as in the homework;
+    aspect ratios are kept.
 
     Args:
         content: Content image(s): paths, folders, globs or built-in samples (``sample:NAME``,
@@ -106,6 +125,11 @@ class StyleTransferData(pl.LightningDataModule):
         image_size: Shorter side of the content image and of the result.
         style_size: Shorter side of the style images (default: ``image_size``).
         style_scale: Multiplies ``style_size``: smaller values give finer style features.
+        style_mode: ``"blend"`` (one job per content image, all styles blended) or ``"each"``
+            (one job per content and style pair; texture synthesis: one per style).
+        batch_size: The most jobs one process optimizes at once, in one ``[B, 3, H, W]``
+            parameter of one image size; the rest wait for the next chunk, each job getting
+            ``trainer.max_steps`` steps. None: all jobs at once.
     """
 
     def __init__(
@@ -116,17 +140,26 @@ class StyleTransferData(pl.LightningDataModule):
         image_size: int = 256,
         style_size: Optional[int] = None,
         style_scale: float = 1.0,
+        style_mode: Literal["blend", "each"] = "blend",
+        batch_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_size("image_size", image_size)
         check_size("style_size", style_size)
         check_size("style_scale", style_scale)
+        check_size("batch_size", batch_size)
+        if style_mode not in ("blend", "each"):
+            raise UserInputError(f"Unknown style_mode '{style_mode}'; choose 'blend' or 'each'.")
+        if style_mode == "each" and style_blend_weights is not None:
+            raise UserInputError("style_blend_weights needs style_mode 'blend'.")
         self.content = content
         self.style = style
         self.style_blend_weights = style_blend_weights
         self.image_size = image_size
         self.style_size = style_size
         self.style_scale = style_scale
+        self.style_mode = style_mode
+        self.batch_size = batch_size
         self.jobs: list[StyleJob] = []
 
     def _load(self, source: str, size: int) -> torch.Tensor:
@@ -150,20 +183,32 @@ class StyleTransferData(pl.LightningDataModule):
         style_side = round((self.style_size or self.image_size) * self.style_scale)
         check_size("style_size * style_scale", style_side)
         styles = [self._load(s, style_side) for s in style_sources]
-        style_name = "+".join(source_stem(s) for s in style_sources)
+        # Each style set is (name part, style images, blend weights).
+        if self.style_mode == "each" and style_sources:
+            style_sets = [(source_stem(source), [style], [1.0])
+                          for source, style in zip(style_sources, styles)]
+        else:
+            style_sets = [("+".join(source_stem(s) for s in style_sources), styles, blend)]
+        names: set[str] = set()
         if not content_sources:
             # Texture synthesis: the first style's aspect ratio at image_size.
-            _, h, w = self._load(style_sources[0], self.image_size).shape
-            self.jobs = [StyleJob(style_name, None, styles, blend, (h, w))]
+            for (style_name, style_images, weights), source in zip(style_sets, style_sources):
+                _, h, w = self._load(source, self.image_size).shape
+                self._add_job(names, style_name, None, style_images, weights, (h, w))
             return
-        names: set[str] = set()
         for source in content_sources:
             content = self._load(source, self.image_size)
-            name = "__".join(filter(None, [source_stem(source), style_name]))
-            while name in names:  # two photos with one stem: keep both
-                name += "_"
-            names.add(name)
-            self.jobs.append(StyleJob(name, content, styles, blend, tuple(content.shape[1:])))
+            for style_name, style_images, weights in style_sets:
+                name = "__".join(filter(None, [source_stem(source), style_name]))
+                self._add_job(names, name, content, style_images, weights,
+                              tuple(content.shape[1:]))
+
+    def _add_job(self, names: set[str], name: str, content: Optional[torch.Tensor],
+                 styles: list[torch.Tensor], weights: list[float], size: tuple[int, int]) -> None:
+        while name in names:  # two photos with one stem: keep both
+            name += "_"
+        names.add(name)
+        self.jobs.append(StyleJob(name, content, styles, weights, size))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(StepIndices(), batch_size=None)
+        return StepLoader()

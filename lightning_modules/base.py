@@ -5,14 +5,23 @@ they all share: the backbone, the image parameters (one ``[B, 3, H, W]`` tensor 
 kept in the backbone's normalized input space as the homework does), the optimizer and its
 learning-rate drop, clamping, logging of every loss term, and the divergence check.
 
-A subclass implements :meth:`ImageOptimization.create_images` (the starting images for its jobs)
-and :meth:`ImageOptimization.loss_terms` (each weighted loss term, one value per image).
+It also owns how a run's jobs are split (see :func:`plan_chunks`): into *chunks* that are
+optimized one after another (``batch_size`` jobs per process at a time, so memory stays bounded),
+and, within a chunk, across processes (``--trainer.devices N``; each process optimizes only its
+own jobs). Each chunk is one training epoch of ``trainer.max_steps`` steps: ``max_steps`` is the
+number of steps *every job* gets, and the step a schedule sees (``batch_idx``) counts from 0 in
+each chunk. A run with one chunk and one process is exactly the plain loop.
+
+A subclass implements :meth:`ImageOptimization.create_images` (the starting images of the jobs
+that :meth:`ImageOptimization.my_jobs` hands this process) and
+:meth:`ImageOptimization.loss_terms` (each weighted loss term, one value per image).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Hashable, Literal, Optional, Sequence, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -20,6 +29,9 @@ from torch import nn
 
 from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from lightning_modules.errors import UserInputError
+from lightning_modules.strategy import ImageDDPStrategy
+
+Job = TypeVar("Job")
 
 
 class DivergedError(RuntimeError):
@@ -40,6 +52,34 @@ def check_non_negative(name: str, values: float | Sequence[float]) -> None:
     for value in [values] if isinstance(values, (int, float)) else values:
         if not value >= 0:  # also catches NaN
             raise UserInputError(f"{name} must be zero or positive, got {value}.")
+
+
+def plan_chunks(sizes: Sequence[Hashable], batch_size: Optional[int],
+                world_size: int) -> list[list[int]]:
+    """Split a run's jobs into chunks that are optimized one after another.
+
+    Process ``r`` of ``world_size`` optimizes items ``r, r + world_size, ...`` of each chunk, so a
+    chunk holds at most ``batch_size`` jobs per process.
+
+    Args:
+        sizes: One key per job, its image size: with a ``batch_size``, a chunk holds one size.
+        batch_size: The most jobs one process optimizes at once; None puts every job in one
+            chunk (of any sizes).
+        world_size: The number of processes.
+
+    Returns:
+        The job indices of each chunk, in order; each job is in exactly one chunk.
+    """
+    if batch_size is None:
+        return [list(range(len(sizes)))] if len(sizes) else []
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserInputError(f"batch_size must be a positive number of jobs, got {batch_size!r}.")
+    by_size: dict[Hashable, list[int]] = defaultdict(list)
+    for index, size in enumerate(sizes):
+        by_size[size].append(index)
+    width = batch_size * world_size
+    return [indices[start:start + width] for indices in by_size.values()
+            for start in range(0, len(indices), width)]
 
 
 class ImageOptimization(pl.LightningModule):
@@ -89,12 +129,20 @@ class ImageOptimization(pl.LightningModule):
         self.clamp_until = clamp_until
         self.images = nn.ParameterList()
         self.slots: list[ImageSlot] = []
+        # How the run's jobs are split (filled by my_jobs): see plan_chunks.
+        self.chunks: Optional[list[list[int]]] = None
+        self.chunk = 0
+        self.job_indices: list[int] = []
+        self.idle = False  # this process has no job in the chunk and repeats one, writing nothing
+        self._finish_chunk = False
 
     # ----------------------------------------------------------------- to be implemented
     def create_images(self) -> list[torch.Tensor]:
         """Return the starting images, one normalized ``[B, 3, H, W]`` tensor per group.
 
-        Also fill ``self.slots`` with one :class:`ImageSlot` per job.
+        Pick the jobs with :meth:`my_jobs` (every job of the run in, this process's jobs of the
+        current chunk out) and fill ``self.slots`` with one :class:`ImageSlot` per job returned.
+        Called again for each chunk.
         """
         raise NotImplementedError
 
@@ -103,7 +151,78 @@ class ImageOptimization(pl.LightningModule):
         raise NotImplementedError
 
     def prepare_targets(self) -> None:
-        """Compute what the losses compare against, once, on the training device."""
+        """Compute what the losses compare against, once per chunk, on the training device."""
+
+    def chunk_finished(self) -> bool:
+        """Whether this process's jobs are done before the chunk's last step (default: never)."""
+        return False
+
+    # ----------------------------------------------------------------- jobs
+    def my_jobs(self, all_jobs: Sequence[Job],
+                sizes: Optional[Sequence[Hashable]] = None) -> list[Job]:
+        """The jobs this process optimizes now: its share of the current chunk.
+
+        The first call plans the chunks from the number of jobs, their ``sizes``, the
+        datamodule's ``batch_size`` and the number of processes. Afterwards
+        ``self.job_indices`` holds the index of each returned job in ``all_jobs``: seed per-job
+        randomness with it, so that a job starts the same however the jobs are split.
+
+        Args:
+            all_jobs: Every job of the run, in the same order in every process.
+            sizes: The image size of each job (jobs of different sizes never share a chunk
+                when ``batch_size`` is set); None: all the same.
+
+        Returns:
+            The jobs to optimize now. A process with no job in this chunk gets a copy of one
+            (``self.idle`` is True): it keeps in step with the others and writes nothing.
+        """
+        all_jobs = list(all_jobs)
+        if not all_jobs:
+            raise UserInputError("There is nothing to optimize: the data gives no job.")
+        world, rank = self._world()
+        if self.chunks is None:
+            datamodule = self.trainer.datamodule if self._trainer is not None else None
+            keys = list(sizes) if sizes is not None else [None] * len(all_jobs)
+            self.chunks = plan_chunks(keys, getattr(datamodule, "batch_size", None), world)
+        chunk = self.chunks[self.chunk]
+        share = chunk[rank::world]
+        self.idle = not share
+        self.job_indices = share or chunk[:1]
+        return [all_jobs[index] for index in self.job_indices]
+
+    @property
+    def chunk_size(self) -> int:
+        """The number of jobs in the current chunk, over all processes."""
+        return len(self.chunks[self.chunk]) if self.chunks else len(self.slots)
+
+    def _world(self) -> tuple[int, int]:
+        if self._trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's ``value``, in rank order (``[value]`` in a one-process run).
+
+        Every process must call it at the same point.
+        """
+        world, _ = self._world()
+        if world == 1:
+            return [value]
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
+    def log_job_mean(self, name: str, values: torch.Tensor, prog_bar: bool = False) -> None:
+        """Log the mean per job over the current chunk of every process.
+
+        Args:
+            name: The metric's name.
+            values: The values of this process's jobs (summed; any shape).
+            prog_bar: Show it in the progress bar.
+        """
+        total = values.detach().float().sum() * (0.0 if self.idle else 1.0)
+        self.log(name, total / self.chunk_size, prog_bar=prog_bar, on_step=True, on_epoch=False,
+                 sync_dist=True, reduce_fx="sum")
 
     # ----------------------------------------------------------------- results
     def result_pixels(self, index: int) -> torch.Tensor:
@@ -119,13 +238,59 @@ class ImageOptimization(pl.LightningModule):
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str) -> None:
         if len(self.images) == 0:  # fit after fit (or a restored checkpoint) keeps its images
-            self.slots = []
-            for group in self.create_images():
+            self._start_images()
+        if self._trainer is not None and stage == "fit":
+            self._plan_loop()
+
+    def _start_images(self) -> None:
+        """Create the current chunk's images (in place of the previous chunk's)."""
+        self.slots = []
+        groups = self.create_images()
+        if len(self.images) == 0:
+            for group in groups:
                 self.images.append(nn.Parameter(group.detach().clone()))
+            return
+        if len(groups) != len(self.images):
+            raise RuntimeError("Every chunk must have as many image groups as the first.")
+        for parameter, group in zip(self.images, groups):
+            parameter.data = group.detach().to(parameter.device, parameter.dtype).clone()
+
+    def _plan_loop(self) -> None:
+        """One epoch of ``max_steps`` steps per chunk (see the module docstring)."""
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            if self.chunks is None:
+                raise RuntimeError(f"{type(self).__name__}.create_images must pick its jobs with "
+                                   "self.my_jobs(...) to run in several processes.")
+            if not isinstance(trainer.strategy, ImageDDPStrategy):
+                raise UserInputError(
+                    f"Several processes need --trainer.strategy image_ddp (got "
+                    f"{type(trainer.strategy).__name__}, which would mix the processes' images)."
+                )
+        steps = self.steps_per_chunk = trainer.max_steps
+        if steps is None or steps <= 0:
+            raise UserInputError(
+                f"trainer.max_steps must be a positive number of steps, got {steps}.")
+        chunks = len(self.chunks) if self.chunks else 1
+        trainer.limit_train_batches = steps
+        trainer.fit_loop.max_epochs = chunks
+        trainer.fit_loop.epoch_loop.max_steps = steps * chunks
 
     def on_fit_start(self) -> None:
-        with torch.no_grad():
+        self._prepare_targets()
+
+    def _prepare_targets(self) -> None:
+        # Under the run's precision (e.g. bf16 autocast), so targets match what steps compute.
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
             self.prepare_targets()
+
+    def on_train_epoch_start(self) -> None:
+        if self.chunks and self.current_epoch != self.chunk:
+            self.chunk = self.current_epoch
+            self._start_images()
+            self._prepare_targets()
+            # A fresh optimizer for the fresh images, as a run with only this chunk would have.
+            self.trainer.strategy.setup_optimizers(self.trainer)
 
     def configure_optimizers(self) -> Any:
         params = list(self.images)
@@ -133,8 +298,11 @@ class ImageOptimization(pl.LightningModule):
             return torch.optim.LBFGS(params, lr=self.lr, max_iter=1, history_size=50)
         return torch.optim.Adam(params, lr=self.lr)
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        step = self.global_step
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
+        if self._finish_chunk:
+            self._finish_chunk = False
+            return -1  # Lightning ends the epoch: the next chunk starts
+        step = batch_idx  # steps this chunk has taken so far
         if self.lr_drop_step is not None and step == self.lr_drop_step:
             optimizer = self.optimizers(use_pl_optimizer=False)
             for group in optimizer.param_groups:
@@ -143,6 +311,12 @@ class ImageOptimization(pl.LightningModule):
                 optimizer.state.clear()
         if self.clamp_until is None or step < self.clamp_until:
             self.clamp_images()
+        return None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Every process must agree, or one would wait for the others forever.
+        finished = self.idle or self.chunk_finished()
+        self._finish_chunk = self.trainer.strategy.reduce_boolean_decision(finished, all=True)
 
     @torch.no_grad()
     def clamp_images(self) -> None:
@@ -160,15 +334,43 @@ class ImageOptimization(pl.LightningModule):
             for name, values in self.loss_terms(group, images).items():
                 sums[name] = sums[name] + values.sum() if name in sums else values.sum()
         total = torch.stack(list(sums.values())).sum()
-        if not torch.isfinite(total):
+        finite = bool(torch.isfinite(total))
+        # Every process stops together, or the others would wait for it forever.
+        if self.trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            value = "NaN or infinite" if finite else total.item()
             raise DivergedError(
-                f"The loss became {total.item()} at step {self.global_step}: the run diverged; "
+                f"The loss became {value} at step {self.global_step}: the run diverged; "
                 "lower the learning rate or the loss weights."
             )
-        jobs = len(self.slots)
         # Logged per job, so figures do not grow with the number of jobs in the run.
         for name, value in sums.items():
-            self.log(f"{name}_loss", value.detach() / jobs, prog_bar=True, on_step=True,
-                     on_epoch=False)
-        self.log("loss", total.detach() / jobs, prog_bar=True, on_step=True, on_epoch=False)
+            self.log_job_mean(f"{name}_loss", value, prog_bar=True)
+        self.log_job_mean("loss", total, prog_bar=True)
         return total
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [key for key in state if key.startswith("backbone.")]:
+            del state[key]  # frozen and rebuilt from the hyperparameters: keep checkpoints small
+        checkpoint["image_jobs"] = {"chunk": self.chunk, "world_size": self._world()[0],
+                                    "slots": [[s.name, s.group, s.row] for s in self.slots]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("image_jobs")
+        if saved is None:
+            raise UserInputError("This checkpoint was not written by an image-optimization run.")
+        world = self._world()[0]
+        if saved["world_size"] != world:
+            raise UserInputError(
+                f"The checkpoint was written by {saved['world_size']} processes; resume it with as "
+                f"many (--trainer.devices, --trainer.num_nodes), not {world}."
+            )
+        if saved["chunk"] != self.chunk:
+            self.chunk = saved["chunk"]
+            self._start_images()
+        if [[s.name, s.group, s.row] for s in self.slots] != saved["slots"]:
+            raise UserInputError("The checkpoint holds other jobs than this run: resume with the "
+                                 "same data options as the interrupted run.")
+        checkpoint["state_dict"].update(
+            {f"backbone.{key}": value for key, value in self.backbone.state_dict().items()})

@@ -549,7 +549,9 @@ class ClassVisualization(ImageOptimization):
         self.init_std = init_std
         self.step_rule = step
         self.class_indices: list[int] = []
-        self.probability_history: list[list[float]] = []
+        self.job_names: list[str] = []
+        self.probability_history: list[list[float]] = []  # per step of the current chunk
+        self.finished: list[tuple[int, str, list[float]]] = []  # (job, title, p per step)
         self.generator: Optional[torch.Generator] = None
         self.output_directory = None
         self._last_logits: Optional[torch.Tensor] = None
@@ -561,20 +563,26 @@ class ClassVisualization(ImageOptimization):
         if datamodule is None or not hasattr(datamodule, "classes"):
             raise UserInputError("ClassVisualization needs a ClassListData datamodule "
                                  "(data: class_path: datamodules.classes.ClassListData).")
-        self.class_indices = [self.backbone.class_index(c) for c in datamodule.classes]
-        names: dict[str, int] = {}
-        self.slots = []
-        for row, index in enumerate(self.class_indices):
+        classes = [self.backbone.class_index(c) for c in datamodule.classes]
+        counts: dict[str, int] = {}
+        self.job_names = []
+        for index in classes:
             name = class_file_name(index, self.backbone.categories[index])
-            names[name] = names.get(name, 0) + 1
-            if names[name] > 1:  # the same class twice: two pictures from different noise
-                name = f"{name}_{names[name]}"
-            self.slots.append(ImageSlot(name, 0, row))
+            counts[name] = counts.get(name, 0) + 1
+            # The same class twice: two pictures from different noise.
+            self.job_names.append(name if counts[name] == 1 else f"{name}_{counts[name]}")
+        mine = self.my_jobs(range(len(classes)))
+        self.class_indices = [classes[job] for job in mine]
+        self.slots = [ImageSlot(self.job_names[job], 0, row) for row, job in enumerate(mine)]
+        self.probability_history = []
         # The seed function's generator, seeded like the run, so both give the same images.
+        # Every process and chunk draws the noise of all classes and keeps its own rows: the
+        # jitter that follows is then the same everywhere, as in one run of all classes.
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
         low, high = self._bounds()
-        return [start_parameter(len(self.class_indices), self.image_size, self.parameterization,
-                                low, high, self.generator, self.init_std)]
+        noise = start_parameter(len(classes), self.image_size, self.parameterization, low, high,
+                                self.generator, self.init_std)
+        return [noise[mine]]
 
     def _bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The clamp range: ``±clamp`` when set, else the backbone's valid pixel range."""
@@ -619,8 +627,8 @@ class ClassVisualization(ImageOptimization):
         target = torch.as_tensor(self.class_indices, device=self._last_logits.device)
         probabilities = self._last_logits.detach().softmax(1).gather(1, target.view(-1, 1))[:, 0]
         self.probability_history.append(probabilities.tolist())
-        self.log("target_prob", probabilities.mean(), prog_bar=True, on_step=True,
-                 on_epoch=False)
+        self.log_job_mean("target_prob", probabilities, prog_bar=True)
+        # Each process logs its own classes (metrics.csv: those of process 0).
         for slot, value in zip(self.slots, probabilities):
             self.log(f"target_prob/{slot.name}", value, on_step=True, on_epoch=False)
         return loss
@@ -664,16 +672,47 @@ class ClassVisualization(ImageOptimization):
     def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
         return [(self.panel_title(index), self.result_pixels(index))]
 
-    def on_train_end(self) -> None:
-        if self.output_directory is None or not self.trainer.is_global_zero:
+    def on_train_epoch_end(self) -> None:
+        # The end of a chunk: keep what the run's sheet and plot need; the image goes to disk.
+        if self.idle or self.output_directory is None:
             return
         from datamodules.images import save_png
 
-        panels = [(self.panel_title(i), self.result_pixels(i)) for i in range(len(self.slots))]
+        for row, job in enumerate(self.job_indices):
+            path = self.output_directory / f"{self.job_names[job]}.png"
+            if not path.exists():  # written by ImageWriter, unless there is none
+                save_png(self.result_pixels(row), path)
+            curve = [step[row] for step in self.probability_history]
+            self.finished.append((job, self.panel_title(row), curve))
+
+    def on_train_end(self) -> None:
+        finished = sorted((item for part in self.gather(self.finished) for item in part),
+                          key=lambda item: item[0])
+        if self.output_directory is None or not self.trainer.is_global_zero:
+            return
+        from datamodules.images import image_to_tensor, load_image, save_png
+
+        panels = [(title, image_to_tensor(load_image(self.output_directory
+                                                     / f"{self.job_names[job]}.png")))
+                  for job, title, _ in finished]
         save_png(grid_sheet(panels), self.output_directory / "classes_sheet.png")
-        if self.probability_history:
-            plot_probabilities(self.probability_history, [s.name for s in self.slots],
+        if finished and finished[0][2]:
+            history = [list(step) for step in zip(*(curve for _, _, curve in finished))]
+            plot_probabilities(history, [self.job_names[job] for job, _, _ in finished],
                                self.output_directory / "class_probability.png")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["class_visualization"] = {
+            "generator": self.generator.get_state(), "history": self.probability_history,
+            "finished": self.finished}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint["class_visualization"]
+        self.generator.set_state(saved["generator"])  # the jitter goes on where it stopped
+        self.probability_history = saved["history"]
+        self.finished = saved["finished"]
 
 
 def grid_sheet(panels: Sequence[tuple[str, torch.Tensor]], columns: int = 5,

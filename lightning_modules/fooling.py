@@ -262,7 +262,7 @@ class FoolingAttack:
         rows = (~progress.fooled).nonzero().squeeze(1)
         if rows.numel() == 0:
             return following
-        probabilities = model(self.judged(images[rows])).softmax(dim=1)
+        probabilities = model(self.judged(images[rows])).float().softmax(dim=1)  # bf16 autocast
         progress.p_target[rows] = probabilities.gather(1, target_y[rows, None]).squeeze(1)
         fooled = probabilities.argmax(dim=1) == target_y[rows]
         progress.fooled[rows] = fooled
@@ -446,6 +446,8 @@ class FoolingImage(ImageOptimization):
         self.all_pairs = all_pairs
         self.jobs: list[FoolingJob] = []
         self.progress: Optional[FoolingProgress] = None
+        self.finished: list[tuple[int, dict[str, Any]]] = []  # (job index, results row)
+        self._restored_progress: Optional[dict[str, torch.Tensor]] = None
         self.directory: Optional[Path] = None
         self._origin: Optional[torch.Tensor] = None  # the unchanged images, normalized
         self._target_y: Optional[torch.Tensor] = None
@@ -459,6 +461,7 @@ class FoolingImage(ImageOptimization):
         self.jobs = self.make_jobs(datamodule.items)
         if not self.jobs:
             raise UserInputError("No image is left to fool: every target is the image's own class.")
+        self.jobs = self.my_jobs(self.jobs)
         self.slots = [ImageSlot(job.name, 0, row) for row, job in enumerate(self.jobs)]
         return [self.backbone.normalize(torch.stack([job.pixels for job in self.jobs]))]
 
@@ -507,7 +510,10 @@ class FoolingImage(ImageOptimization):
         self._origin = self.backbone.normalize(
             torch.stack([job.pixels for job in self.jobs]).to(self.device))
         self._target_y = torch.tensor([job.target_class for job in self.jobs], device=self.device)
-        self.progress = FoolingProgress.start(len(self.jobs), self.device)
+        # A resumed run goes on with the progress it left off with (see on_load_checkpoint).
+        restored, self._restored_progress = self._restored_progress, None
+        self.progress = (FoolingProgress(**{k: v.to(self.device) for k, v in restored.items()})
+                         if restored else FoolingProgress.start(len(self.jobs), self.device))
 
     # ----------------------------------------------------------------- optimization
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -527,14 +533,23 @@ class FoolingImage(ImageOptimization):
         image.grad = image.detach() - following
         optimizer.step()
         progress = self.progress
-        self.log("fooled", progress.fooled.float().mean(), prog_bar=True)
-        self.log("p_target", progress.p_target.mean(), prog_bar=True)
+        self.log_job_mean("fooled", progress.fooled.float(), prog_bar=True)
+        self.log_job_mean("p_target", progress.p_target, prog_bar=True)
         # Cross-entropy towards the target of the 8-bit images: LossHistory draws it.
-        self.log("loss", -progress.p_target.clamp_min(1e-12).log().mean(), prog_bar=True)
+        self.log_job_mean("loss", -progress.p_target.clamp_min(1e-12).log(), prog_bar=True)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.progress is not None and bool(self.progress.fooled.all()):
-            self.trainer.should_stop = True
+    def chunk_finished(self) -> bool:
+        """Every image is fooled: the chunk (or the run) ends early."""
+        return self.progress is not None and bool(self.progress.fooled.all())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["fooling"] = {"progress": vars(self.progress), "finished": self.finished}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._restored_progress = checkpoint["fooling"]["progress"]
+        self.finished = checkpoint["fooling"]["finished"]
 
     # ----------------------------------------------------------------- results
     @torch.no_grad()
@@ -607,8 +622,15 @@ class FoolingImage(ImageOptimization):
             })
         return rows
 
+    def on_train_epoch_end(self) -> None:
+        # The end of a chunk: score its jobs while their images are still here.
+        if not self.idle:
+            self.finished += list(zip(self.job_indices, self.results()))
+
     def on_train_end(self) -> None:
-        rows = self.results()
+        everyone = sorted((pair for part in self.gather(self.finished) for pair in part),
+                          key=lambda pair: pair[0])
+        rows = [row for _, row in everyone]
         if self.trainer.is_global_zero:
             path = self.directory / RESULTS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)

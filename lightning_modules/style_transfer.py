@@ -112,7 +112,7 @@ class StyleTransfer(ImageOptimization):
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "jobs"):
             raise UserInputError(f"{type(self).__name__} needs a StyleTransferData datamodule.")
-        self.jobs = list(datamodule.jobs)
+        self.jobs = self.my_jobs(datamodule.jobs, [job.size for job in datamodule.jobs])
         by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, job in enumerate(self.jobs):
             if self.uses_content and job.content is None:
@@ -138,7 +138,8 @@ class StyleTransfer(ImageOptimization):
             return job.content.clone()
         if init == "noise":
             # One generator per job: the same job starts the same way however jobs are split.
-            generator = torch.Generator().manual_seed(torch.initial_seed() + index)
+            seed = torch.initial_seed() + self.job_indices[index]
+            generator = torch.Generator().manual_seed(seed)
             return torch.rand(3, height, width, generator=generator)
         from datamodules.images import image_to_tensor, load_image
 

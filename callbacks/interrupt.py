@@ -1,0 +1,86 @@
+"""Stopping a run on SIGINT (Ctrl+C) or SIGTERM without losing it."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from callbacks.image_writer import ImageWriter
+from callbacks.run_directory import run_directory
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class SaveOnInterrupt(pl.Callback):
+    """On SIGINT or SIGTERM, finish the step, save the images and a checkpoint, then exit.
+
+    Every process stops after the same step. The run directory gets
+    ``<job>_interrupted_step<k>.png`` (and its sheet) for each job being optimized, ``k``
+    being its step, and ``checkpoints/last.ckpt`` (the checkpoint callback's folder), from
+    which ``--ckpt_path last`` continues. One line on stderr says where they are; the exit
+    status is 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal
+    stops at once, saving nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signal_number: Optional[int] = None
+        self.directory: Optional[Path] = None
+        self._previous: dict[int, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.directory = run_directory(trainer)  # a collective call: every process is here
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.signal_number = None
+        # Installed after Lightning's own SIGTERM handler, which would stop mid-step.
+        if threading.current_thread() is threading.main_thread():
+            for signum in _SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._request_stop)
+
+    def _request_stop(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.signal_number is not None:
+            raise KeyboardInterrupt
+        self.signal_number = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A signal may reach only some processes; all must stop after the same step.
+        if not trainer.strategy.reduce_boolean_decision(self.signal_number is not None,
+                                                        all=False):
+            return
+        signum = self.signal_number or signal.SIGTERM
+        step = batch_idx + 1  # the step of the jobs being optimized (of this chunk)
+        suffix = f"_interrupted_step{step:06d}"
+        if not getattr(pl_module, "idle", False):
+            for callback in trainer.callbacks:
+                if isinstance(callback, ImageWriter):
+                    callback.write_results(pl_module, suffix)
+        checkpoint = self.checkpoint_path(trainer)
+        trainer.save_checkpoint(checkpoint, weights_only=False)
+        if trainer.is_global_zero:
+            print(f"{signal.Signals(signum).name}: stopped after step {step} of the current jobs "
+                  f"(step {trainer.global_step} of the run); images *{suffix}.png in "
+                  f"{self.directory}, checkpoint {checkpoint} (continue with --ckpt_path last)",
+                  file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    def checkpoint_path(self, trainer: pl.Trainer) -> Path:
+        """Where the checkpoint goes: the checkpoint callback's ``last.ckpt``."""
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+            name = callback.CHECKPOINT_NAME_LAST or "last"
+            return Path(callback.dirpath) / f"{name}{callback.FILE_EXTENSION}"
+        return self.directory / "checkpoints" / "last.ckpt"
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        self._previous = {}
