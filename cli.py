@@ -19,7 +19,9 @@ interrupted part's ``metrics.csv`` becomes ``metrics_before_resume.csv``.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -170,6 +172,11 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
     # The seed is recorded in the run's config.yaml; on stderr it would crowd out error messages.
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
+    # Lightning's advice for training networks (frozen modules in eval mode, loader workers)
+    # does not apply to an image parameter; left on, it buries the useful lines.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
     try:
         ImageCLI(
             subclass_mode_model=True,
@@ -178,14 +185,42 @@ def main(args: Optional[Sequence[str]] = None) -> int:
             seed_everything_default=0,
             args=args,
             auto_configure_optimizers=False,
+            parser_kwargs={"exit_on_error": False},
         )
     except Exception as error:  # noqa: BLE001 - only the user's own mistakes are caught below
+        if type(error).__name__ == "ArgumentError":  # jsonargparse's, raised with exit_on_error off
+            print(f"error: {condensed_parse_error(str(error))}", file=sys.stderr)
+            return 2
         cause = user_facing_cause(error)
         if cause is None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         return 1
     return 0
+
+
+def condensed_parse_error(message: str) -> str:
+    """One line from jsonargparse's nested report: the option's dotted name and what is wrong.
+
+    Example: ``Parser key "model": ... Parser key "optimizer": Expected a typing.Literal['adam',
+    'lbfgs']. Got value: sgd`` becomes ``--model.optimizer: Expected a typing.Literal[...]...``.
+    """
+    keys, reasons = [], []
+    for line in (raw.strip(" -") for raw in message.splitlines()):
+        match = re.match(r'Parser key "([^"]+)":\s*(.*)', line)
+        if match:
+            keys.append(match.group(1))
+            line = match.group(2)
+        if line and not line.startswith(_PARSE_ERROR_BOILERPLATE):
+            reasons.append(line)
+    reason = reasons[0] if reasons else "invalid value"
+    return f"--{'.'.join(keys)}: {reason}" if keys else reason
+
+
+# Lines of jsonargparse's report that describe its search, not the user's mistake.
+_PARSE_ERROR_BOILERPLATE = ("Does not validate against any of the Union subtypes", "Subtypes:",
+                            "Errors:", "Problem with given class_path", "Given value",
+                            "Expected a <class 'NoneType'>")
 
 
 def user_facing_cause(error: BaseException) -> Optional[BaseException]:

@@ -68,8 +68,11 @@ class LossHistory(pl.Callback):
         for name in self.rows[0]:
             if name == "step":
                 continue
-            values = [row.get(name, float("nan")) for row in self.rows]
-            if all(v > 0 for v in values):
+            # A log axis cannot show zeros (the content loss at step 1 of a run started from
+            # the content image): leave those points out rather than the whole term.
+            values = [v if v > 0 else float("nan")
+                      for v in (row.get(name, float("nan")) for row in self.rows)]
+            if any(v > 0 for v in values):
                 axes.plot(steps, values, label=name.replace("_", " "),
                           linewidth=2.5 if name == "loss" else 1.5)
         axes.set_yscale("log")

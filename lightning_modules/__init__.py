@@ -19,9 +19,11 @@ from lightning_modules.saliency import (
     integrated_gradients,
     smoothgrad_saliency,
 )
+from lightning_modules.strategy import ImageDDPStrategy
 from lightning_modules.style_transfer import FeatureInversion, StyleTransfer, TextureSynthesis
 
 __all__ = [
+    "ImageDDPStrategy",
     "ClassVisualization",
     "create_class_visualization",
     "FoolingAttack",

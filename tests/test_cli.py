@@ -174,3 +174,15 @@ def test_squeezenet_offline_error_and_local_weights_file(workdir, content_image,
     torch.save(squeezenet1_1(weights=None).state_dict(), weights)
     assert cli.main(["fit", *homework, "--model.weights", str(weights)]) == 0
     assert (workdir / "runs/cs231n_the_scream/version_0/content__style.png").is_file()
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--model.optimizer", "sgd"], "--model.optimizer: Expected a typing.Literal"),
+    (["--data.image_size", "abc"], "--data.image_size: Expected a <class 'int'>"),
+    (["--model.nonsense", "3"], "--model: Option 'nonsense' is not accepted"),
+    (["--config", "missing.yaml"], "--config: File does not exist"),
+])
+def test_bad_arguments_are_one_line(extra, expected, workdir, content_image, style_image, capsys) -> None:
+    assert cli.main(tiny_args(content_image, style_image, *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
