@@ -125,13 +125,13 @@ class ProposedClassVisualization(DeferredLogging, ClassVisualization):
         self.probability_history.extend(torch.stack(self._pending_probabilities).cpu().tolist())
         self._pending_probabilities = []
         if log:
-            self.log("target_prob", last.mean(), prog_bar=True, on_step=True, on_epoch=False)
+            self.log_job_mean("target_prob", last, prog_bar=True)
             for slot, value in zip(self.slots, last):
                 self.log(f"target_prob/{slot.name}", value, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self) -> None:
+        self.flush_probabilities(log=False)  # ClassVisualization's own hook reads the history
         super().on_train_epoch_end()
-        self.flush_probabilities(log=False)
 
 
 class ProposedLossHistory(LossHistory):
