@@ -206,7 +206,9 @@ def class_visualization_steps(
     yield None
     for step in itertools.count():
         with autocast(device, precision):
-            images = (fourier_to_pixels(parameter, decay_power) - mean) / std if fourier else parameter
+            images = parameter
+            if fourier:
+                images = (fourier_to_pixels(parameter, decay_power) - mean) / std
             ox, oy = (int(v) for v in torch.randint(max_jitter + 1, (2,), generator=generator))
             shown = torch.roll(images, shifts=(oy, ox), dims=(2, 3))
             if transforms:

@@ -344,7 +344,7 @@ def build_project(config: Config, proposed: bool = False
 
 
 def project_loggers(save_dir: str, name: str) -> list[Any]:
-    """The loggers of a ``cli.py fit`` run: CSV, plus TensorBoard in the same folder if installed."""
+    """The loggers of a ``cli.py fit`` run: CSV, and TensorBoard in the same folder if installed."""
     from pytorch_lightning.loggers import CSVLogger
 
     csv_logger = CSVLogger(save_dir=save_dir, name=name)
