@@ -14,8 +14,9 @@ from callbacks.run_directory import run_directory
 class LossHistory(pl.Callback):
     """Writes ``losses.csv`` (one row per step, one column per term) and ``loss_curve.png``.
 
-    Every metric the technique logs whose name ends in ``loss`` is recorded (under several
-    processes: the values of all of them, as logged with ``sync_dist``); ``step`` counts the
+    An :class:`~lightning_modules.base.ImageOptimization` hands over its per-step rows (read from
+    the device every ``log_every_n_steps`` steps, so no step is lost); for other modules every
+    logged metric whose name ends in ``loss`` is recorded each step. ``step`` counts the
     steps of the whole run. The rows so far travel in checkpoints, so a resumed run writes the
     complete history; process 0 writes the files when training ends.
     """
@@ -29,6 +30,11 @@ class LossHistory(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
+        if getattr(pl_module, "loss_names", None):
+            # The module reads its losses on the host every log_every_n_steps steps (reading
+            # them here every step would wait for the GPU every step): take what it has read.
+            self.rows.extend(pl_module.take_loss_rows())
+            return
         row = {"step": float(trainer.global_step)}
         row.update({name: float(value) for name, value in trainer.callback_metrics.items()
                     if name.endswith("loss")})
@@ -41,6 +47,8 @@ class LossHistory(pl.Callback):
         self.rows = [dict(row) for row in state_dict["rows"]]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if getattr(pl_module, "loss_names", None):
+            self.rows.extend(pl_module.take_loss_rows())  # the last steps, read at the chunk's end
         if trainer.is_global_zero and self.rows:
             self.write_csv(self.directory / "losses.csv")
             self.plot(self.directory / "loss_curve.png")

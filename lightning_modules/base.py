@@ -135,6 +135,10 @@ class ImageOptimization(pl.LightningModule):
         self.job_indices: list[int] = []
         self.idle = False  # this process has no job in the chunk and repeats one, writing nothing
         self._finish_chunk = False
+        # Each step's losses (per job) stay on the device until a logging step: see record_losses.
+        self.loss_names: list[str] = []
+        self.loss_rows: list[dict[str, float]] = []
+        self._pending_losses: list[tuple[int, torch.Tensor]] = []
 
     # ----------------------------------------------------------------- to be implemented
     def create_images(self) -> list[torch.Tensor]:
@@ -334,22 +338,73 @@ class ImageOptimization(pl.LightningModule):
             for name, values in self.loss_terms(group, images).items():
                 sums[name] = sums[name] + values.sum() if name in sums else values.sum()
         total = torch.stack(list(sums.values())).sum()
-        finite = bool(torch.isfinite(total))
-        # Every process stops together, or the others would wait for it forever.
-        if self.trainer.strategy.reduce_boolean_decision(not finite, all=False):
-            value = "NaN or infinite" if finite else total.item()
-            raise DivergedError(
-                f"The loss became {value} at step {self.global_step}: the run diverged; "
-                "lower the learning rate or the loss weights."
-            )
-        # Logged per job, so figures do not grow with the number of jobs in the run.
-        for name, value in sums.items():
-            self.log_job_mean(f"{name}_loss", value, prog_bar=True)
-        self.log_job_mean("loss", total, prog_bar=True)
+        self.record_losses({**{f"{name}_loss": value for name, value in sums.items()},
+                            "loss": total})
         return total
+
+    # ----------------------------------------------------------------- losses, logged cheaply
+    def is_log_step(self) -> bool:
+        """Whether Lightning writes the loggers after this step (its ``log_every_n_steps`` rule)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def record_losses(self, losses: dict[str, torch.Tensor]) -> None:
+        """Keep this step's losses, per job, on the device; check and log them on logging steps.
+
+        Reading a value on the host waits for the GPU, and every ``self.log`` costs Lightning
+        about 0.5 ms of Python, so both happen once every ``log_every_n_steps`` steps.
+
+        Args:
+            losses: Each term summed over this process's jobs, and the total, by metric name.
+        """
+        values = torch.stack([value.detach().float() for value in losses.values()])
+        # Per job: every process's jobs of the chunk count (an idle process adds nothing).
+        values = values * (0.0 if self.idle else 1.0) / self.chunk_size
+        self.loss_names = list(losses)
+        self._pending_losses.append((self.global_step + 1, values))
+        if self.is_log_step():
+            self.flush_losses(log=True)
+
+    def flush_losses(self, log: bool) -> None:
+        """Read the pending steps on the host, stop on NaN/inf, keep the rows, log the last step.
+
+        Every process calls it at the same steps (the values are summed over processes).
+        """
+        if not self._pending_losses:
+            return
+        steps = [step for step, _ in self._pending_losses]
+        values = torch.stack([value for _, value in self._pending_losses])
+        self._pending_losses = []
+        # One collective for all pending steps; every process then sees the same values, so
+        # all of them stop together on divergence.
+        values = self.trainer.strategy.reduce(values, reduce_op="sum")
+        host = values.cpu()
+        finite = torch.isfinite(host).all(1)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0, 0])
+            raise DivergedError(
+                f"The loss became {host[first, -1].item()} at step {steps[first] - 1}: the run "
+                "diverged; lower the learning rate or the loss weights."
+            )
+        self.loss_rows.extend({"step": float(step), **dict(zip(self.loss_names, row.tolist()))}
+                              for step, row in zip(steps, host))
+        if log:
+            for name, value in zip(self.loss_names, values[-1]):
+                self.log(name, value, prog_bar=True, on_step=True, on_epoch=False)
+
+    def take_loss_rows(self) -> list[dict[str, float]]:
+        """The loss rows read since the last call (``step`` and each term), for ``LossHistory``."""
+        rows, self.loss_rows = self.loss_rows, []
+        return rows
+
+    def on_train_epoch_end(self) -> None:
+        # The chunk's last steps go to losses.csv; self.log(on_step=True) is not allowed here.
+        self.flush_losses(log=False)
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.flush_losses(log=False)  # every process saves: the rows not yet taken travel along
+        checkpoint["loss_rows"] = list(self.loss_rows)
         state = checkpoint["state_dict"]
         for key in [key for key in state if key.startswith("backbone.")]:
             del state[key]  # frozen and rebuilt from the hyperparameters: keep checkpoints small
@@ -366,6 +421,7 @@ class ImageOptimization(pl.LightningModule):
                 f"The checkpoint was written by {saved['world_size']} processes; resume it with as "
                 f"many (--trainer.devices, --trainer.num_nodes), not {world}."
             )
+        self.loss_rows = list(checkpoint.get("loss_rows", []))
         if saved["chunk"] != self.chunk:
             self.chunk = saved["chunk"]
             self._start_images()

@@ -555,6 +555,8 @@ class ClassVisualization(ImageOptimization):
         self.generator: Optional[torch.Generator] = None
         self.output_directory = None
         self._last_logits: Optional[torch.Tensor] = None
+        self._targets: Optional[torch.Tensor] = None  # class_indices on the device
+        self._pending_probabilities: list[torch.Tensor] = []  # steps not yet in the history
         self._saved_probabilities: tuple[int, list[float]] = (-1, [])
 
     # ----------------------------------------------------------------- images
@@ -613,10 +615,13 @@ class ClassVisualization(ImageOptimization):
         if self.parameterization == "pixel":
             super().clamp_images()
 
+    def prepare_targets(self) -> None:
+        # Once per chunk: a host list to a GPU tensor is a copy that waits for the GPU.
+        self._targets = torch.as_tensor(self.class_indices, dtype=torch.long, device=self.device)
+
     def loss_terms(self, group: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        target = torch.as_tensor(self.class_indices, dtype=torch.long, device=images.device)
         terms, self._last_logits = class_visualization_loss(
-            images, target, self.backbone, parameterization=self.parameterization,
+            images, self._targets, self.backbone, parameterization=self.parameterization,
             mean=self.backbone.mean, std=self.backbone.std, l2_reg=self.l2_reg,
             max_jitter=self.max_jitter, transforms=self.transforms,
             decay_power=self.decay_power, generator=self.generator)
@@ -624,14 +629,26 @@ class ClassVisualization(ImageOptimization):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = super().training_step(batch, batch_idx)
-        target = torch.as_tensor(self.class_indices, device=self._last_logits.device)
-        probabilities = self._last_logits.detach().softmax(1).gather(1, target.view(-1, 1))[:, 0]
-        self.probability_history.append(probabilities.tolist())
-        self.log_job_mean("target_prob", probabilities, prog_bar=True)
-        # Each process logs its own classes (metrics.csv: those of process 0).
-        for slot, value in zip(self.slots, probabilities):
-            self.log(f"target_prob/{slot.name}", value, on_step=True, on_epoch=False)
+        logits = self._last_logits.detach()
+        probabilities = logits.softmax(1).gather(1, self._targets.view(-1, 1))[:, 0]
+        # On the device until a logging step, like the losses (see record_losses).
+        self._pending_probabilities.append(probabilities)
+        if self.is_log_step():
+            self.flush_probabilities(log=True)
         return loss
+
+    def flush_probabilities(self, log: bool) -> None:
+        """Move the pending steps' probabilities to the history (one host read); log the last."""
+        if not self._pending_probabilities:
+            return
+        last = self._pending_probabilities[-1]
+        self.probability_history.extend(torch.stack(self._pending_probabilities).cpu().tolist())
+        self._pending_probabilities = []
+        if log:
+            self.log_job_mean("target_prob", last, prog_bar=True)
+            # Each process logs its own classes (metrics.csv: those of process 0).
+            for slot, value in zip(self.slots, last):
+                self.log(f"target_prob/{slot.name}", value, on_step=True, on_epoch=False)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
                        optimizer_closure: Optional[Callable[[], Any]] = None) -> None:
@@ -673,6 +690,8 @@ class ClassVisualization(ImageOptimization):
         return [(self.panel_title(index), self.result_pixels(index))]
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.flush_probabilities(log=False)
         # The end of a chunk: keep what the run's sheet and plot need; the image goes to disk.
         if self.idle or self.output_directory is None:
             return
@@ -703,6 +722,7 @@ class ClassVisualization(ImageOptimization):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        self.flush_probabilities(log=False)
         checkpoint["class_visualization"] = {
             "generator": self.generator.get_state(), "history": self.probability_history,
             "finished": self.finished}

@@ -14,7 +14,8 @@ from lightning_modules.style_transfer import keep_colors
 
 def fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int) -> pl.Trainer:
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         log_every_n_steps=1)  # callback_metrics after every step
     trainer.fit(module, data)
     return trainer
 
@@ -52,7 +53,7 @@ def test_style_loss_of_the_default_settings_falls_by_90_percent(content_image) -
 
     trainer = pl.Trainer(max_steps=60, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", callbacks=[Record()])
+                         accelerator="cpu", callbacks=[Record()], log_every_n_steps=1)
     trainer.fit(module, data)
     assert losses[-1] < 0.1 * losses[0]
 
