@@ -118,7 +118,7 @@ def breakdown(config: Config, steps: int, warmup: int, repeats: int, save_dir: s
               clock_name: str = "wall", variant: str = "user") -> None:
     """Print the per-step breakdown of one configuration (the first round only warms up)."""
     timer = CLOCKS["wall" if config.device == "cuda" else clock_name]
-    model_class = type(build_project(config, VARIANTS[variant].proposed)[0])
+    model_class = type(build_project(config)[0])
     plain = PlainRunner(config)
     entries = targets(model_class)
     plain_times, project_times = [], []

@@ -3,7 +3,7 @@
     python benchmarks/run.py                       # CPU configs (and GPU ones when CUDA is there)
     python benchmarks/run.py --device cpu --steps 60 --repeats 5
     python benchmarks/run.py --device cpu --threads 1 --clock cpu --method interleaved  # busy box
-    python benchmarks/run.py --device cuda --steps 300 --repeats 5 --variants user,proposed
+    python benchmarks/run.py --device cuda --steps 300 --repeats 5 --variants user,user_log1
     python benchmarks/run.py --method diff         # cross-check: whole fits of N and 2N steps
 
 Every configuration (technique, device, image size, batch, precision) is measured in one
@@ -16,10 +16,10 @@ few steps of both at 64 px are compared and give bit-identical images ("same wor
 Project variants (``--variants``, the first one is the headline):
 
 * ``user``: CSV logger (+ TensorBoard when installed, as ``cli.py`` adds it), ``log_every_n_steps
-  = 1`` (``cli.py``'s), ``ImageWriter`` (no snapshots), ``LossHistory``, progress bar (drawn
-  into /dev/null, so a terminal's drawing is not counted);
+  = 10`` and a progress bar refreshed every 10 steps (``cli.py``'s), ``ImageWriter`` (no
+  snapshots), ``LossHistory``, the bar drawn into /dev/null (a terminal's drawing is not counted);
+* ``user_log1``: ``user`` logging and drawing every step (``--trainer.log_every_n_steps 1``);
 * ``nobar``: the same without the progress bar; ``bare``: no logger, callbacks or bar;
-* ``proposed``: ``user`` with the proposed cheap step (``benchmarks/proposed.py``);
 * breakdown pieces: ``bare_nolog`` (``self.log`` a no-op), ``logger``, ``logger50``,
   ``callbacks``, ``bar``, ``user50`` (see ``VARIANTS``).
 
@@ -108,10 +108,8 @@ class Variant:
         logger: CSV logger, plus TensorBoard when installed (as ``cli.py`` adds it).
         callbacks: ``ImageWriter`` (no snapshots) and ``LossHistory``.
         progress_bar: Lightning's TQDM progress bar (its output goes to /dev/null).
-        log_every_n_steps: The Trainer's setting (``cli.py`` uses 1).
+        log_every_n_steps: The Trainer's setting (``cli.py`` uses 10).
         module_logging: False replaces the module's ``self.log`` by a no-op (to measure it).
-        proposed: The prototype of the proposed changes (``benchmarks/proposed.py``): the
-            module and ``LossHistory`` subclasses.
         refresh_rate: The progress bar's refresh rate (None: Lightning's default, every step).
     """
 
@@ -121,12 +119,12 @@ class Variant:
     progress_bar: bool = True
     log_every_n_steps: int = 1
     module_logging: bool = True
-    proposed: bool = False
     refresh_rate: Optional[int] = None
 
 
 VARIANTS = {
-    "user": Variant("user"),
+    "user": Variant("user", log_every_n_steps=10, refresh_rate=10),
+    "user_log1": Variant("user_log1"),
     "nobar": Variant("nobar", progress_bar=False),
     "bare": Variant("bare", logger=False, callbacks=False, progress_bar=False),
     # For the overhead breakdown (--variants ...): one piece at a time on top of "bare".
@@ -137,9 +135,6 @@ VARIANTS = {
     "callbacks": Variant("callbacks", logger=False, progress_bar=False),
     "bar": Variant("bar", logger=False, callbacks=False),
     "user50": Variant("user50", log_every_n_steps=50),
-    # The user run with the proposed changes (benchmarks/proposed.py); and without the bar's.
-    "proposed": Variant("proposed", log_every_n_steps=10, proposed=True, refresh_rate=10),
-    "proposed_bar1": Variant("proposed_bar1", log_every_n_steps=10, proposed=True),
 }
 DEFAULT_VARIANTS = "user,nobar,bare"
 
@@ -322,15 +317,10 @@ def init_defaults(cls: type) -> dict[str, Any]:
 
 
 # ============================================================================ the project side
-def build_project(config: Config, proposed: bool = False
-                  ) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+def build_project(config: Config) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The technique's module and datamodule from its shipped config, resized and batched."""
     yaml_config = technique_config(config.technique)
     model_class = import_class(yaml_config["model"]["class_path"])
-    if proposed:
-        from benchmarks.proposed import PROPOSED_MODULES
-
-        model_class = PROPOSED_MODULES[model_class]
     data_class = import_class(yaml_config["data"]["class_path"])
     model_args = dict(yaml_config["model"]["init_args"])
     data_args = dict(yaml_config["data"]["init_args"])
@@ -368,17 +358,12 @@ def run_project(config: Config, variant: Variant, steps: int, clock: Optional[St
     """
     save_dir = tempfile.mkdtemp(dir=save_dir)  # a fresh run folder: results never overwrite
     torch.manual_seed(seed)  # ClassVisualization seeds its generator from torch.initial_seed()
-    model, data = build_project(config, variant.proposed)
+    model, data = build_project(config)
     if not variant.module_logging:
         model.log = lambda *args, **kwargs: None
     callbacks = list(extra_callbacks) + ([ClockCallback(clock)] if clock is not None else [])
     if variant.callbacks:
-        if variant.proposed:
-            from benchmarks.proposed import ProposedLossHistory
-
-            callbacks += [ImageWriter(every_n_steps=0), ProposedLossHistory()]
-        else:
-            callbacks += [ImageWriter(every_n_steps=0), LossHistory()]
+        callbacks += [ImageWriter(every_n_steps=0), LossHistory()]
     if variant.refresh_rate is not None and variant.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=variant.refresh_rate))
     trainer = pl.Trainer(
