@@ -183,6 +183,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
     # The seed is recorded in the run's config.yaml; on stderr it would crowd out error messages.
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_drop_start_up_chatter)
     # Lightning's advice for training networks (frozen modules in eval mode, loader workers)
     # does not apply to an image parameter; left on, it buries the useful lines.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -208,6 +209,12 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         print(f"error: {cause}", file=sys.stderr)
         return 1
     return 0
+
+
+def _drop_start_up_chatter(record: logging.LogRecord) -> bool:
+    """Keep Lightning's hardware report and advertising off stderr, where errors should stand alone."""
+    return not str(record.msg).startswith(("GPU available", "TPU available", "HPU available",
+                                           "\U0001f4a1 Tip"))
 
 
 def condensed_parse_error(message: str) -> str:

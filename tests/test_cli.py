@@ -186,3 +186,18 @@ def test_bad_arguments_are_one_line(extra, expected, workdir, content_image, sty
     assert cli.main(tiny_args(content_image, style_image, *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
+
+
+def test_error_after_trainer_start_is_alone_on_real_stderr(workdir, style_image) -> None:
+    """In a real process, Lightning's start-up lines must not crowd the error on stderr."""
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "fit", "--config", STYLE_CONFIG,
+         "--data.content", str(workdir / "missing.jpg"), "--data.style", str(style_image),
+         "--trainer.max_steps", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines() == [
+        f"error: Image file not found: {workdir / 'missing.jpg'}."]
