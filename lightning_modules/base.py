@@ -97,6 +97,12 @@ class ImageOptimization(pl.LightningModule):
         clamp: Before each step, clamp the image to ``[-clamp, clamp]`` in normalized units (the
             homework uses 1.5); None clamps to the valid pixel range of the backbone.
         clamp_until: Clamp only before steps ``< clamp_until`` (None: every step).
+        channels_last: Keep the images and the backbone in channels-last memory format
+            (convolutions on tensor-core GPUs are fastest in it; same results up to rounding).
+        fast: The GPU fast path: the backbone runs through ``torch.compile`` (mode
+            ``reduce-overhead``, i.e. CUDA graphs, on a GPU; plain kernel fusion on a CPU),
+            channels-last, and a fused Adam. The first steps pay the compilation (tens of
+            seconds); see ``benchmarks/README.md`` for what it buys.
     """
 
     def __init__(
@@ -110,6 +116,8 @@ class ImageOptimization(pl.LightningModule):
         restart_optimizer_at_drop: bool = False,
         clamp: Optional[float] = None,
         clamp_until: Optional[int] = None,
+        channels_last: bool = False,
+        fast: bool = False,
     ) -> None:
         super().__init__()
         if optimizer not in ("adam", "lbfgs"):
@@ -127,6 +135,10 @@ class ImageOptimization(pl.LightningModule):
         self.restart_optimizer_at_drop = restart_optimizer_at_drop
         self.clamp = clamp
         self.clamp_until = clamp_until
+        self.fast = fast
+        self.channels_last = channels_last or fast
+        if self.channels_last:
+            self.backbone.use_channels_last()
         self.images = nn.ParameterList()
         self.slots: list[ImageSlot] = []
         # How the run's jobs are split (filled by my_jobs): see plan_chunks.
@@ -249,7 +261,7 @@ class ImageOptimization(pl.LightningModule):
     def _start_images(self) -> None:
         """Create the current chunk's images (in place of the previous chunk's)."""
         self.slots = []
-        groups = self.create_images()
+        groups = [self._in_memory_format(group) for group in self.create_images()]
         if len(self.images) == 0:
             for group in groups:
                 self.images.append(nn.Parameter(group.detach().clone()))
@@ -258,6 +270,12 @@ class ImageOptimization(pl.LightningModule):
             raise RuntimeError("Every chunk must have as many image groups as the first.")
         for parameter, group in zip(self.images, groups):
             parameter.data = group.detach().to(parameter.device, parameter.dtype).clone()
+
+    def _in_memory_format(self, group: torch.Tensor) -> torch.Tensor:
+        """An image group in the run's memory format (4-D images only; a spectrum stays)."""
+        if self.channels_last and group.dim() == 4:
+            return group.contiguous(memory_format=torch.channels_last)
+        return group
 
     def _plan_loop(self) -> None:
         """One epoch of ``max_steps`` steps per chunk (see the module docstring)."""
@@ -281,6 +299,10 @@ class ImageOptimization(pl.LightningModule):
         trainer.fit_loop.epoch_loop.max_steps = steps * chunks
 
     def on_fit_start(self) -> None:
+        if self.fast and self.backbone.compile_mode is None:
+            # Here the module is on its device, which decides the mode.
+            self.backbone.compile_network(
+                "reduce-overhead" if self.device.type == "cuda" else "default")
         self._prepare_targets()
 
     def _prepare_targets(self) -> None:
@@ -300,13 +322,16 @@ class ImageOptimization(pl.LightningModule):
         params = list(self.images)
         if self.optimizer_name == "lbfgs":
             return torch.optim.LBFGS(params, lr=self.lr, max_iter=1, history_size=50)
-        return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.Adam(params, lr=self.lr, fused=self.fast or None)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
         if self._finish_chunk:
             self._finish_chunk = False
             return -1  # Lightning ends the epoch: the next chunk starts
         step = batch_idx  # steps this chunk has taken so far
+        if self.backbone.compile_mode == "reduce-overhead":
+            # A new step: the CUDA graphs may reuse the previous step's output memory.
+            torch.compiler.cudagraph_mark_step_begin()
         if self.lr_drop_step is not None and step == self.lr_drop_step:
             optimizer = self.optimizers(use_pl_optimizer=False)
             for group in optimizer.param_groups:

@@ -417,6 +417,9 @@ class FoolingImage(ImageOptimization):
         loss: What PGD raises: ``"ce"`` or ``"margin"``.
         backbone: Name of the frozen classifier.
         weights: ``"default"``, ``"random"`` or a local state-dict file.
+        channels_last: Keep the images and the backbone in channels-last memory format.
+        fast: Compile the backbone (CUDA graphs on a GPU) and use channels-last; see
+            :class:`~lightning_modules.base.ImageOptimization`.
     """
 
     def __init__(
@@ -431,8 +434,11 @@ class FoolingImage(ImageOptimization):
         loss: Loss = "ce",
         backbone: str = DEFAULT_BACKBONE,
         weights: str = "default",
+        channels_last: bool = False,
+        fast: bool = False,
     ) -> None:
-        super().__init__(backbone=backbone, weights=weights, lr=lr)
+        super().__init__(backbone=backbone, weights=weights, lr=lr, channels_last=channels_last,
+                         fast=fast)
         self.save_hyperparameters()
         # Each step is the attack's own update, not an optimizer's.
         self.automatic_optimization = False

@@ -307,6 +307,8 @@ class SaliencyMap(pl.LightningModule):
             ``"riemann_trapezoid"``, ``"riemann_left"``, ...).
         reduction: How Integrated Gradients' per-channel attributions become a map:
             ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
+        channels_last: Run the backbone in channels-last memory format (faster on tensor-core
+            GPUs; the same maps up to float rounding).
     """
 
     def __init__(
@@ -321,6 +323,7 @@ class SaliencyMap(pl.LightningModule):
         steps: int = 50,
         integration: str = "gausslegendre",
         reduction: str = "abs_sum",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -340,6 +343,8 @@ class SaliencyMap(pl.LightningModule):
             raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
                                  "quote 'true' in YAML.")
         self.backbone: Backbone = load_backbone(backbone, weights)
+        if channels_last:
+            self.backbone.use_channels_last()
         self.method = method
         self.target = target
         self.fixed_target = (None if target in ("true", "predicted")

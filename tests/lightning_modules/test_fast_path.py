@@ -1,0 +1,145 @@
+"""Channels-last memory format and the ``fast`` path (torch.compile, fused Adam) on the CPU.
+
+Each option must change how the work is laid out and launched, never its result: every
+technique is run with and without it and the images compared. On a GPU the fast path replays
+CUDA graphs (mode ``reduce-overhead``); on the CPU it compiles with kernel fusion only, which
+is what these tests can check here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch._dynamo.utils import counters
+
+from datamodules import StyleTransferData
+from datamodules.classes import ClassListData
+from datamodules.labeled_images import LabeledImageData
+from lightning_modules import StyleTransfer, TextureSynthesis
+from lightning_modules.class_visualization import ClassVisualization
+from lightning_modules.fooling import FoolingImage
+from lightning_modules.saliency import SaliencyMap
+
+CHANNELS_LAST = torch.channels_last
+STYLE_OPTIONS = dict(backbone="tiny", weights="random", content_layers=[2], style_layers=[0, 1, 2],
+                     style_weights=[1.0, 1.0, 1.0], tv_weight=0.01, lr=0.05)
+
+
+def _fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int,
+         root: Path) -> pl.Trainer:
+    pl.seed_everything(3)
+    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", default_root_dir=str(root))
+    trainer.fit(module, data)
+    return trainer
+
+
+def _style_transfer(paths: tuple[Path, Path], **options: Any) -> tuple[Any, Any]:
+    content, style = paths
+    return (StyleTransfer(**STYLE_OPTIONS, **options),
+            StyleTransferData(content=[str(content)], style=[str(style)], image_size=40,
+                              style_size=40))
+
+
+def _texture(paths: tuple[Path, Path], **options: Any) -> tuple[Any, Any]:
+    options = {**STYLE_OPTIONS, **options}
+    del options["content_layers"]
+    return (TextureSynthesis(**options),
+            StyleTransferData(style=[str(paths[1])], image_size=32, style_size=40))
+
+
+def _class_pixels(paths: tuple[Path, Path], **options: Any) -> tuple[Any, Any]:
+    return (ClassVisualization(backbone="tiny", weights="random", image_size=32, max_jitter=4,
+                               blur_every=2, lr=3.0, **options),
+            ClassListData(["tarantula", 948]))
+
+
+def _class_fourier(paths: tuple[Path, Path], **options: Any) -> tuple[Any, Any]:
+    return (ClassVisualization(backbone="tiny", weights="random", image_size=32,
+                               parameterization="fourier", transforms=True, step="adam", lr=0.05,
+                               **options),
+            ClassListData(["tarantula", 948]))
+
+
+def _fooling(paths: tuple[Path, Path], **options: Any) -> tuple[Any, Any]:
+    return (FoolingImage(backbone="tiny", weights="random", target="goldfish", method="pgd",
+                         eps=8 / 255, **options),
+            LabeledImageData(image_size=32))
+
+
+TECHNIQUES: dict[str, Callable[..., tuple[Any, Any]]] = {
+    "style_transfer": _style_transfer, "texture_synthesis": _texture,
+    "class_visualization_pixels": _class_pixels, "class_visualization_fourier": _class_fourier,
+    "fooling_pgd": _fooling,
+}
+
+
+def _images(module: pl.LightningModule) -> torch.Tensor:
+    return torch.cat([image.detach().reshape(-1) for image in module.images])
+
+
+@pytest.fixture
+def paths(content_image: Path, style_image: Path) -> tuple[Path, Path]:
+    return content_image, style_image
+
+
+def test_channels_last_backbone_gives_the_same_features_and_logits(tiny_backbone) -> None:
+    inputs = torch.randn(2, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+    expected = tiny_backbone.extract(inputs, [3, 0, 2]), tiny_backbone(inputs)
+    tiny_backbone.use_channels_last()
+    assert tiny_backbone.features[0][0].weight.is_contiguous(memory_format=CHANNELS_LAST)
+    features, logits = tiny_backbone.extract(inputs, [3, 0, 2]), tiny_backbone(inputs)
+    assert features[0].is_contiguous(memory_format=CHANNELS_LAST)
+    for got, want in zip(features, expected[0]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, expected[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("technique", list(TECHNIQUES))
+def test_every_technique_gives_the_same_images_in_channels_last(
+        technique: str, paths: tuple[Path, Path], tmp_path: Path) -> None:
+    results = {}
+    for channels_last in (False, True):
+        module, data = TECHNIQUES[technique](paths, channels_last=channels_last)
+        _fit(module, data, 6, tmp_path / str(channels_last))
+        results[channels_last] = _images(module)
+        # Pixel images live in channels-last too; a Fourier spectrum is not an image.
+        image = module.images[0]
+        assert image.is_contiguous(memory_format=CHANNELS_LAST) == (
+            channels_last and image.dim() == 4 and image.shape[1] > 1)
+    assert results[True].abs().max() > 0
+    # Adam divides by the gradient's size, so rounding moves a pixel by up to ~lr * 1e-2.
+    torch.testing.assert_close(results[True], results[False], rtol=0, atol=2e-3)
+
+
+def test_saliency_maps_are_the_same_in_channels_last() -> None:
+    inputs = torch.randn(3, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([1, 285, 999])
+    maps = {}
+    for channels_last in (False, True):
+        module = SaliencyMap(backbone="tiny", weights="random", method="integrated_gradients",
+                             steps=8, channels_last=channels_last)
+        maps[channels_last] = module.saliency(inputs, targets)[0]
+    assert maps[False].abs().max() > 0
+    torch.testing.assert_close(maps[True], maps[False], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("technique", ["style_transfer", "class_visualization_fourier"])
+def test_fast_path_compiles_the_backbone_and_matches_eager(
+        technique: str, paths: tuple[Path, Path], tmp_path: Path) -> None:
+    eager, data = TECHNIQUES[technique](paths)
+    _fit(eager, data, 6, tmp_path / "eager")
+    counters.clear()
+    fast, data = TECHNIQUES[technique](paths, fast=True)
+    trainer = _fit(fast, data, 6, tmp_path / "fast")
+    assert counters["frames"]["ok"] > 0, "torch.compile never ran"
+    assert fast.backbone.compile_mode == "default"  # a CPU run: no CUDA graphs
+    assert fast.channels_last
+    if technique == "style_transfer":
+        assert trainer.optimizers[0].defaults["fused"] is True
+    torch.testing.assert_close(_images(fast), _images(eager), rtol=0, atol=2e-3)
