@@ -184,6 +184,8 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     # The seed is recorded in the run's config.yaml; on stderr it would crowd out error messages.
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_drop_start_up_chatter)
+    # --model.fast on a machine without CUDA: torch.compile's C++ set-up says so, as expected.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     # Lightning's advice for training networks (frozen modules in eval mode, loader workers)
     # does not apply to an image parameter; left on, it buries the useful lines.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
+from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 from pytorch_lightning.callbacks.progress.tqdm_progress import TQDMProgressBar  # noqa: E402
 from pytorch_lightning.trainer.connectors.logger_connector.logger_connector import (  # noqa: E402
     _LoggerConnector,
@@ -39,6 +40,7 @@ from benchmarks.run import (  # noqa: E402
     CLOCKS, VARIANTS, Config, PlainRunner, StepClock, build_project, run_project,
 )
 from callbacks.image_writer import ImageWriter  # noqa: E402
+from callbacks.interrupt import SaveOnInterrupt  # noqa: E402
 from callbacks.loss_history import LossHistory  # noqa: E402
 
 
@@ -57,6 +59,9 @@ def targets(model_class: type) -> list[tuple[str, Any, str]]:
         ("loggers: _LoggerConnector.update_train_step_metrics", _LoggerConnector,
          "update_train_step_metrics"),
         ("_LoggerConnector.on_batch_end", _LoggerConnector, "on_batch_end"),
+        ("ModelCheckpoint.on_train_batch_end (last.ckpt every 50)", ModelCheckpoint,
+         "on_train_batch_end"),
+        ("SaveOnInterrupt.on_train_batch_end", SaveOnInterrupt, "on_train_batch_end"),
     ]
     return [(label, owner, name) for label, owner, name in found if hasattr(owner, name)]
 

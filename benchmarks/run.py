@@ -15,9 +15,13 @@ run. The plain loop (``benchmarks/plain_loop.py``) does the same arithmetic: bef
 few steps of both at 64 px are compared and give bit-identical images ("same work: ... = 0").
 Project variants (``--variants``, the first one is the headline):
 
-* ``user``: CSV logger (+ TensorBoard when installed, as ``cli.py`` adds it), ``log_every_n_steps
-  = 10`` and a progress bar refreshed every 10 steps (``cli.py``'s), ``ImageWriter`` (no
-  snapshots), ``LossHistory``, the bar drawn into /dev/null (a terminal's drawing is not counted);
+* ``user``: what ``cli.py fit`` runs: CSV logger (+ TensorBoard when installed, as ``cli.py``
+  adds it), ``log_every_n_steps = 10`` and a progress bar refreshed every 10 steps,
+  ``ImageWriter`` (no snapshots), ``LossHistory``, ``last.ckpt`` every 50 steps and the
+  SIGINT/SIGTERM handler; the bar drawn into /dev/null (a terminal's drawing is not counted);
+* ``fast``: ``user`` with ``--model.fast true`` (torch.compile of the backbone, CUDA graphs on a
+  GPU, channels-last, fused Adam); ``channels_last``: ``user`` with channels-last alone;
+* ``user_nockpt``: ``user`` without checkpoints and the signal handler;
 * ``user_log1``: ``user`` logging and drawing every step (``--trainer.log_every_n_steps 1``);
 * ``nobar``: the same without the progress bar; ``bare``: no logger, callbacks or bar;
 * breakdown pieces: ``bare_nolog`` (``self.log`` a no-op), ``logger``, ``logger50``,
@@ -66,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pytorch_lightning as pl  # noqa: E402
-from pytorch_lightning.callbacks import TQDMProgressBar  # noqa: E402
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
@@ -74,6 +78,8 @@ from benchmarks.plain_loop import (  # noqa: E402
     class_visualization_steps, run_loop, style_transfer_steps,
 )
 from callbacks.image_writer import ImageWriter  # noqa: E402
+from callbacks.interrupt import SaveOnInterrupt  # noqa: E402
+from cli import CHECKPOINT_DEFAULTS  # noqa: E402
 from callbacks.loss_history import LossHistory  # noqa: E402
 from datamodules.images import image_to_tensor, load_image, resize_shorter_side  # noqa: E402
 from lightning_modules.backbones import load_backbone  # noqa: E402
@@ -111,6 +117,9 @@ class Variant:
         log_every_n_steps: The Trainer's setting (``cli.py`` uses 10).
         module_logging: False replaces the module's ``self.log`` by a no-op (to measure it).
         refresh_rate: The progress bar's refresh rate (None: Lightning's default, every step).
+        checkpoints: ``cli.py``'s checkpoint callback (``last.ckpt`` every 50 steps) and its
+            SIGINT/SIGTERM handler (``SaveOnInterrupt``).
+        model_options: Extra init arguments of the technique, e.g. ``(("fast", True),)``.
     """
 
     name: str
@@ -120,11 +129,20 @@ class Variant:
     log_every_n_steps: int = 1
     module_logging: bool = True
     refresh_rate: Optional[int] = None
+    checkpoints: bool = False
+    model_options: tuple[tuple[str, Any], ...] = ()
 
 
 VARIANTS = {
-    "user": Variant("user", log_every_n_steps=10, refresh_rate=10),
-    "user_log1": Variant("user_log1"),
+    "user": Variant("user", log_every_n_steps=10, refresh_rate=10, checkpoints=True),
+    # The fast path (--model.fast true): torch.compile (CUDA graphs on a GPU), channels-last,
+    # fused Adam; and channels-last alone.
+    "fast": Variant("fast", log_every_n_steps=10, refresh_rate=10, checkpoints=True,
+                    model_options=(("fast", True),)),
+    "channels_last": Variant("channels_last", log_every_n_steps=10, refresh_rate=10,
+                             checkpoints=True, model_options=(("channels_last", True),)),
+    "user_nockpt": Variant("user_nockpt", log_every_n_steps=10, refresh_rate=10),
+    "user_log1": Variant("user_log1", checkpoints=True),
     "nobar": Variant("nobar", progress_bar=False),
     "bare": Variant("bare", logger=False, callbacks=False, progress_bar=False),
     # For the overhead breakdown (--variants ...): one piece at a time on top of "bare".
@@ -291,7 +309,7 @@ class PlainRunner:
                 style_weights=args["style_weights"], tv_weight=args["tv_weight"], lr=args["lr"],
                 precision=config.precision)
         return class_visualization_steps(
-            self.backbone, MANY_CLASSES[: config.batch], image_size=config.image_size,
+            self.backbone, batch_classes(config.batch), image_size=config.image_size,
             parameterization=args["parameterization"], transforms=args["transforms"],
             decay_power=args["decay_power"], step_rule=args["step"], lr=args["lr"],
             l2_reg=args["l2_reg"], blur_every=args["blur_every"], blur_sigma=args["blur_sigma"],
@@ -317,20 +335,26 @@ def init_defaults(cls: type) -> dict[str, Any]:
 
 
 # ============================================================================ the project side
-def build_project(config: Config) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+def build_project(config: Config, model_options: Sequence[tuple[str, Any]] = ()
+                  ) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The technique's module and datamodule from its shipped config, resized and batched."""
     yaml_config = technique_config(config.technique)
     model_class = import_class(yaml_config["model"]["class_path"])
     data_class = import_class(yaml_config["data"]["class_path"])
-    model_args = dict(yaml_config["model"]["init_args"])
+    model_args = {**yaml_config["model"]["init_args"], **dict(model_options)}
     data_args = dict(yaml_config["data"]["init_args"])
     if config.technique == "style_transfer":
         data_args["content"] = [data_args["content"]] * config.batch
         data_args["image_size"] = config.image_size
     else:
         model_args["image_size"] = config.image_size
-        data_args["classes"] = MANY_CLASSES[: config.batch]
+        data_args["classes"] = batch_classes(config.batch)
     return model_class(**model_args), data_class(**data_args)
+
+
+def batch_classes(batch: int) -> list[int]:
+    """``batch`` classes to draw: :data:`MANY_CLASSES`, repeated beyond 16 (other noise)."""
+    return (MANY_CLASSES * (batch // len(MANY_CLASSES) + 1))[:batch]
 
 
 def project_loggers(save_dir: str, name: str) -> list[Any]:
@@ -358,7 +382,11 @@ def run_project(config: Config, variant: Variant, steps: int, clock: Optional[St
     """
     save_dir = tempfile.mkdtemp(dir=save_dir)  # a fresh run folder: results never overwrite
     torch.manual_seed(seed)  # ClassVisualization seeds its generator from torch.initial_seed()
-    model, data = build_project(config)
+    model, data = build_project(config, variant.model_options)
+    if dict(variant.model_options).get("fast"):
+        # Each run compiles afresh (in its untimed first steps), as a cli.py run would, rather
+        # than pile up recompilations of earlier runs' modules until torch.compile gives up.
+        torch._dynamo.reset()
     if not variant.module_logging:
         model.log = lambda *args, **kwargs: None
     callbacks = list(extra_callbacks) + ([ClockCallback(clock)] if clock is not None else [])
@@ -366,12 +394,16 @@ def run_project(config: Config, variant: Variant, steps: int, clock: Optional[St
         callbacks += [ImageWriter(every_n_steps=0), LossHistory()]
     if variant.refresh_rate is not None and variant.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=variant.refresh_rate))
+    if variant.checkpoints:
+        callbacks += [ModelCheckpoint(**{key.split(".", 1)[1]: value
+                                         for key, value in CHECKPOINT_DEFAULTS.items()}),
+                      SaveOnInterrupt()]
     trainer = pl.Trainer(
         max_steps=steps, accelerator="gpu" if config.device == "cuda" else "cpu", devices=1,
         precision=config.precision, callbacks=callbacks,
         logger=project_loggers(save_dir, config.technique) if variant.logger else False,
         enable_progress_bar=variant.progress_bar, log_every_n_steps=variant.log_every_n_steps,
-        enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
+        enable_checkpointing=variant.checkpoints, num_sanity_val_steps=0, enable_model_summary=False,
         default_root_dir=save_dir)
     # Lightning's progress bar writes to stdout: drop it (terminal drawing is not ours to time).
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
@@ -519,6 +551,10 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help=f"project variants, comma-separated, from {list(VARIANTS)}; the "
                              "first is the one the last line reports")
     parser.add_argument("--techniques", default=",".join(TECHNIQUES))
+    parser.add_argument("--batches", default=None,
+                        help="only these batch sizes of the configurations, e.g. 1 or 1,16")
+    parser.add_argument("--precisions", default=None,
+                        help="only these precisions, e.g. 32-true or bf16-mixed")
     parser.add_argument("--image-size", type=int, default=None,
                         help="override every configuration's image size (e.g. 32 to measure "
                              "the per-step overhead in ms, where the arithmetic is small)")
@@ -545,6 +581,10 @@ def main(argv: Optional[list[str]] = None) -> None:
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     configs = [c for d in (["cuda", "cpu"] if device == "all" else [device])
                for c in configs_for(d) if c.technique in techniques]
+    if args.batches:
+        configs = [c for c in configs if str(c.batch) in args.batches.split(",")]
+    if args.precisions:
+        configs = [c for c in configs if c.precision in args.precisions.split(",")]
     if args.image_size:
         configs = [Config(c.technique, c.device, args.image_size, c.batch, c.precision)
                    for c in configs]

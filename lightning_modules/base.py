@@ -25,6 +25,7 @@ from typing import Any, Hashable, Literal, Optional, Sequence, TypeVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
@@ -82,6 +83,16 @@ def plan_chunks(sizes: Sequence[Hashable], batch_size: Optional[int],
             for start in range(0, len(indices), width)]
 
 
+def fast_path_compile_mode(device: torch.device) -> Optional[str]:
+    """``torch.compile``'s mode for the fast path on ``device``; None: stay eager.
+
+    On a GPU, CUDA graphs (``reduce-overhead``): at batch 1 a small network's step is bound by
+    kernel launches, which a graph replays at once. On a CPU nothing is gained: compiled steps
+    of EfficientNet-Lite0 measured about 2x slower than eager ones (benchmarks/README.md).
+    """
+    return "reduce-overhead" if device.type == "cuda" else None
+
+
 class ImageOptimization(pl.LightningModule):
     """Base class of techniques whose learnable parameters are images.
 
@@ -98,11 +109,13 @@ class ImageOptimization(pl.LightningModule):
             homework uses 1.5); None clamps to the valid pixel range of the backbone.
         clamp_until: Clamp only before steps ``< clamp_until`` (None: every step).
         channels_last: Keep the images and the backbone in channels-last memory format
-            (convolutions on tensor-core GPUs are fastest in it; same results up to rounding).
-        fast: The GPU fast path: the backbone runs through ``torch.compile`` (mode
-            ``reduce-overhead``, i.e. CUDA graphs, on a GPU; plain kernel fusion on a CPU),
-            channels-last, and a fused Adam. The first steps pay the compilation (tens of
-            seconds); see ``benchmarks/README.md`` for what it buys.
+            (convolutions on tensor-core GPUs are fastest in it; same results up to rounding;
+            on a CPU it measured slower).
+        fast: The GPU fast path: the backbone runs through ``torch.compile`` with CUDA graphs
+            (mode ``reduce-overhead``), in channels-last, with a fused Adam. The first steps
+            pay the compilation (tens of seconds). A run on the CPU, where compiled steps
+            measured slower than eager ones, says so and runs eager. See
+            ``benchmarks/README.md`` for what it buys.
     """
 
     def __init__(
@@ -136,8 +149,9 @@ class ImageOptimization(pl.LightningModule):
         self.clamp = clamp
         self.clamp_until = clamp_until
         self.fast = fast
-        self.channels_last = channels_last or fast
-        if self.channels_last:
+        self.channels_last = channels_last
+        self.compile_mode: Optional[str] = None  # set by setup when the fast path is on
+        if channels_last:
             self.backbone.use_channels_last()
         self.images = nn.ParameterList()
         self.slots: list[ImageSlot] = []
@@ -253,6 +267,8 @@ class ImageOptimization(pl.LightningModule):
 
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str) -> None:
+        if self.fast and self._trainer is not None and self.compile_mode is None:
+            self._set_up_fast_path(self.trainer.strategy.root_device)
         if len(self.images) == 0:  # fit after fit (or a restored checkpoint) keeps its images
             self._start_images()
         if self._trainer is not None and stage == "fit":
@@ -270,6 +286,22 @@ class ImageOptimization(pl.LightningModule):
             raise RuntimeError("Every chunk must have as many image groups as the first.")
         for parameter, group in zip(self.images, groups):
             parameter.data = group.detach().to(parameter.device, parameter.dtype).clone()
+
+    def _set_up_fast_path(self, device: torch.device) -> None:
+        """Channels-last now (before the images are made); compilation in ``on_fit_start``."""
+        self.compile_mode = fast_path_compile_mode(device)
+        if self.compile_mode is None:
+            rank_zero_warn(f"--model.fast speeds up GPU runs; this run is on the {device.type}, "
+                           "where compiled steps measured slower than eager ones, so it runs "
+                           "eager.")
+            return
+        self.channels_last = True
+        self.backbone.use_channels_last()
+
+    @property
+    def fused_optimizer(self) -> bool:
+        """Whether Adam runs as one fused kernel (the fast path, once it is on)."""
+        return self.compile_mode is not None
 
     def _in_memory_format(self, group: torch.Tensor) -> torch.Tensor:
         """An image group in the run's memory format (4-D images only; a spectrum stays)."""
@@ -299,10 +331,8 @@ class ImageOptimization(pl.LightningModule):
         trainer.fit_loop.epoch_loop.max_steps = steps * chunks
 
     def on_fit_start(self) -> None:
-        if self.fast and self.backbone.compile_mode is None:
-            # Here the module is on its device, which decides the mode.
-            self.backbone.compile_network(
-                "reduce-overhead" if self.device.type == "cuda" else "default")
+        if self.compile_mode is not None and self.backbone.compile_mode is None:
+            self.backbone.compile_network(self.compile_mode)
         self._prepare_targets()
 
     def _prepare_targets(self) -> None:
@@ -322,7 +352,7 @@ class ImageOptimization(pl.LightningModule):
         params = list(self.images)
         if self.optimizer_name == "lbfgs":
             return torch.optim.LBFGS(params, lr=self.lr, max_iter=1, history_size=50)
-        return torch.optim.Adam(params, lr=self.lr, fused=self.fast or None)
+        return torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer or None)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
         if self._finish_chunk:

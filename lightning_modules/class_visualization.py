@@ -611,7 +611,7 @@ class ClassVisualization(ImageOptimization):
             self.output_directory = run_directory(self.trainer)
 
     def configure_optimizers(self) -> Any:
-        return make_optimizer(self.step_rule, list(self.images), self.lr, fused=self.fast)
+        return make_optimizer(self.step_rule, list(self.images), self.lr, fused=self.fused_optimizer)
 
     @torch.no_grad()
     def clamp_images(self) -> None:

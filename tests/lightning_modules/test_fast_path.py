@@ -2,8 +2,8 @@
 
 Each option must change how the work is laid out and launched, never its result: every
 technique is run with and without it and the images compared. On a GPU the fast path replays
-CUDA graphs (mode ``reduce-overhead``); on the CPU it compiles with kernel fusion only, which
-is what these tests can check here.
+CUDA graphs (mode ``reduce-overhead``); a CPU run stays eager. Its wiring is tested here with
+compile mode ``"default"``, which runs on a CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch._dynamo.utils import counters
 from datamodules import StyleTransferData
 from datamodules.classes import ClassListData
 from datamodules.labeled_images import LabeledImageData
-from lightning_modules import StyleTransfer, TextureSynthesis
+from lightning_modules import StyleTransfer, TextureSynthesis, base
 from lightning_modules.class_visualization import ClassVisualization
 from lightning_modules.fooling import FoolingImage
 from lightning_modules.saliency import SaliencyMap
@@ -129,17 +129,62 @@ def test_saliency_maps_are_the_same_in_channels_last() -> None:
     torch.testing.assert_close(maps[True], maps[False], rtol=1e-4, atol=1e-6)
 
 
+def test_fast_on_a_cpu_says_so_and_runs_eager(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    eager, data = _style_transfer(paths)
+    _fit(eager, data, 4, tmp_path / "eager")
+    counters.clear()
+    fast, data = _style_transfer(paths, fast=True)
+    with pytest.warns(UserWarning, match="GPU runs.*cpu.*runs eager"):
+        trainer = _fit(fast, data, 4, tmp_path / "fast")
+    assert counters["frames"]["ok"] == 0 and fast.backbone.compile_mode is None
+    assert not fast.channels_last and not trainer.optimizers[0].defaults["fused"]
+    assert torch.equal(_images(fast), _images(eager))
+
+
 @pytest.mark.parametrize("technique", ["style_transfer", "class_visualization_fourier"])
 def test_fast_path_compiles_the_backbone_and_matches_eager(
-        technique: str, paths: tuple[Path, Path], tmp_path: Path) -> None:
+        technique: str, paths: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU fast path's wiring, run on the CPU: compile mode "default" instead of CUDA graphs."""
     eager, data = TECHNIQUES[technique](paths)
     _fit(eager, data, 6, tmp_path / "eager")
+    monkeypatch.setattr(base, "fast_path_compile_mode", lambda device: "default")
     counters.clear()
     fast, data = TECHNIQUES[technique](paths, fast=True)
     trainer = _fit(fast, data, 6, tmp_path / "fast")
     assert counters["frames"]["ok"] > 0, "torch.compile never ran"
-    assert fast.backbone.compile_mode == "default"  # a CPU run: no CUDA graphs
-    assert fast.channels_last
+    assert fast.backbone.compile_mode == "default"
+    assert fast.channels_last and fast.backbone.memory_format == CHANNELS_LAST
     if technique == "style_transfer":
+        assert fast.images[0].is_contiguous(memory_format=CHANNELS_LAST)
         assert trainer.optimizers[0].defaults["fused"] is True
     torch.testing.assert_close(_images(fast), _images(eager), rtol=0, atol=2e-3)
+
+
+def test_fast_path_mode_is_cuda_graphs_on_a_gpu_and_eager_on_a_cpu() -> None:
+    assert base.fast_path_compile_mode(torch.device("cuda", 0)) == "reduce-overhead"
+    assert base.fast_path_compile_mode(torch.device("cpu")) is None
+
+
+def test_compiled_network_gives_the_same_features_and_gradients(tiny_backbone) -> None:
+    inputs = torch.randn(2, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+
+    def features_and_gradient() -> tuple[list[torch.Tensor], torch.Tensor]:
+        image = inputs.clone().requires_grad_()
+        features = tiny_backbone.extract(image, [2, 0])
+        logits = tiny_backbone(image)
+        (sum(f.square().mean() for f in features) + logits.logsumexp(1).sum()).backward()
+        return [f.detach() for f in features] + [logits.detach()], image.grad
+
+    counters.clear()
+    expected = features_and_gradient()
+    tiny_backbone.compile_network("default")
+    got = features_and_gradient()
+    assert counters["frames"]["ok"] > 0
+    for value, want in zip(got[0], expected[0]):
+        torch.testing.assert_close(value, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # calls without gradients stay eager (CUDA graphs reuse outputs)
+        before = counters["frames"]["total"]
+        tiny_backbone(inputs)
+        assert counters["frames"]["total"] == before
