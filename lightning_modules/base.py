@@ -109,8 +109,7 @@ class ImageOptimization(pl.LightningModule):
             homework uses 1.5); None clamps to the valid pixel range of the backbone.
         clamp_until: Clamp only before steps ``< clamp_until`` (None: every step).
         channels_last: Keep the images and the backbone in channels-last memory format
-            (convolutions on tensor-core GPUs are fastest in it; same results up to rounding;
-            on a CPU it measured slower).
+            (convolutions on tensor-core GPUs are fastest in it; same results up to rounding).
         fast: The GPU fast path: the backbone runs through ``torch.compile`` with CUDA graphs
             (mode ``reduce-overhead``), in channels-last, with a fused Adam. The first steps
             pay the compilation (tens of seconds). A run on the CPU, where compiled steps

@@ -29,6 +29,7 @@ from torch import nn
 from lightning_modules.backbones import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules.base import ImageOptimization, ImageSlot, check_non_negative
 from lightning_modules.errors import UserInputError
+from lightning_modules.losses import at_least_float32
 
 Step = Literal["normalized", "raw", "adam"]
 Parameterization = Literal["pixel", "fourier"]
@@ -128,6 +129,13 @@ def fourier_to_pixels(spectrum: torch.Tensor, decay_power: float = 1.0) -> torch
     Returns:
         0-1 pixels.
     """
+    # The picture is the parameter, not part of the network: render it in float32 under a
+    # bf16 autocast too (the einsum would otherwise round every pixel to 3 digits).
+    with torch.autocast(spectrum.device.type, enabled=False):
+        return _render_spectrum(at_least_float32(spectrum), decay_power)
+
+
+def _render_spectrum(spectrum: torch.Tensor, decay_power: float) -> torch.Tensor:
     size = spectrum.shape[2]
     fy = torch.fft.fftfreq(size, device=spectrum.device)[:, None]
     fx = torch.fft.rfftfreq(size, device=spectrum.device)[None, :]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 
-def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     """Promote half and bfloat16 to float32 (sums of many squares overflow or lose precision)."""
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
@@ -53,7 +53,7 @@ def content_loss(
     Returns:
         ``[N]`` losses.
     """
-    difference = _at_least_float32(content_current) - _at_least_float32(content_original)
+    difference = at_least_float32(content_current) - at_least_float32(content_original)
     return content_weight * difference.pow(2).flatten(1).sum(1)
 
 
@@ -68,7 +68,7 @@ def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         ``[N, C, C]`` Gram matrices in float32.
     """
     batch, channels, height, width = features.shape
-    flat = _at_least_float32(features).reshape(batch, channels, height * width)
+    flat = at_least_float32(features).reshape(batch, channels, height * width)
     # Autocast would run the matmul in bf16/fp16; the products of many activations need fp32.
     with torch.autocast(device_type=flat.device.type, enabled=False):
         gram = torch.bmm(flat, flat.transpose(1, 2))
@@ -99,7 +99,7 @@ def style_loss(
     total = None
     for layer, target, weight in zip(style_layers, style_targets, style_weights):
         gram = gram_matrix(feats[layer])
-        term = weight * (gram - _at_least_float32(target)).pow(2).flatten(1).sum(1)
+        term = weight * (gram - at_least_float32(target)).pow(2).flatten(1).sum(1)
         total = term if total is None else total + term
     if total is None:
         raise ValueError("style_loss needs at least one style layer.")
@@ -116,7 +116,7 @@ def tv_loss(img: torch.Tensor, tv_weight: float | torch.Tensor) -> torch.Tensor:
     Returns:
         ``[N]`` losses.
     """
-    img = _at_least_float32(img)
+    img = at_least_float32(img)
     vertical = (img[:, :, 1:, :] - img[:, :, :-1, :]).pow(2).flatten(1).sum(1)
     horizontal = (img[:, :, :, 1:] - img[:, :, :, :-1]).pow(2).flatten(1).sum(1)
     return tv_weight * (vertical + horizontal)

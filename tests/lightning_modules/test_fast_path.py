@@ -1,7 +1,8 @@
-"""Channels-last memory format and the ``fast`` path (torch.compile, fused Adam) on the CPU.
+"""Precision, memory format and the ``fast`` path (torch.compile, fused Adam), on the CPU.
 
-Each option must change how the work is laid out and launched, never its result: every
-technique is run with and without it and the images compared. On a GPU the fast path replays
+bf16-mixed must take every technique the same way as float32 (its losses accumulated in
+float32). Channels-last and the fast path must change how the work is laid out and launched,
+never its result: every technique is run with and without them and the images compared. On a GPU the fast path replays
 CUDA graphs (mode ``reduce-overhead``); a CPU run stays eager. Its wiring is tested here with
 compile mode ``"default"``, which runs on a CPU.
 """
@@ -22,6 +23,7 @@ from datamodules.labeled_images import LabeledImageData
 from lightning_modules import StyleTransfer, TextureSynthesis, base
 from lightning_modules.class_visualization import ClassVisualization
 from lightning_modules.fooling import FoolingImage
+from lightning_modules.losses import content_loss, gram_matrix, style_loss, tv_loss
 from lightning_modules.saliency import SaliencyMap
 
 CHANNELS_LAST = torch.channels_last
@@ -30,11 +32,11 @@ STYLE_OPTIONS = dict(backbone="tiny", weights="random", content_layers=[2], styl
 
 
 def _fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int,
-         root: Path) -> pl.Trainer:
+         root: Path, precision: str = "32-true") -> pl.Trainer:
     pl.seed_everything(3)
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", default_root_dir=str(root))
+                         accelerator="cpu", default_root_dir=str(root), precision=precision)
     trainer.fit(module, data)
     return trainer
 
@@ -88,6 +90,56 @@ def paths(content_image: Path, style_image: Path) -> tuple[Path, Path]:
     return content_image, style_image
 
 
+def _pixels(module: pl.LightningModule) -> torch.Tensor:
+    """Every job's picture as 0-1 pixels (a Fourier spectrum rendered), flattened."""
+    return torch.cat([module.result_pixels(i).reshape(-1) for i in range(len(module.slots))])
+
+
+class StartRecorder(pl.Callback):
+    """Keeps the pictures as the first step finds them (a random start is drawn in setup)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.start = _pixels(pl_module)
+
+
+@pytest.mark.parametrize("technique", list(TECHNIQUES))
+def test_every_technique_runs_in_bf16_mixed_like_float32(
+        technique: str, paths: tuple[Path, Path], tmp_path: Path) -> None:
+    moves = {}
+    for precision in ("32-true", "bf16-mixed"):
+        module, data = TECHNIQUES[technique](paths)
+        recorder = StartRecorder()
+        trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             accelerator="cpu", default_root_dir=str(tmp_path / precision),
+                             precision=precision, callbacks=[recorder])
+        pl.seed_everything(3)
+        trainer.fit(module, data)
+        images = _images(module)
+        assert images.dtype == torch.float32 and torch.isfinite(images).all()
+        moves[precision] = _pixels(module) - recorder.start
+    # bfloat16 rounds each activation to 3 significant digits; the pictures must still move
+    # the same way as in float32. (Compared as pixels: Adam moves every Fourier coefficient by
+    # about lr whatever its gradient, so the faint high frequencies, which bf16 rounding may
+    # flip, would weigh as much as the strong ones in the raw spectrum.)
+    similarity = torch.nn.functional.cosine_similarity(moves["bf16-mixed"], moves["32-true"],
+                                                       dim=0)
+    assert moves["32-true"].abs().max() > 0 and similarity > 0.9, float(similarity)
+
+
+def test_losses_accumulate_in_float32_under_bf16_autocast(tiny_backbone) -> None:
+    inputs = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = tiny_backbone.extract(inputs, [1, 2])
+        assert features[0].dtype == torch.bfloat16  # the network itself runs in bf16
+        gram = gram_matrix(features[0])
+        terms = [gram, style_loss(features, [0, 1], [gram_matrix(f) for f in features], [1, 1]),
+                 content_loss(1.0, features[1], features[1].detach() * 0.5),
+                 tv_loss(inputs.bfloat16(), 0.1)]
+    assert all(term.dtype == torch.float32 for term in terms)
+
+
 def test_channels_last_backbone_gives_the_same_features_and_logits(tiny_backbone) -> None:
     inputs = torch.randn(2, 3, 24, 20, generator=torch.Generator().manual_seed(0))
     expected = tiny_backbone.extract(inputs, [3, 0, 2]), tiny_backbone(inputs)
@@ -139,6 +191,21 @@ def test_fast_on_a_cpu_says_so_and_runs_eager(paths: tuple[Path, Path], tmp_path
     assert counters["frames"]["ok"] == 0 and fast.backbone.compile_mode is None
     assert not fast.channels_last and not trainer.optimizers[0].defaults["fused"]
     assert torch.equal(_images(fast), _images(eager))
+
+
+@pytest.mark.parametrize("method", ["vanilla", "integrated_gradients"])
+def test_saliency_maps_under_bf16_autocast_match_float32(method: str) -> None:
+    """What ``--trainer.precision bf16-mixed`` does to ``predict_step``: autocast around it."""
+    inputs = torch.randn(3, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([1, 285, 999])
+    module = SaliencyMap(backbone="tiny", weights="random", method=method, steps=8)
+    expected = module.saliency(inputs, targets)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = module.saliency(inputs, targets)[0]
+    assert got.dtype == torch.float32  # gradients with respect to the float32 image
+    similarity = torch.nn.functional.cosine_similarity(got.float().flatten(), expected.flatten(),
+                                                       dim=0)
+    assert similarity > 0.95, float(similarity)
 
 
 @pytest.mark.parametrize("technique", ["style_transfer", "class_visualization_fourier"])
