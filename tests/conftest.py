@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import torch
@@ -33,6 +34,30 @@ def build_tiny_backbone(weights: str = "random") -> Backbone:
 
 
 register_backbone("tiny", build_tiny_backbone, "tiny random CNN for tests")
+
+
+def two_layer_backbone(name: str, width: int, grid: int, categories: Sequence[str],
+                       mean: Sequence[float], std: Sequence[float]) -> Backbone:
+    """Two stride-2 convolutions, then a ``grid x grid`` average pool and a linear head.
+
+    The same weights in every call (seed 0), whatever the global random state.
+
+    Args:
+        name: The backbone's name.
+        width: Channels of the second layer (the first has 8).
+        grid: Side of the pooled feature grid the head sees; a larger grid leaves more classes
+            within reach of a few gradient steps.
+        categories: The class names (one logit each).
+        mean: Preprocessing mean per channel.
+        std: Preprocessing standard deviation per channel.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layers = [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, stride=2), nn.ReLU()),
+                  nn.Sequential(nn.Conv2d(8, width, 3, padding=1, stride=2), nn.ReLU())]
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(grid), nn.Flatten(1),
+                             nn.Linear(width * grid * grid, len(categories)))
+    return Backbone(name, layers, head, mean, std, categories)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
 import cli
+from conftest import two_layer_backbone
 from datamodules.classes import ClassListData
 from datamodules.images import image_to_tensor, load_image
 from lightning_modules.backbones import (
@@ -47,12 +48,7 @@ TINY = "tiny_class_visualization"
 
 def tiny_backbone(weights: str = "random") -> Backbone:
     """A small random CNN with ImageNet's mean/std and class names (so names resolve)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        layers = [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, stride=2), nn.ReLU()),
-                  nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.ReLU())]
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(1), nn.Linear(64, 1000))
-    return Backbone(TINY, layers, head, IMAGENET_MEAN, IMAGENET_STD, imagenet_categories())
+    return two_layer_backbone(TINY, 16, 2, imagenet_categories(), IMAGENET_MEAN, IMAGENET_STD)
 
 
 register_backbone(TINY, tiny_backbone, "test: tiny random CNN")

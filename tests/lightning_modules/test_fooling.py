@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import cli
+from conftest import two_layer_backbone
 from datamodules.images import image_to_tensor, load_image
 from datamodules.labeled_images import LabeledImageData
 from lightning_modules.backbones import Backbone, load_backbone, register_backbone
@@ -46,13 +47,7 @@ def tiny_fooling_backbone(weights: str = "random") -> Backbone:
     conftest's tiny backbone averages its features globally, which leaves most of its 1000
     classes out of reach; this one keeps a 4x4 grid of features and names eight classes.
     """
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        layers = [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, stride=2), nn.ReLU()),
-                  nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU())]
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(1),
-                             nn.Linear(128, len(CATEGORIES)))
-    return Backbone(TINY, layers, head, MEAN, STD, CATEGORIES)
+    return two_layer_backbone(TINY, 8, 4, CATEGORIES, MEAN, STD)
 
 
 register_backbone(TINY, tiny_fooling_backbone, "test: tiny random CNN")
