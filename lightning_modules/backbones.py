@@ -14,7 +14,7 @@ import os
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,8 @@ from torch import nn
 from lightning_modules.errors import UserInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+# The most kinds of call (input shape, precision, layers) a compiled backbone compiles for.
+COMPILED_CALLS = 4
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -67,6 +69,7 @@ class Backbone(nn.Module):
         super().train(False)
         self.memory_format = torch.contiguous_format
         self._compiled_run: Optional[Callable[..., list[torch.Tensor]]] = None
+        self._compiled_calls: set[tuple[Any, ...]] = set()
         self.compile_mode: Optional[str] = None
 
     def train(self, mode: bool = True) -> "Backbone":
@@ -133,15 +136,21 @@ class Backbone(nn.Module):
         # The compiled network serves the steps that take gradients. Calls without gradients
         # (targets, judging a saved image) stay eager: under CUDA graphs a compiled call's
         # outputs are overwritten by the next call, and those results are kept.
+        # Inputs in one layout, so that a compiled call never depends on how they were cut out.
+        inputs = inputs.contiguous(memory_format=self.memory_format)
         if self._compiled_run is not None and torch.is_grad_enabled():
-            return self._compiled_run(inputs, layers, logits)
+            call = (tuple(inputs.shape), inputs.dtype, layers, logits,
+                    torch.is_autocast_enabled(inputs.device.type))
+            if call in self._compiled_calls or len(self._compiled_calls) < COMPILED_CALLS:
+                self._compiled_calls.add(call)
+                return self._compiled_run(inputs, layers, logits)
         return self._run(inputs, layers, logits)
 
     def _run(self, inputs: torch.Tensor, layers: tuple[int, ...],
              logits: bool) -> list[torch.Tensor]:
         """The feature maps of ``layers`` (sorted), then the logits if ``logits``."""
         outputs = []
-        features = inputs.contiguous(memory_format=self.memory_format)
+        features = inputs
         last = len(self.features) - 1 if logits else max(layers)
         for index, layer in enumerate(self.features):
             if index > last:
@@ -170,12 +179,16 @@ class Backbone(nn.Module):
                 the launch-bound steps of a small network at batch 1 become several times
                 cheaper), ``"default"`` fuses kernels only.
 
-        Each new input shape (image size, batch, precision) compiles once more. Returns the
-        backbone.
+        Each new kind of call (input shape, precision, layers) compiles once more, for the
+        first :data:`COMPILED_CALLS` kinds; later kinds run eager, so a run whose input size
+        changes every step (class visualization's random transforms) never spends more than a
+        few compilations. Returns the backbone.
         """
-        # Shapes and layer lists are fixed in a run, so specialize on them (dynamic=False)
-        # rather than compile a slower shape-generic kernel.
+        # Shapes and layer lists are fixed in most runs, so specialize on them (dynamic=False)
+        # rather than compile a slower shape-generic kernel. (A dynamic compile would not cover
+        # varying sizes anyway: pooling and "same" padding specialize on the size.)
         self._compiled_run = torch.compile(self._run, mode=mode, dynamic=False)
+        self._compiled_calls = set()
         self.compile_mode = mode
         return self
 
