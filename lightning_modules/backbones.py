@@ -22,10 +22,10 @@ from torch import nn
 from lightning_modules.errors import UserInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-# The most kinds of call (input shape, precision, layers) a compiled backbone compiles for.
-COMPILED_CALLS = 4
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "efficientnet_lite0"
+# The most kinds of call (input shape, precision, layers) a compiled backbone compiles for.
+COMPILED_CALLS = 4
 
 
 class Backbone(nn.Module):
