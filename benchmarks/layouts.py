@@ -9,8 +9,10 @@ content loss on layer 4, backward, Adam), run four ways through the project's ow
 (:meth:`Backbone.compile_network`: mode ``reduce-overhead`` on CUDA, ``default`` on a CPU), and
 compiled in channels-last (the ``--model.fast`` path, which also fuses Adam). The ways take turns,
 round by round, after an untimed warm-up that includes the compilation. Printed: each way's
-median time per step [min-max over rounds] and its speed relative to eager. This is the
-measurement behind ``fast_path_compile_mode`` (CPU runs stay eager).
+median time per step [min-max over rounds], its speed relative to eager and how far its image
+is from eager's after the same steps (rounding only), and the count of CUDA graph skips (a
+compiled way that fell back to plain kernel launches). This is the measurement behind
+``fast_path_compile_mode`` (CPU runs stay eager).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from torch._dynamo.utils import counters  # noqa: E402
 
 from lightning_modules.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
 from lightning_modules.losses import content_loss, gram_matrix, style_loss  # noqa: E402
@@ -35,7 +38,7 @@ CONTENT_LAYER, STYLE_LAYERS = 4, (1, 2, 3, 4)
 
 
 def make_step(way: str, device: torch.device, size: int, batch: int,
-              precision: str) -> Callable[[], None]:
+              precision: str) -> tuple[Callable[[], None], torch.Tensor]:
     """One way's step function, with its own backbone, image and optimizer.
 
     Args:
@@ -44,6 +47,9 @@ def make_step(way: str, device: torch.device, size: int, batch: int,
         size: Image height; the width is 1.5 times it (a landscape photo).
         batch: Images per step.
         precision: ``"32-true"`` or ``"bf16-mixed"`` (autocast).
+
+    Returns:
+        The step, and the image it optimizes (every way starts from the same one).
     """
     backbone = load_backbone(DEFAULT_BACKBONE).to(device)
     fast = way.startswith("compiled")
@@ -78,7 +84,7 @@ def make_step(way: str, device: torch.device, size: int, batch: int,
         loss.backward()
         optimizer.step()
 
-    return step
+    return step, image
 
 
 def main() -> None:
@@ -110,10 +116,10 @@ def main() -> None:
              f", {torch.get_num_threads()} threads")
           + f", {DEFAULT_BACKBONE}, {size} x {size * 3 // 2} px, batch {args.batch}, "
           f"{args.precision}", flush=True)
-    steps_of = {}
+    steps_of, images = {}, {}
     for way in ways:
         started = now()
-        steps_of[way] = make_step(way, device, size, args.batch, args.precision)
+        steps_of[way], images[way] = make_step(way, device, size, args.batch, args.precision)
         for _ in range(args.warmup):
             steps_of[way]()
         print(f"   {way}: set-up and {args.warmup} warm-up steps {now() - started:.1f} s",
@@ -128,9 +134,17 @@ def main() -> None:
     eager = statistics.median(times[ways[0]])
     for way in ways:
         median = statistics.median(times[way])
+        # Every way took the same steps from the same start: the images must agree.
+        difference = float((images[way].detach().float() - images[ways[0]].detach().float())
+                           .abs().max())
         print(f"   {way:<24s} {median * 1e3:8.2f} ms/step [{min(times[way]) * 1e3:.2f}-"
               f"{max(times[way]) * 1e3:.2f}], {args.batch / median:7.1f} image-steps/s, "
-              f"speed vs {ways[0]} x{eager / median:.2f}")
+              f"speed vs {ways[0]} x{eager / median:.2f}, max |image - {ways[0]}'s| "
+              f"{difference:.2g}")
+    # A compiled way that silently fell back to plain CUDA launches would show here.
+    skips = counters["inductor"]["cudagraph_skips"]
+    print(f"   CUDA graph skips: {skips}" + (" (CUDA graphs are only used on a GPU)"
+                                             if device.type != "cuda" else ""))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -70,6 +71,7 @@ class Backbone(nn.Module):
         self.memory_format = torch.contiguous_format
         self._compiled_run: Optional[Callable[..., list[torch.Tensor]]] = None
         self._compiled_calls: set[tuple[Any, ...]] = set()
+        self._warned_eager = False
         self.compile_mode: Optional[str] = None
 
     def train(self, mode: bool = True) -> "Backbone":
@@ -144,6 +146,11 @@ class Backbone(nn.Module):
             if call in self._compiled_calls or len(self._compiled_calls) < COMPILED_CALLS:
                 self._compiled_calls.add(call)
                 return self._compiled_run(inputs, layers, logits)
+            if not self._warned_eager:
+                self._warned_eager = True
+                warnings.warn(f"The compiled backbone has met {COMPILED_CALLS} input shapes; "
+                              "further shapes run eager (random transforms change the size "
+                              "every step: the fast path gains little there).", stacklevel=2)
         return self._run(inputs, layers, logits)
 
     def _run(self, inputs: torch.Tensor, layers: tuple[int, ...],
@@ -189,6 +196,7 @@ class Backbone(nn.Module):
         # varying sizes anyway: pooling and "same" padding specialize on the size.)
         self._compiled_run = torch.compile(self._run, mode=mode, dynamic=False)
         self._compiled_calls = set()
+        self._warned_eager = False
         self.compile_mode = mode
         return self
 

@@ -284,10 +284,20 @@ class ImageOptimization(pl.LightningModule):
         if len(groups) != len(self.images):
             raise RuntimeError("Every chunk must have as many image groups as the first.")
         for parameter, group in zip(self.images, groups):
-            parameter.data = group.detach().to(parameter.device, parameter.dtype).clone()
+            group = group.detach().to(parameter.device, parameter.dtype)
+            if group.shape == parameter.shape:
+                # In place: the parameter keeps its address, which CUDA graphs were recorded with.
+                with torch.no_grad():
+                    parameter.copy_(group)
+            else:
+                parameter.data = group.clone()
 
     def _set_up_fast_path(self, device: torch.device) -> None:
         """Channels-last now (before the images are made); compilation in ``on_fit_start``."""
+        if self.trainer.accumulate_grad_batches != 1:
+            raise UserInputError("--model.fast cannot accumulate gradients over steps (CUDA graphs "
+                                 "reuse the gradient's memory); leave "
+                                 "--trainer.accumulate_grad_batches at 1.")
         self.compile_mode = fast_path_compile_mode(device)
         if self.compile_mode is None:
             rank_zero_warn(f"--model.fast speeds up GPU runs; this run is on the {device.type}, "

@@ -642,6 +642,7 @@ class ClassVisualization(ImageOptimization):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = super().training_step(batch, batch_idx)
         logits = self._last_logits.detach()
+        self._last_logits = None  # under CUDA graphs the next step overwrites it
         probabilities = logits.softmax(1).gather(1, self._targets.view(-1, 1))[:, 0]
         # On the device until a logging step, like the losses (see record_losses).
         self._pending_probabilities.append(probabilities)

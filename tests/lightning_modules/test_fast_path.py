@@ -9,6 +9,7 @@ compile mode ``"default"``, which runs on a CPU.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from datamodules.labeled_images import LabeledImageData
 from lightning_modules import StyleTransfer, TextureSynthesis, base
 from lightning_modules.backbones import COMPILED_CALLS
 from lightning_modules.class_visualization import ClassVisualization
+from lightning_modules.errors import UserInputError
 from lightning_modules.fooling import FoolingImage
 from lightning_modules.losses import content_loss, gram_matrix, style_loss, tv_loss
 from lightning_modules.saliency import SaliencyMap
@@ -220,10 +222,15 @@ def test_fast_path_compiles_the_backbone_and_matches_eager(
     monkeypatch.setattr(base, "fast_path_compile_mode", lambda device: "default")
     counters.clear()
     fast, data = TECHNIQUES[technique](paths, fast=True)
-    trainer = _fit(fast, data, steps, tmp_path / "fast")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = _fit(fast, data, steps, tmp_path / "fast")
     assert counters["frames"]["ok"] > 0, "torch.compile never ran"
-    # Random transforms change the input size every step: compilations stay bounded.
+    # Random transforms change the input size every step: compilations stay bounded, and the
+    # run says that the later sizes run eager.
     assert counters["stats"]["unique_graphs"] <= COMPILED_CALLS
+    said = [str(warning.message) for warning in caught if "run eager" in str(warning.message)]
+    assert len(said) == (1 if technique.startswith("class") else 0)
     assert fast.backbone.compile_mode == "default"
     assert fast.channels_last and fast.backbone.memory_format == CHANNELS_LAST
     if technique == "style_transfer":
@@ -259,3 +266,36 @@ def test_compiled_network_gives_the_same_features_and_gradients(tiny_backbone) -
         before = counters["frames"]["total"]
         tiny_backbone(inputs)
         assert counters["frames"]["total"] == before
+
+
+def test_fast_path_refuses_to_accumulate_gradients(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    module, data = _style_transfer(paths, fast=True)
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", default_root_dir=str(tmp_path),
+                         accumulate_grad_batches=2)
+    with pytest.raises(UserInputError, match="accumulate_grad_batches at 1"):
+        trainer.fit(module, data)
+
+
+def test_a_new_chunk_keeps_the_image_parameter_in_place(paths: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    """CUDA graphs record the image's address: chunks of one size reuse the same memory."""
+
+    class Addresses(pl.Callback):
+        def __init__(self) -> None:
+            self.seen = set()
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.seen.add(pl_module.images[0].data_ptr())
+
+    content, style = paths
+    module = StyleTransfer(**STYLE_OPTIONS)
+    data = StyleTransferData(content=[str(content), str(content)], style=[str(style)],
+                             image_size=40, style_size=40, batch_size=1)
+    addresses = Addresses()
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", default_root_dir=str(tmp_path), callbacks=[addresses])
+    trainer.fit(module, data)
+    assert trainer.global_step == 4 and len(addresses.seen) == 1
