@@ -2,16 +2,16 @@
 
 bf16-mixed must take every technique the same way as float32 (its losses accumulated in
 float32). Channels-last and the fast path must change how the work is laid out and launched,
-never its result: every technique is run with and without them and the images compared. On a GPU the fast path replays
-CUDA graphs (mode ``reduce-overhead``); a CPU run stays eager. Its wiring is tested here with
-compile mode ``"default"``, which runs on a CPU.
+never its result: every technique is run with and without them and the images compared. On a
+GPU the fast path replays CUDA graphs (mode ``reduce-overhead``); a CPU run stays eager. Its
+wiring is tested here with compile mode ``"default"``, which runs on a CPU.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pytest
 import pytorch_lightning as pl
@@ -35,11 +35,13 @@ STYLE_OPTIONS = dict(backbone="tiny", weights="random", content_layers=[2], styl
 
 
 def _fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int,
-         root: Path, precision: str = "32-true") -> pl.Trainer:
+         root: Path, precision: str = "32-true", callbacks: Sequence[pl.Callback] = ()
+         ) -> pl.Trainer:
     pl.seed_everything(3)
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", default_root_dir=str(root), precision=precision)
+                         accelerator="cpu", default_root_dir=str(root), precision=precision,
+                         callbacks=list(callbacks))
     trainer.fit(module, data)
     return trainer
 
@@ -113,12 +115,7 @@ def test_every_technique_runs_in_bf16_mixed_like_float32(
     for precision in ("32-true", "bf16-mixed"):
         module, data = TECHNIQUES[technique](paths)
         recorder = StartRecorder()
-        trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False,
-                             accelerator="cpu", default_root_dir=str(tmp_path / precision),
-                             precision=precision, callbacks=[recorder])
-        pl.seed_everything(3)
-        trainer.fit(module, data)
+        _fit(module, data, 6, tmp_path / precision, precision, [recorder])
         images = _images(module)
         assert images.dtype == torch.float32 and torch.isfinite(images).all()
         moves[precision] = _pixels(module) - recorder.start
@@ -268,7 +265,8 @@ def test_compiled_network_gives_the_same_features_and_gradients(tiny_backbone) -
         assert counters["frames"]["total"] == before
 
 
-def test_fast_path_refuses_to_accumulate_gradients(paths: tuple[Path, Path], tmp_path: Path) -> None:
+def test_fast_path_refuses_to_accumulate_gradients(paths: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
     module, data = _style_transfer(paths, fast=True)
     trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
@@ -294,8 +292,5 @@ def test_a_new_chunk_keeps_the_image_parameter_in_place(paths: tuple[Path, Path]
     data = StyleTransferData(content=[str(content), str(content)], style=[str(style)],
                              image_size=40, style_size=40, batch_size=1)
     addresses = Addresses()
-    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", default_root_dir=str(tmp_path), callbacks=[addresses])
-    trainer.fit(module, data)
+    trainer = _fit(module, data, 2, tmp_path, callbacks=[addresses])
     assert trainer.global_step == 4 and len(addresses.seen) == 1
