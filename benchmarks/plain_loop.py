@@ -92,6 +92,7 @@ def style_transfer_steps(
     tv_weight: float = 0.005,
     lr: float = 0.08,
     precision: str = "32-true",
+    fused: bool = False,
 ) -> Iterator[Optional[torch.Tensor]]:
     """Gatys style transfer of a batch of content images, started from the content.
 
@@ -110,6 +111,9 @@ def style_transfer_steps(
         lr: Adam's learning rate.
         precision: ``"32-true"`` or ``"bf16-mixed"`` (autocast around the forward pass and the
             losses, as Lightning's mixed-precision plugin does).
+        fused: Adam as one fused kernel (the project's fast path). The image takes the
+            backbone's memory format, and a backbone compiled for CUDA graphs gets a new graph
+            step before each step, as ``ImageOptimization`` does (``benchmarks/layouts.py``).
 
     Yields:
         None, then the image (normalized, ``[B, 3, H, W]``) after each step.
@@ -122,11 +126,14 @@ def style_transfer_steps(
         content_targets = backbone.extract(backbone.normalize(content), content_layers)
         style_feats = backbone.extract(backbone.normalize(style[None]), style_layers)
         style_targets = [gram_matrix(f).expand(batch, -1, -1) for f in style_feats]
-    image = backbone.normalize(content).detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([image], lr=lr)
+    image = backbone.normalize(content).detach().clone()
+    image = image.contiguous(memory_format=backbone.memory_format).requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=lr, fused=fused or None)
     layers = sorted(set(content_layers) | set(style_layers))
     yield None
     while True:
+        if backbone.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.no_grad():
             image.copy_(torch.max(torch.min(image, pixel_max), pixel_min))
         with autocast(device, precision):

@@ -296,8 +296,11 @@ class PlainRunner:
                 self.args["lr"] = default_learning_rate(self.args["step"],
                                                         self.args["parameterization"])
 
-    def steps(self, seed: int = 0) -> Iterator[Optional[torch.Tensor]]:
-        """A fresh plain loop, as a generator of steps (see ``benchmarks/plain_loop.py``)."""
+    def steps(self, seed: int = 0, fused: bool = False) -> Iterator[Optional[torch.Tensor]]:
+        """A fresh plain loop, as a generator of steps (see ``benchmarks/plain_loop.py``).
+
+        ``fused`` (style transfer only): Adam as one fused kernel.
+        """
         config, args = self.config, self.args
         if config.technique == "style_transfer":
             layers = list(args["content_layers"])
@@ -307,7 +310,7 @@ class PlainRunner:
                 self.backbone, self.content, self.style, content_layers=layers,
                 content_weights=weights, style_layers=args["style_layers"],
                 style_weights=args["style_weights"], tv_weight=args["tv_weight"], lr=args["lr"],
-                precision=config.precision)
+                precision=config.precision, fused=fused)
         return class_visualization_steps(
             self.backbone, batch_classes(config.batch), image_size=config.image_size,
             parameterization=args["parameterization"], transforms=args["transforms"],
