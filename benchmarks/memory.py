@@ -35,7 +35,8 @@ What the child measures:
 * **peak - baseline**: what the optimization itself needs (input images, targets, the image
   parameter, the optimizer's state, activations and gradients of a step): the figure that grows
   with the image.
-* **ms/step**: wall-clock time of the steps after the first, a rough figure (few steps).
+* **ms/step**: wall-clock time per step from the start of the second step to the start of the
+  last (so at least 3 steps), a rough figure.
 
 A run that does not fit (CUDA: ``torch.OutOfMemoryError``; CPU: the child killed, e.g. by the
 kernel's out-of-memory killer, or an allocation refused) is reported as "does not fit" and the
@@ -69,7 +70,9 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.run import TECHNIQUES, Config, build_project, technique_config  # noqa: E402
+from benchmarks.run import (  # noqa: E402
+    TECHNIQUES, ClockCallback, Config, StepClock, build_project, technique_config,
+)
 from datamodules.images import load_image  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -119,7 +122,9 @@ def child_main(measurement: Measurement) -> dict[str, Any]:
             result["peak_reset"] = reset_peak_memory(measurement.device)
             fit_quietly(trainer, model, data)
             result.update(peak_memory(measurement.device))
-            result["ms_per_step"] = clock.ms_per_step()
+            # From the start of step 1 to the start of the last step (None: too few steps).
+            result["ms_per_step"] = (clock.per_step() * 1e3 if measurement.steps >= 3
+                                     else None)
             result["height"], result["width"] = (int(n) for n in model.result_pixels(0).shape[-2:])
         except Exception as error:  # noqa: BLE001 - reported to the parent, one line
             result["status"] = "oom" if is_out_of_memory(error) else "error"
@@ -166,47 +171,15 @@ def build_measured_project(measurement: Measurement) -> tuple[Any, Any]:
                                 measurement.batch, measurement.precision), options)
 
 
-class StepClock(pl.Callback):
-    """Wall-clock time of the steps after the first.
-
-    Args:
-        device: ``"cuda"`` synchronizes before each reading.
-    """
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self.start: Optional[float] = None
-        self.end: Optional[float] = None
-        self.last_step = 0
-
-    def now(self) -> float:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
-        if batch_idx == 1:
-            self.start = self.now()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.end, self.last_step = self.now(), batch_idx
-
-    def ms_per_step(self) -> Optional[float]:
-        """Milliseconds per step from the start of step 1 to the end of the last (None: too
-        few steps)."""
-        if self.start is None or self.end is None or self.last_step < 1:
-            return None
-        return (self.end - self.start) * 1e3 / self.last_step
-
-
 def build_trainer(measurement: Measurement, run_dir: str) -> tuple[pl.Trainer, StepClock]:
-    """A Trainer with ``cli.py fit``'s settings, minus logger, checkpoints and progress bar."""
-    clock = StepClock(measurement.device)
+    """A Trainer with ``cli.py fit``'s settings, minus logger, checkpoints and progress bar.
+
+    Its clock times the steps from the second to the last (``run.py``'s :class:`StepClock`).
+    """
+    clock = StepClock(1, measurement.steps, measurement.device)
     trainer = pl.Trainer(
         max_steps=measurement.steps, accelerator="gpu" if measurement.device == "cuda" else "cpu",
-        devices=1, precision=measurement.precision, callbacks=[clock], logger=False,
+        devices=1, precision=measurement.precision, callbacks=[ClockCallback(clock)], logger=False,
         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=run_dir)
     return trainer, clock
@@ -428,7 +401,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "class visualization: N classes)")
     parser.add_argument("--precision", choices=PRECISIONS, default="32-true")
     parser.add_argument("--steps", type=int, default=3,
-                        help="optimization steps per run (at least 2 for ms/step)")
+                        help="optimization steps per run (at least 3 for ms/step)")
     parser.add_argument("--channels-last", action="store_true",
                         help="pass channels_last=True to the module")
     parser.add_argument("--fast", action="store_true", help="pass fast=True to the module")
@@ -471,7 +444,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         results += run_technique(technique, args)
     print()
     print(f"Memory of a run by image size ({args.device}; peak during fit, {args.steps} steps; "
-          f"ms/step over the steps after the first)")
+          f"ms/step from the second step on)")
     print(f"machine: {machine}")
     print_table(results, args.device)
 
