@@ -30,10 +30,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger
 
-from callbacks import ImageWriter, LossHistory
-from callbacks.interrupt import SaveOnInterrupt
-from lightning_modules.base import DivergedError
-from lightning_modules.errors import UserInputError
+from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
+from lightning_modules.errors import DivergedError, UserInputError
 
 # Checkpoints: checkpoints/last.ckpt in the run directory, renewed every 50 steps and at the end
 # of each chunk of jobs; --checkpoint.every_n_train_steps changes the period.
@@ -61,6 +59,9 @@ class ImageCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ImageWriter, "images")
         parser.add_lightning_class_args(LossHistory, "losses")
+        # Each report acts only on the technique whose records it writes.
+        parser.add_lightning_class_args(ClassReport, "class_report")
+        parser.add_lightning_class_args(FoolingReport, "fooling_report")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")
         parser.set_defaults(CHECKPOINT_DEFAULTS)

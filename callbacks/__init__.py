@@ -1,8 +1,12 @@
-"""Callbacks that save images and track losses."""
+"""Callbacks: every file a run writes (images, sheets, reports, losses) and interrupt handling."""
 
-from callbacks.image_writer import ImageWriter, make_sheet
+from callbacks.class_report import ClassReport
+from callbacks.fooling_report import FoolingReport
+from callbacks.image_writer import ImageWriter
 from callbacks.interrupt import SaveOnInterrupt
 from callbacks.loss_history import LossHistory
 from callbacks.saliency_writer import SaliencyWriter
+from callbacks.sheets import grid_sheet, make_sheet
 
-__all__ = ["ImageWriter", "LossHistory", "SaliencyWriter", "SaveOnInterrupt", "make_sheet"]
+__all__ = ["ClassReport", "FoolingReport", "ImageWriter", "LossHistory", "SaliencyWriter",
+           "SaveOnInterrupt", "grid_sheet", "make_sheet"]

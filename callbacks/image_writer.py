@@ -7,38 +7,11 @@ from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from callbacks.run_directory import run_directory
-from datamodules.images import save_png, tensor_to_image
-
-
-def make_sheet(panels: Sequence[tuple[str, torch.Tensor]], height: int = 256) -> Image.Image:
-    """Lay titled pictures side by side at one height.
-
-    Args:
-        panels: ``(title, 0-1 pixels [3, H, W])`` pairs, left to right.
-        height: Height of every picture in the sheet.
-
-    Returns:
-        The sheet as an RGB image.
-    """
-    pictures = []
-    for _, pixels in panels:
-        picture = tensor_to_image(pixels)
-        width = max(1, round(picture.width * height / picture.height))
-        pictures.append(picture.resize((width, height), Image.Resampling.LANCZOS))
-    gap, title_height = 8, 24
-    sheet = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) + 1),
-                              height + title_height + gap), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=16)
-    x = gap
-    for (title, _), picture in zip(panels, pictures):
-        draw.text((x, 3), title, fill="black", font=font)
-        sheet.paste(picture, (x, title_height))
-        x += picture.width + gap
-    return sheet
+from callbacks.sheets import make_sheet
+from datamodules.images import save_png
 
 
 class ImageWriter(pl.Callback):
@@ -46,7 +19,7 @@ class ImageWriter(pl.Callback):
 
     Files, in the run directory: ``snapshots/<job>_step<k>.png``, ``<job>.png`` (the result)
     and ``<job>_sheet.png`` (the inputs and the result side by side). Results are written when
-    the job's chunk ends (each epoch is one chunk, see ``lightning_modules.base``), by the
+    the job's chunk ends (each epoch is one chunk, see ``lightning_modules.image_optimization``), by the
     process that optimized the job. Existing files are never overwritten; a resumed run keeps
     the files that the interrupted one already wrote (they hold the same pictures).
 

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from callbacks.plots import line_plot
 from callbacks.run_directory import run_directory
 
 
 class LossHistory(pl.Callback):
     """Writes ``losses.csv`` (one row per step, one column per term) and ``loss_curve.png``.
 
-    An :class:`~lightning_modules.base.ImageOptimization` hands over its per-step rows (read from
+    An :class:`~lightning_modules.image_optimization.ImageOptimization` hands over its per-step rows (read from
     the device every ``log_every_n_steps`` steps, so no step is lost); for other modules every
     logged metric whose name ends in ``loss`` is recorded each step. ``step`` counts the
     steps of the whole run. The rows so far travel in checkpoints, so a resumed run writes the
@@ -30,7 +31,7 @@ class LossHistory(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        if getattr(pl_module, "loss_names", None):
+        if hasattr(pl_module, "take_loss_rows"):
             # The module reads its losses on the host every log_every_n_steps steps (reading
             # them here every step would wait for the GPU every step): take what it has read.
             self.rows.extend(pl_module.take_loss_rows())
@@ -47,7 +48,7 @@ class LossHistory(pl.Callback):
         self.rows = [dict(row) for row in state_dict["rows"]]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if getattr(pl_module, "loss_names", None):
+        if hasattr(pl_module, "take_loss_rows"):
             self.rows.extend(pl_module.take_loss_rows())  # the last steps, read at the chunk's end
         if trainer.is_global_zero and self.rows:
             self.write_csv(self.directory / "losses.csv")
@@ -66,29 +67,13 @@ class LossHistory(pl.Callback):
 
     def plot(self, path: Path) -> None:
         """Draw each loss term against the step, on a log scale."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-
-        steps = [row["step"] for row in self.rows]
-        figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+        # A log axis cannot show zeros (the content loss at step 1 of a run started from the
+        # content image): leave those points out rather than the whole term.
+        series = {}
         for name in self.rows[0]:
-            if name == "step":
-                continue
-            # A log axis cannot show zeros (the content loss at step 1 of a run started from
-            # the content image): leave those points out rather than the whole term.
             values = [v if v > 0 else float("nan")
                       for v in (row.get(name, float("nan")) for row in self.rows)]
-            if any(v > 0 for v in values):
-                axes.plot(steps, values, label=name.replace("_", " "),
-                          linewidth=2.5 if name == "loss" else 1.5)
-        axes.set_yscale("log")
-        axes.set_xlabel("step")
-        axes.set_ylabel("loss (per job)")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        with open(path, "xb") as handle:
-            figure.savefig(handle, format="png")
-        plt.close(figure)
+            if name != "step" and any(v > 0 for v in values):
+                series[name.replace("_", " ")] = values
+        line_plot(path, [row["step"] for row in self.rows], series, "loss (per job)",
+                  log_scale=True, bold=("loss",))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import textwrap
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -15,7 +14,8 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from callbacks.run_directory import run_directory
 from datamodules.images import save_png
 from lightning_modules.errors import UserInputError
-from lightning_modules.saliency import SaliencyBatch
+from lightning_modules.naming import short_title
+from lightning_modules.saliency.module import SaliencyBatch
 
 
 def scale_map(saliency: torch.Tensor, clip_percentile: float = 99.5) -> torch.Tensor:
@@ -152,15 +152,15 @@ class SaliencyWriter(BasePredictionWriter):
         for column in range(columns):
             predicted = result.predicted[column]
             true = result.true[column]
-            title = (f"{_short(result.class_name(predicted))} (p={result.probability[column]:.2f})"
-                     f"\ntrue: {_short(result.class_name(true))}")
+            title = (f"{short_title(result.class_name(predicted))} (p={result.probability[column]:.2f})"
+                     f"\ntrue: {short_title(result.class_name(true))}")
             photo, heat = axes[0][column], axes[1][column]
             photo.imshow(result.pixels[column].permute(1, 2, 0).clamp(0, 1).numpy())
             # Red title: the network gets this image wrong.
             photo.set_title(title, fontsize=9,
                             color="black" if true in (None, predicted) else "red")
             heat.imshow(scaled_maps[column].numpy(), cmap=self.colormap, vmin=0, vmax=1)
-            heat.set_title(f"map for: {_short(result.class_name(result.target[column]))}",
+            heat.set_title(f"map for: {short_title(result.class_name(result.target[column]))}",
                            fontsize=9)
             photo.axis("off")
             heat.axis("off")
@@ -191,7 +191,3 @@ class SaliencyWriter(BasePredictionWriter):
                                  f"{result.probability[index]:.4f}", target,
                                  result.class_name(target)])
         return path
-
-
-def _short(text: str, width: int = 24) -> str:
-    return textwrap.shorten(text, width=width, placeholder="...")

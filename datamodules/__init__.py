@@ -1,7 +1,9 @@
 """DataModules: images in, jobs out."""
 
 from datamodules.classes import ClassListData
+from datamodules.jobs import JobData, StepLoader
 from datamodules.labeled_images import LabeledImage, LabeledImageData
 from datamodules.style_transfer import StyleJob, StyleTransferData
 
-__all__ = ["ClassListData", "LabeledImage", "LabeledImageData", "StyleJob", "StyleTransferData"]
+__all__ = ["ClassListData", "JobData", "LabeledImage", "LabeledImageData", "StepLoader",
+           "StyleJob", "StyleTransferData"]

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader
-
-from datamodules.style_transfer import StepLoader
+from datamodules.jobs import JobData
 from lightning_modules.errors import UserInputError
 
 # The ten classes of the issue's acceptance test (tarantula ... Granny Smith).
@@ -60,7 +57,7 @@ def parse_classes(classes: Classes) -> list[Union[int, str]]:
     return parsed
 
 
-class ClassListData(pl.LightningDataModule):
+class ClassListData(JobData):
     """The classes to visualize: one image per class, optimized together (or in batches).
 
     Args:
@@ -73,12 +70,6 @@ class ClassListData(pl.LightningDataModule):
 
     def __init__(self, classes: Classes = DEFAULT_CLASSES,
                  batch_size: Optional[int] = None) -> None:
-        super().__init__()
-        if batch_size is not None and not batch_size > 0:
-            raise UserInputError(f"batch_size must be positive, got {batch_size}.")
+        super().__init__(batch_size)
         self.classes = parse_classes(classes)
-        self.batch_size = batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        """One item per optimization step; ``trainer.max_steps`` ends the run."""
-        return StepLoader()
+        self.jobs = list(self.classes)  # resolved against the backbone's names by the technique

@@ -8,18 +8,18 @@ classifiers expect: shorter side resized to ``image_size``, then a centre crop t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import SAMPLE_PREFIX, image_to_tensor, load_image, resize_shorter_side
-from datamodules.style_transfer import IMAGE_SUFFIXES, StepLoader, expand_sources, source_stem
+from datamodules.jobs import JobData
+from datamodules.sources import expand_sources, image_files, source_stem
 from lightning_modules.errors import UserInputError
+from lightning_modules.naming import safe_name, unique_names
 
 Label = Union[int, str]
 
@@ -69,11 +69,6 @@ def preprocess(source: str, size: int) -> torch.Tensor:
     return center_square(image_to_tensor(resize_shorter_side(load_image(source), size)), size)
 
 
-def safe_name(text: str) -> str:
-    """Replace characters that are awkward in file names by ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
-
-
 def folder_label(name: str) -> Label:
     """A class folder's name as a label: ``"285"`` -> 285, ``"Egyptian_cat"`` -> "Egyptian cat"."""
     if name.strip().isdigit():
@@ -89,11 +84,19 @@ class _Items(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pixels": self.items[index].pixels, "index": torch.tensor(index)}
+    def __getitem__(self, index: int) -> tuple[int, LabeledImage]:
+        return index, self.items[index]
 
 
-class LabeledImageData(pl.LightningDataModule):
+def collate_images(batch: list[tuple[int, LabeledImage]]) -> dict[str, Any]:
+    """A batch of labeled images: ``pixels`` ``[B, 3, S, S]``, ``index`` ``[B]`` (positions in
+    the data's ``items``), and the lists ``names`` and ``labels`` (None where unknown)."""
+    return {"pixels": torch.stack([item.pixels for _, item in batch]),
+            "index": torch.tensor([index for index, _ in batch]),
+            "names": [item.name for _, item in batch], "labels": [item.label for _, item in batch]}
+
+
+class LabeledImageData(JobData):
     """Labeled photos at the classifier's input size.
 
     Args:
@@ -118,12 +121,10 @@ class LabeledImageData(pl.LightningDataModule):
         image_size: int = 224,
         batch_size: int = 8,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size)
         if not image_size > 0:
             raise UserInputError(f"image_size must be a positive number of pixels, got "
                                  f"{image_size}.")
-        if not batch_size > 0:
-            raise UserInputError(f"batch_size must be positive, got {batch_size}.")
         if folder_labels and labels is not None:
             raise UserInputError("Give labels or folder_labels=true, not both.")
         if folder_labels and images is None:
@@ -132,7 +133,6 @@ class LabeledImageData(pl.LightningDataModule):
         self.labels = labels
         self.folder_labels = folder_labels
         self.image_size = image_size
-        self.batch_size = batch_size
         self.items: list[LabeledImage] = []
 
     def sources_and_labels(self) -> tuple[list[str], list[Optional[Label]]]:
@@ -171,8 +171,7 @@ class LabeledImageData(pl.LightningDataModule):
             if not classes:
                 raise UserInputError(f"Folder {root} has no class subfolders.")
             for folder in classes:
-                files = sorted(str(p) for p in folder.iterdir()
-                               if p.suffix.lower() in IMAGE_SUFFIXES)
+                files = image_files(folder)
                 sources += files
                 labels += [folder_label(folder.name)] * len(files)
         if not sources:
@@ -187,21 +186,13 @@ class LabeledImageData(pl.LightningDataModule):
         for index, label in enumerate(labels):
             if label is not None and not isinstance(label, (int, str)):
                 raise UserInputError(f"Label {index} must be a class index or name, got {label!r}.")
-        names: set[str] = set()
-        for source, label in zip(sources, labels):
-            name = base = safe_name(source_stem(source))
-            copy = 1
-            while name in names:  # two photos with one stem: keep both
-                copy += 1
-                name = f"{base}_{copy}"
-            names.add(name)
-            self.items.append(LabeledImage(name, preprocess(source, self.image_size), label))
+        # Two photos with one stem: keep both.
+        names = unique_names(safe_name(source_stem(source)) for source in sources)
+        self.items = [LabeledImage(name, preprocess(source, self.image_size), label)
+                      for name, source, label in zip(names, sources, labels)]
+        self.jobs = self.items  # what fooling optimizes: these images, with their classes
 
     def predict_dataloader(self) -> DataLoader:
-        """Batches ``{"pixels": [B, 3, S, S], "index": [B]}``; ``index`` is a position in
-        ``items``."""
-        return DataLoader(_Items(self.items), batch_size=self.batch_size, shuffle=False)
-
-    def train_dataloader(self) -> DataLoader:
-        """One item per optimization step (for techniques that optimize and read ``items``)."""
-        return StepLoader()
+        """Batches of :func:`collate_images` (what saliency maps explain), in order."""
+        return DataLoader(_Items(self.items), batch_size=self.batch_size, shuffle=False,
+                          collate_fn=collate_images)

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import glob
-import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator, Literal, Optional, Sequence, Union
+from typing import Literal, Optional
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.images import SAMPLE_PREFIX, image_to_tensor, load_image, resize_shorter_side
-from lightning_modules.errors import UserInputError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-
-Sources = Union[str, Sequence[str], None]
+from datamodules.images import image_to_tensor, load_image, resize_shorter_side
+from datamodules.jobs import JobData
+from datamodules.sources import Sources, expand_sources, source_stem
+from lightning_modules.errors import UserInputError, check_positive
+from lightning_modules.naming import unique_names
 
 
 @dataclass
@@ -39,76 +33,7 @@ class StyleJob:
     size: tuple[int, int] = (0, 0)
 
 
-class StepIndices(IterableDataset):
-    """Yields 0, 1, 2, ... forever: each item is one optimization step; ``max_steps`` ends it."""
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.count()
-
-
-class StepLoader(DataLoader):
-    """The training loader of the optimizing techniques: :class:`StepIndices`, one at a time.
-
-    Its state is empty and it says so (``state_dict``), which tells Lightning that a run
-    resumed in the middle of an epoch loses nothing.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(StepIndices(), batch_size=None)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Nothing to restore: the step numbers carry no data."""
-
-
-def expand_sources(sources: Sources) -> list[str]:
-    """Turn a path, a list of paths, folders (their images, sorted) and globs into paths.
-
-    Args:
-        sources: A path, ``sample:NAME``, a folder, a glob pattern, or a list of these.
-
-    Returns:
-        The image sources in order.
-    """
-    if sources is None:
-        return []
-    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
-    expanded: list[str] = []
-    for item in map(str, items):
-        if item.startswith(SAMPLE_PREFIX):
-            expanded.append(item)
-        elif Path(item).is_dir():
-            found = sorted(str(p) for p in Path(item).iterdir()
-                           if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UserInputError(f"Folder {item} holds no image files.")
-            expanded += found
-        elif glob.has_magic(item):
-            found = sorted(glob.glob(item))
-            if not found:
-                raise UserInputError(f"No file matches {item}.")
-            expanded += found
-        else:
-            expanded.append(item)
-    return expanded
-
-
-def source_stem(source: str) -> str:
-    """A short name for an image source, e.g. ``chelsea`` for ``sample:chelsea`` or a path."""
-    if source.startswith(SAMPLE_PREFIX):
-        return source[len(SAMPLE_PREFIX):]
-    return Path(source).stem
-
-
-def check_size(name: str, value: Optional[float]) -> None:
-    """Raise a one-sentence error unless ``value`` is None or a positive number."""
-    if value is not None and not value > 0:
-        raise UserInputError(f"{name} must be positive, got {value}.")
-
-
-class StyleTransferData(pl.LightningDataModule):
+class StyleTransferData(JobData):
     """Content and style images for style transfer, feature inversion and texture synthesis.
 
     With ``style_mode="blend"`` every content image is one job, drawn in the blend of all style
@@ -143,11 +68,10 @@ class StyleTransferData(pl.LightningDataModule):
         style_mode: Literal["blend", "each"] = "blend",
         batch_size: Optional[int] = None,
     ) -> None:
-        super().__init__()
-        check_size("image_size", image_size)
-        check_size("style_size", style_size)
-        check_size("style_scale", style_scale)
-        check_size("batch_size", batch_size)
+        super().__init__(batch_size)
+        check_positive("image_size", image_size)
+        check_positive("style_size", style_size)
+        check_positive("style_scale", style_scale)
         if style_mode not in ("blend", "each"):
             raise UserInputError(f"Unknown style_mode '{style_mode}'; choose 'blend' or 'each'.")
         if style_mode == "each" and style_blend_weights is not None:
@@ -159,8 +83,6 @@ class StyleTransferData(pl.LightningDataModule):
         self.style_size = style_size
         self.style_scale = style_scale
         self.style_mode = style_mode
-        self.batch_size = batch_size
-        self.jobs: list[StyleJob] = []
 
     def _load(self, source: str, size: int) -> torch.Tensor:
         return image_to_tensor(resize_shorter_side(load_image(source), size))
@@ -181,7 +103,7 @@ class StyleTransferData(pl.LightningDataModule):
             raise UserInputError("style_blend_weights must be non-negative and not all zero.")
         blend = [w / sum(blend) for w in blend] if style_sources else []
         style_side = round((self.style_size or self.image_size) * self.style_scale)
-        check_size("style_size * style_scale", style_side)
+        check_positive("style_size * style_scale", style_side)
         styles = [self._load(s, style_side) for s in style_sources]
         # Each style set is (name part, style images, blend weights).
         if self.style_mode == "each" and style_sources:
@@ -189,26 +111,19 @@ class StyleTransferData(pl.LightningDataModule):
                           for source, style in zip(style_sources, styles)]
         else:
             style_sets = [("+".join(source_stem(s) for s in style_sources), styles, blend)]
-        names: set[str] = set()
+        jobs: list[StyleJob] = []
         if not content_sources:
             # Texture synthesis: the first style's aspect ratio at image_size.
             for (style_name, style_images, weights), source in zip(style_sets, style_sources):
                 _, h, w = self._load(source, self.image_size).shape
-                self._add_job(names, style_name, None, style_images, weights, (h, w))
-            return
+                jobs.append(StyleJob(style_name, None, style_images, weights, (h, w)))
         for source in content_sources:
             content = self._load(source, self.image_size)
             for style_name, style_images, weights in style_sets:
                 name = "__".join(filter(None, [source_stem(source), style_name]))
-                self._add_job(names, name, content, style_images, weights,
-                              tuple(content.shape[1:]))
-
-    def _add_job(self, names: set[str], name: str, content: Optional[torch.Tensor],
-                 styles: list[torch.Tensor], weights: list[float], size: tuple[int, int]) -> None:
-        while name in names:  # two photos with one stem: keep both
-            name += "_"
-        names.add(name)
-        self.jobs.append(StyleJob(name, content, styles, weights, size))
-
-    def train_dataloader(self) -> DataLoader:
-        return StepLoader()
+                jobs.append(StyleJob(name, content, style_images, weights,
+                                     tuple(content.shape[1:])))
+        # Two photos with one stem: keep both.
+        for job, name in zip(jobs, unique_names(job.name for job in jobs)):
+            job.name = name
+        self.jobs = jobs

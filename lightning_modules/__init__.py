@@ -1,54 +1,36 @@
-"""The techniques, each a LightningModule whose parameter is the image, and their parts."""
+"""The techniques, each a LightningModule whose parameter is the image, and their parts.
 
-from lightning_modules.backbones import (
-    Backbone,
-    available_backbones,
-    load_backbone,
-    register_backbone,
-)
-from lightning_modules.base import DivergedError, ImageOptimization
-from lightning_modules.class_visualization import ClassVisualization, create_class_visualization
-from lightning_modules.errors import UserInputError
-from lightning_modules.fooling import FoolingAttack, FoolingImage, make_fooling_image, pgd_attack
-from lightning_modules.losses import content_loss, extract_features, gram_matrix, style_loss, tv_loss
-from lightning_modules.saliency import (
-    SaliencyBatch,
-    SaliencyMap,
-    attribution_map,
-    compute_saliency_maps,
-    integrated_gradients,
-    smoothgrad_saliency,
-)
-from lightning_modules.strategy import ImageDDPStrategy
-from lightning_modules.style_transfer import FeatureInversion, StyleTransfer, TextureSynthesis
+Every name is imported on first use, so ``from lightning_modules import gram_matrix`` costs no
+Lightning import and a run imports only the technique it uses.
+"""
 
-__all__ = [
-    "ImageDDPStrategy",
-    "ClassVisualization",
-    "create_class_visualization",
-    "FoolingAttack",
-    "FoolingImage",
-    "SaliencyBatch",
-    "SaliencyMap",
-    "attribution_map",
-    "compute_saliency_maps",
-    "integrated_gradients",
-    "make_fooling_image",
-    "pgd_attack",
-    "smoothgrad_saliency",
-    "Backbone",
-    "DivergedError",
-    "FeatureInversion",
-    "ImageOptimization",
-    "StyleTransfer",
-    "TextureSynthesis",
-    "UserInputError",
-    "available_backbones",
-    "content_loss",
-    "extract_features",
-    "gram_matrix",
-    "load_backbone",
-    "register_backbone",
-    "style_loss",
-    "tv_loss",
-]
+from lightning_modules._lazy import lazy_exports
+
+_BACKBONES = "lightning_modules.backbones"
+_STYLE = "lightning_modules.style_transfer"
+_SALIENCY = "lightning_modules.saliency"
+_FOOLING = "lightning_modules.fooling"
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    # backbones
+    "Backbone": _BACKBONES, "available_backbones": _BACKBONES, "load_backbone": _BACKBONES,
+    "register_backbone": _BACKBONES,
+    # the shared base and errors
+    "ImageOptimization": "lightning_modules.image_optimization.module",
+    "ImageDDPStrategy": "lightning_modules.image_optimization.strategy",
+    "UserInputError": "lightning_modules.errors", "DivergedError": "lightning_modules.errors",
+    # style transfer, feature inversion, texture synthesis and the seed's losses
+    "StyleTransfer": _STYLE, "FeatureInversion": _STYLE, "TextureSynthesis": _STYLE,
+    "content_loss": _STYLE, "extract_features": _STYLE, "gram_matrix": _STYLE,
+    "style_loss": _STYLE, "tv_loss": _STYLE,
+    # class visualization
+    "ClassVisualization": "lightning_modules.class_visualization",
+    "create_class_visualization": "lightning_modules.class_visualization",
+    # fooling images
+    "FoolingAttack": _FOOLING, "FoolingImage": _FOOLING, "make_fooling_image": _FOOLING,
+    "pgd_attack": _FOOLING,
+    # saliency
+    "SaliencyBatch": _SALIENCY, "SaliencyMap": _SALIENCY, "attribution_map": _SALIENCY,
+    "compute_saliency_maps": _SALIENCY, "integrated_gradients": _SALIENCY,
+    "smoothgrad_saliency": _SALIENCY,
+})

@@ -25,7 +25,7 @@ from PIL import Image
 import cli
 from conftest import write_test_image
 from datamodules.style_transfer import StyleTransferData
-from lightning_modules.base import plan_chunks
+from lightning_modules.image_optimization.jobs import plan_chunks
 from lightning_modules.errors import UserInputError
 from lightning_modules.style_transfer import StyleTransfer
 

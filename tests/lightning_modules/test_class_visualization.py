@@ -18,6 +18,7 @@ from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
 import cli
+from callbacks import ClassReport, ImageWriter
 from conftest import two_layer_backbone
 from datamodules.classes import ClassListData
 from datamodules.images import image_to_tensor, load_image
@@ -162,7 +163,7 @@ def _fit(tmp_path: Path, classes: list, steps: int, **options) -> ClassVisualiza
     module = ClassVisualization(backbone=TINY, weights="random", image_size=32, **options)
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path))
+                         default_root_dir=str(tmp_path), callbacks=[ImageWriter(), ClassReport()])
     trainer.fit(module, ClassListData(classes))
     return module
 
@@ -185,9 +186,11 @@ def test_seed_function_and_module_make_the_same_image(tmp_path: Path, options: d
     assert (tmp_path / "class_probability.png").is_file()
 
 
-def test_module_rejects_bad_options() -> None:
-    with pytest.raises(UserInputError, match="--model.step"):
-        ClassVisualization(backbone=TINY, weights="random", optimizer="lbfgs")
+def test_module_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    # The update rule is --model.step; there is no optimizer option to pick L-BFGS with.
+    assert _cli("--model.optimizer", "lbfgs") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "optimizer" in errors[0]
     with pytest.raises(UserInputError, match="parameterization"):
         ClassVisualization(backbone=TINY, weights="random", parameterization="wavelet")
     with pytest.raises(UserInputError, match="l2_reg"):

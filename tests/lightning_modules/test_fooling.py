@@ -22,8 +22,9 @@ from datamodules.images import image_to_tensor, load_image
 from datamodules.labeled_images import LabeledImageData
 from lightning_modules.backbones import Backbone, load_backbone, register_backbone
 from lightning_modules.errors import UserInputError
+from callbacks import FoolingReport, ImageWriter
+from callbacks.fooling_report import RESULTS_FILE
 from lightning_modules.fooling import (
-    RESULTS_FILE,
     FoolingAttack,
     FoolingImage,
     FoolingProgress,
@@ -202,7 +203,8 @@ def _fit(directory: Path, max_steps: int = 60, **model_args: Any) -> tuple[Fooli
     recorder = ImageRecorder()
     trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False,
-                         default_root_dir=directory, callbacks=[recorder])
+                         default_root_dir=directory,
+                         callbacks=[ImageWriter(), FoolingReport(), recorder])
     trainer.fit(module, datamodule=LabeledImageData(image_size=32))
     return module, trainer, recorder
 
@@ -380,7 +382,7 @@ def test_real_backbone_fools_a_sample_towards_five_classes(
     module = FoolingImage(target=TARGETS, all_pairs=True, method=method, eps=eps)
     trainer = pl.Trainer(max_steps=100, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False,
-                         default_root_dir=tmp_path)
+                         default_root_dir=tmp_path, callbacks=[ImageWriter(), FoolingReport()])
     trainer.fit(module, datamodule=LabeledImageData(images="sample:coffee", image_size=224))
     with open(tmp_path / RESULTS_FILE, newline="") as handle:
         rows = list(csv.DictReader(handle))

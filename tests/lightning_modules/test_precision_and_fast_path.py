@@ -21,7 +21,8 @@ from torch._dynamo.utils import counters
 from datamodules import StyleTransferData
 from datamodules.classes import ClassListData
 from datamodules.labeled_images import LabeledImageData
-from lightning_modules import StyleTransfer, TextureSynthesis, base
+from lightning_modules import StyleTransfer, TextureSynthesis
+from lightning_modules.image_optimization import fast_path
 from lightning_modules.backbones import COMPILED_CALLS
 from lightning_modules.class_visualization import ClassVisualization
 from lightning_modules.errors import UserInputError
@@ -216,7 +217,7 @@ def test_fast_path_compiles_the_backbone_and_matches_eager(
     steps = 10 if technique.startswith("class") else 6  # more input sizes than COMPILED_CALLS
     eager, data = TECHNIQUES[technique](paths)
     _fit(eager, data, steps, tmp_path / "eager")
-    monkeypatch.setattr(base, "fast_path_compile_mode", lambda device: "default")
+    monkeypatch.setattr(fast_path, "fast_path_compile_mode", lambda device: "default")
     counters.clear()
     fast, data = TECHNIQUES[technique](paths, fast=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -237,8 +238,8 @@ def test_fast_path_compiles_the_backbone_and_matches_eager(
 
 
 def test_fast_path_mode_is_cuda_graphs_on_a_gpu_and_eager_on_a_cpu() -> None:
-    assert base.fast_path_compile_mode(torch.device("cuda", 0)) == "reduce-overhead"
-    assert base.fast_path_compile_mode(torch.device("cpu")) is None
+    assert fast_path.fast_path_compile_mode(torch.device("cuda", 0)) == "reduce-overhead"
+    assert fast_path.fast_path_compile_mode(torch.device("cpu")) is None
 
 
 def test_compiled_network_gives_the_same_features_and_gradients(tiny_backbone) -> None:

@@ -13,37 +13,19 @@ jcjohnson/neural-style.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Hashable, Literal, Optional, Sequence
 
 import torch
 
-from lightning_modules.base import ImageOptimization, ImageSlot, check_non_negative
-from lightning_modules.errors import UserInputError
-from lightning_modules.losses import content_loss, gram_matrix, style_loss, tv_loss
-
-# YIQ, as in Gatys et al. 2017 "Controlling perceptual factors": luminance Y, chrominance I, Q.
-_RGB_TO_YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
+from lightning_modules.errors import UserInputError, check_choice, check_non_negative
+from lightning_modules.image_optimization.module import ImageOptimization
+from lightning_modules.style_transfer.functional import (
+    content_loss,
+    gram_matrix,
+    keep_colors,
+    style_loss,
+    tv_loss,
 )
-
-
-def keep_colors(result: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """Combine the luminance of ``result`` with the chrominance of ``content``.
-
-    Args:
-        result: 0-1 pixels ``[3, H, W]``.
-        content: 0-1 pixels of the same size.
-
-    Returns:
-        0-1 pixels ``[3, H, W]``.
-    """
-    to_yiq = _RGB_TO_YIQ.to(result)
-    result_yiq = torch.einsum("ij,jhw->ihw", to_yiq, result)
-    content_yiq = torch.einsum("ij,jhw->ihw", to_yiq, content)
-    mixed = torch.cat([result_yiq[:1], content_yiq[1:]])
-    return torch.einsum("ij,jhw->ihw", torch.linalg.inv(to_yiq), mixed).clamp(0, 1)
-
 
 def _as_list(value: float | Sequence[float], count: int, name: str) -> list[float]:
     values = [float(value)] * count if isinstance(value, (int, float)) else list(value)
@@ -64,9 +46,20 @@ class StyleTransfer(ImageOptimization):
         init: Starting image: ``"content"``, ``"noise"``, or the path of an image file.
         preserve_colors: Keep the content's colours: the result's luminance is combined with
             the content's chrominance (luminance-only transfer, Gatys et al. 2017).
-        **kwargs: Backbone, optimizer and clamping options of
-            :class:`~lightning_modules.base.ImageOptimization`.
+        optimizer: ``"adam"`` or ``"lbfgs"`` (each trainer step is one L-BFGS iteration).
+        lr: Learning rate.
+        lr_drop_step: Step at which the learning rate drops to ``lr_drop_to`` (None: never).
+        lr_drop_to: The learning rate after ``lr_drop_step``.
+        restart_optimizer_at_drop: Forget Adam's moments at the drop, as the homework does by
+            creating a new optimizer.
+        clamp: Before each step, clamp the image to ``[-clamp, clamp]`` in normalized units (the
+            homework uses 1.5); None clamps to the valid pixel range of the backbone.
+        clamp_until: Clamp only before steps ``< clamp_until`` (None: every step).
+        **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
+            :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
+
+    data_name = "a StyleTransferData datamodule (data: class_path: datamodules.StyleTransferData)"
 
     uses_content = True
     uses_style = True
@@ -80,10 +73,29 @@ class StyleTransfer(ImageOptimization):
         tv_weight: float = 0.0,
         init: str = "content",
         preserve_colors: bool = False,
+        optimizer: Literal["adam", "lbfgs"] = "adam",
+        lr: float = 0.05,
+        lr_drop_step: Optional[int] = None,
+        lr_drop_to: Optional[float] = None,
+        restart_optimizer_at_drop: bool = False,
+        clamp: Optional[float] = None,
+        clamp_until: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
+        check_choice("optimizer", optimizer, ("adam", "lbfgs"))
+        if not lr > 0 or (lr_drop_to is not None and not lr_drop_to > 0):
+            raise UserInputError("Learning rates must be positive.")
+        if clamp is not None and not clamp > 0:
+            raise UserInputError(f"clamp must be positive (or null for the pixel range), got {clamp}.")
         super().__init__(**kwargs)
         self.save_hyperparameters()
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.lr_drop_step = lr_drop_step
+        self.lr_drop_to = lr_drop_to
+        self.restart_optimizer_at_drop = restart_optimizer_at_drop
+        self.clamp = clamp
+        self.clamp_until = clamp_until
         self.content_layers = list(content_layers) if self.uses_content else []
         self.style_layers = list(style_layers) if self.uses_style else []
         # A term the technique does not use keeps no weights, so its defaults never clash.
@@ -103,32 +115,24 @@ class StyleTransfer(ImageOptimization):
         self.tv_weight = tv_weight
         self.init = init
         self.preserve_colors = preserve_colors
-        self.jobs: list[Any] = []
         self._content_targets: list[list[torch.Tensor]] = []
         self._style_targets: list[list[torch.Tensor]] = []
 
-    # ----------------------------------------------------------------- images
-    def create_images(self) -> list[torch.Tensor]:
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "jobs"):
-            raise UserInputError(f"{type(self).__name__} needs a StyleTransferData datamodule.")
-        self.jobs = self.my_jobs(datamodule.jobs, [job.size for job in datamodule.jobs])
-        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, job in enumerate(self.jobs):
+    # ----------------------------------------------------------------- jobs and images
+    def job_size(self, job: Any) -> Hashable:
+        return job.size
+
+    def make_jobs(self, items: Sequence[Any]) -> list[Any]:
+        for job in items:
             if self.uses_content and job.content is None:
                 raise UserInputError(f"{type(self).__name__} needs a content image (--data.content).")
             if self.uses_style and not job.styles:
                 raise UserInputError(f"{type(self).__name__} needs a style image (--data.style).")
-            by_size[job.size].append(index)
-        groups = []
-        self.slots = [None] * len(self.jobs)  # type: ignore[list-item]
-        for group, indices in enumerate(by_size.values()):
-            rows = []
-            for row, index in enumerate(indices):
-                self.slots[index] = ImageSlot(self.jobs[index].name, group, row)
-                rows.append(self._starting_pixels(index))
-            groups.append(self.backbone.normalize(torch.stack(rows)))
-        return groups
+        return list(items)
+
+    def create_images(self, jobs: list[Any]) -> list[torch.Tensor]:
+        return [self.backbone.normalize(torch.stack([self._starting_pixels(i) for i in positions]))
+                for positions in self.groups]
 
     def _starting_pixels(self, index: int) -> torch.Tensor:
         job = self.jobs[index]
@@ -141,16 +145,42 @@ class StyleTransfer(ImageOptimization):
             seed = torch.initial_seed() + self.job_indices[index]
             generator = torch.Generator().manual_seed(seed)
             return torch.rand(3, height, width, generator=generator)
+        # The one file a module reads: a starting image named by an option, read as data is.
         from datamodules.images import image_to_tensor, load_image
 
         image = load_image(init).convert("RGB").resize((width, height))
         return image_to_tensor(image)
 
+    # ----------------------------------------------------------------- optimization
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = list(self.images)
+        if self.optimizer_name == "lbfgs":
+            return torch.optim.LBFGS(params, lr=self.lr, max_iter=1, history_size=50)
+        return torch.optim.Adam(params, lr=self.lr, fused=self.fused_optimizer or None)
+
+    def before_step(self, step: int) -> None:
+        if self.lr_drop_step is not None and step == self.lr_drop_step:
+            optimizer = self.optimizers(use_pl_optimizer=False)
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr_drop_to if self.lr_drop_to is not None else group["lr"]
+            if self.restart_optimizer_at_drop:
+                optimizer.state.clear()
+        if self.clamp_until is None or step < self.clamp_until:
+            self.clamp_images()
+
+    @torch.no_grad()
+    def clamp_images(self) -> None:
+        """Clamp every image to ``±clamp`` or to the backbone's valid pixel range."""
+        for image in self.images:
+            if self.clamp is not None:
+                image.clamp_(-self.clamp, self.clamp)
+            else:
+                image.copy_(self.backbone.clamp_pixels(image))
+
     # ----------------------------------------------------------------- losses
     def prepare_targets(self) -> None:
         self._content_targets, self._style_targets = [], []
-        for group, images in enumerate(self.images):
-            indices = [i for i, slot in enumerate(self.slots) if slot.group == group]
+        for indices in self.groups:
             if self.uses_content:
                 contents = torch.stack([self.jobs[i].content for i in indices]).to(self.device)
                 self._content_targets.append(

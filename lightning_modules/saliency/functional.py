@@ -2,8 +2,8 @@
 
 Three attribution methods, each a plain function that works on any classifier ``model`` mapping
 a normalized batch ``[N, 3, H, W]`` to logits ``[N, C]`` (in eval mode, so that images in a
-batch do not interact), and :class:`SaliencyMap`, the LightningModule that runs them under
-``python cli.py predict --config configs/saliency.yaml``:
+batch do not interact),  and the LightningModule :class:`~lightning_modules.saliency.module.SaliencyMap` runs them
+under ``python cli.py predict --config configs/saliency.yaml``. No Lightning here:
 
 - :func:`compute_saliency_maps` (the CS231n seed, Simonyan et al. 2014): the absolute gradient
   of the unnormalized class score with respect to the input, maximum over colour channels.
@@ -20,14 +20,13 @@ the homework and Captum do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
-from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
+from lightning_modules.backbones.backbone import Backbone
+from lightning_modules.backbones.normalization import pixel_range
 from lightning_modules.errors import UserInputError
 
 METHODS = ("vanilla", "smoothgrad", "integrated_gradients")
@@ -180,9 +179,8 @@ def resolve_baseline(baseline: Baseline, X: torch.Tensor, model: Optional[torch.
                 raise UserInputError("The 'black' baseline needs the model's mean and std; pass "
                                      "mean= and std= or give a baseline tensor.")
             mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
-        mean_t = torch.as_tensor(mean, dtype=X.dtype, device=X.device).view(1, -1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=X.dtype, device=X.device).view(1, -1, 1, 1)
-        return (-mean_t / std_t).expand_as(X).clone()
+        black = pixel_range(mean, std)[0].to(X)
+        return black.expand_as(X).clone()
     if isinstance(baseline, str):
         raise UserInputError(f"Unknown baseline '{baseline}'; choose 'black' or 'zero'.")
     try:
@@ -250,177 +248,3 @@ def attribution_map(attributions: torch.Tensor, reduction: str = "abs_sum") -> t
         return attributions.sum(dim=1)
     raise UserInputError(f"Unknown reduction '{reduction}'; choose one of: "
                          f"{', '.join(REDUCTIONS)}.")
-
-
-@dataclass
-class SaliencyBatch:
-    """What :meth:`SaliencyMap.predict_step` returns for one batch (all on the CPU).
-
-    Attributes:
-        names: File-name-safe name of each image.
-        pixels: The photos, 0-1 ``[B, 3, H, W]``.
-        maps: Non-negative saliency maps ``[B, H, W]``.
-        attributions: Integrated Gradients' signed ``[B, 3, H, W]``, else None.
-        predicted: Top-1 class index of each image.
-        probability: Softmax probability of the top-1 class.
-        target: The class each map explains.
-        true: The true class, or None where unknown.
-        categories: Class names, indexed by class.
-    """
-
-    names: list[str]
-    pixels: torch.Tensor
-    maps: torch.Tensor
-    attributions: Optional[torch.Tensor]
-    predicted: list[int]
-    probability: list[float]
-    target: list[int]
-    true: list[Optional[int]]
-    categories: list[str]
-
-    def class_name(self, index: Optional[int]) -> str:
-        """A class's name, or ``"unknown"`` for None."""
-        return "unknown" if index is None else self.categories[index]
-
-
-class SaliencyMap(pl.LightningModule):
-    """Saliency maps of a frozen classifier for a batch of labeled photos.
-
-    Run with ``python cli.py predict --config configs/saliency.yaml``: images come from
-    ``datamodules.labeled_images.LabeledImageData`` and ``callbacks.saliency_writer.SaliencyWriter``
-    saves the pictures. The config sets ``trainer.inference_mode: false``; ``predict_step``
-    also leaves inference mode itself, so a default ``Trainer`` works too.
-
-    Args:
-        backbone: Name of the frozen classifier.
-        weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
-        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"`` or
-            ``"integrated_gradients"``.
-        target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``
-            (the top-1 class), or one class for all images by index or ImageNet name.
-        noise_level: SmoothGrad's noise standard deviation, as a fraction of each image's range.
-        samples: SmoothGrad's number of noisy copies.
-        baseline: Integrated Gradients' starting image: ``"black"`` or ``"zero"`` (zeros in
-            normalized space, the mean colour; Captum's default).
-        steps: Integrated Gradients' number of points on the path.
-        integration: Integrated Gradients' quadrature rule (``"gausslegendre"``, as Captum, or
-            ``"riemann_trapezoid"``, ``"riemann_left"``, ...).
-        reduction: How Integrated Gradients' per-channel attributions become a map:
-            ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
-        channels_last: Run the backbone in channels-last memory format (faster on tensor-core
-            GPUs; the same maps up to float rounding).
-    """
-
-    def __init__(
-        self,
-        backbone: str = DEFAULT_BACKBONE,
-        weights: str = "default",
-        method: str = "vanilla",
-        target: Union[int, str] = "true",
-        noise_level: float = 0.15,
-        samples: int = 25,
-        baseline: str = "black",
-        steps: int = 50,
-        integration: str = "gausslegendre",
-        reduction: str = "abs_sum",
-        channels_last: bool = False,
-    ) -> None:
-        super().__init__()
-        if method not in METHODS:
-            raise UserInputError(f"Unknown saliency method '{method}'; choose one of: "
-                                 f"{', '.join(METHODS)}.")
-        if baseline not in ("black", "zero"):
-            raise UserInputError(f"Unknown baseline '{baseline}'; choose 'black' or 'zero'.")
-        if reduction not in ("abs_sum", "positive", "abs_max"):
-            raise UserInputError(f"Unknown reduction '{reduction}'; choose 'abs_sum', "
-                                 f"'positive' or 'abs_max'.")
-        if not noise_level >= 0:
-            raise UserInputError(f"noise_level must be zero or positive, got {noise_level}.")
-        if not samples >= 1:
-            raise UserInputError(f"samples must be at least 1, got {samples}.")
-        integration_rule(steps, integration)  # checks steps and the rule's name
-        if isinstance(target, bool):  # YAML's bare true; bool would pass as class 1
-            raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
-                                 "quote 'true' in YAML.")
-        self.backbone: Backbone = load_backbone(backbone, weights)
-        if channels_last:
-            self.backbone.use_channels_last()
-        self.method = method
-        self.target = target
-        self.fixed_target = (None if target in ("true", "predicted")
-                             else self.backbone.class_index(target))
-        self.noise_level = noise_level
-        self.samples = samples
-        self.baseline = baseline
-        self.steps = steps
-        self.integration = integration
-        self.reduction = reduction
-        self.names: list[str] = []
-        self.true_classes: list[Optional[int]] = []
-
-    def setup(self, stage: str) -> None:
-        """Resolve every image's true class, so bad labels fail before any work."""
-        datamodule = getattr(self._trainer, "datamodule", None)
-        items = getattr(datamodule, "items", None) or []
-        self.names = [item.name for item in items]
-        self.true_classes = [None if item.label is None else self.backbone.class_index(item.label)
-                             for item in items]
-        if self.target == "true":
-            unlabeled = [name for name, label in zip(self.names, self.true_classes)
-                         if label is None]
-            if unlabeled:
-                raise UserInputError(
-                    f"Image '{unlabeled[0]}' has no label, so target 'true' is undefined; give "
-                    f"--data.labels or set --model.target to 'predicted' or a class."
-                )
-
-    def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
-                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The chosen method's maps ``[B, H, W]`` (and IG's ``[B, 3, H, W]`` attributions).
-
-        Args:
-            inputs: Normalized images ``[B, 3, H, W]``.
-            targets: The class to explain for each image, ``[B]``.
-        """
-        if self.method == "vanilla":
-            return compute_saliency_maps(inputs, targets, self.backbone), None
-        if self.method == "smoothgrad":
-            return smoothgrad_saliency(inputs, targets, self.backbone, self.noise_level,
-                                       self.samples), None
-        attributions = integrated_gradients(inputs, targets, self.backbone, self.baseline,
-                                            self.steps, self.integration)
-        return attribution_map(attributions, self.reduction), attributions
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> SaliencyBatch:
-        """Classify a batch ``{"pixels", "index"}`` and compute the saliency of each image."""
-        # Leave inference mode too: under the Trainer's default (inference_mode=True)
-        # enable_grad alone cannot record a graph. The clone makes a normal tensor of the batch.
-        with torch.inference_mode(False), torch.enable_grad():
-            pixels = batch["pixels"].clone()
-            indices = batch["index"].tolist()
-            inputs = self.backbone.normalize(pixels)
-            with torch.no_grad():
-                probabilities = self.backbone(inputs).softmax(dim=1)
-            probability, predicted = probabilities.max(dim=1)
-            true = [self.true_classes[i] if i < len(self.true_classes) else None for i in indices]
-            if self.fixed_target is not None:
-                targets = [self.fixed_target] * len(indices)
-            elif self.target == "predicted":
-                targets = predicted.tolist()
-            else:
-                if any(label is None for label in true):
-                    raise UserInputError("Target 'true' needs labeled images; set --model.target "
-                                         "to 'predicted' or a class.")
-                targets = true
-            maps, attributions = self.saliency(inputs, torch.tensor(targets, device=inputs.device))
-        return SaliencyBatch(
-            names=[self.names[i] if i < len(self.names) else f"image{i}" for i in indices],
-            pixels=pixels.detach().cpu(),
-            maps=maps.detach().cpu(),
-            attributions=None if attributions is None else attributions.detach().cpu(),
-            predicted=predicted.tolist(),
-            probability=probability.tolist(),
-            target=list(targets),
-            true=true,
-            categories=self.backbone.categories,
-        )

@@ -1,0 +1,92 @@
+"""The fooling report: each fooled PNG read back from disk and judged, in one CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from callbacks.image_writer import ImageWriter
+from callbacks.run_directory import run_directory
+from datamodules.images import image_to_tensor, load_image
+from lightning_modules.errors import UserInputError
+from lightning_modules.fooling.functional import RESULT_COLUMNS, summarize
+from lightning_modules.image_optimization.jobs import gather_objects
+
+RESULTS_FILE = "fooling_results.csv"
+
+
+class FoolingReport(pl.Callback):
+    """Writes ``fooling_results.csv``: per job success, steps, ``||δ||``, SSIM, PSNR, p(target).
+
+    At the end of each chunk it reads every job's ``<job>.png`` back from disk (written by an
+    :class:`~callbacks.ImageWriter` that comes before it) and has the module's ``score`` judge
+    it, so success means the saved file fools the network. At the end of the run process 0
+    writes the CSV (never over an existing one), the loggers get the summary and each job's
+    figures, and one line says how many were fooled. Modules without ``score`` are left alone.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[str, Any]]] = []
+        self.directory: Optional[Path] = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.directory = run_directory(trainer)  # a collective call: every process is here
+        if not hasattr(pl_module, "score"):
+            return
+        writers = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, ImageWriter)]
+        if not writers or writers[0] > trainer.callbacks.index(self):
+            raise UserInputError("FoolingReport judges the PNGs that ImageWriter saves: put an "
+                                 "ImageWriter before it in the trainer's callbacks.")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not hasattr(pl_module, "score") or pl_module.idle:
+            return
+        saved = torch.stack([image_to_tensor(load_image(self.directory / f"{slot.name}.png"))
+                             for slot in pl_module.slots])
+        self.rows += list(zip(pl_module.job_indices, pl_module.score(saved)))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not hasattr(pl_module, "score"):
+            return
+        rows = [row for _, row in sorted((pair for part in gather_objects(self.rows,
+                                                                          trainer.world_size)
+                                          for pair in part), key=lambda pair: pair[0])]
+        if trainer.is_global_zero:
+            self.write_csv(rows, self.directory / RESULTS_FILE)
+        metrics = summarize(rows)
+        for row in rows:
+            metrics.update({f"{row['name']}/{key}": float(row[key])
+                            for key in ("success", "steps", "l2", "linf", "ssim", "psnr",
+                                        "p_target")})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        rank_zero_info(
+            f"Fooled {sum(r['success'] for r in rows)} of {len(rows)} images (PNG read back); "
+            f"mean ||δ||₂ {metrics['l2_mean']:.4g}, max ||δ||∞ {metrics['linf_max']:.4g} "
+            f"(0-1 pixels); results in {self.directory / RESULTS_FILE}."
+        )
+
+    @staticmethod
+    def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+        """One line per job; an existing file is never replaced."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "x", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v
+                                     for k, v in row.items()})
+        except FileExistsError:
+            raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])

@@ -1,0 +1,62 @@
+"""Line plots of per-step values (losses, probabilities), written once and never overwritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from lightning_modules.errors import UserInputError
+
+
+def line_plot(path: Path, steps: Sequence[float], series: dict[str, Sequence[float]],
+              ylabel: str, log_scale: bool = False, ylim: Optional[tuple[float, float]] = None,
+              bold: Sequence[str] = (), bold_color: Optional[str] = None,
+              linewidth: float = 1.5, legend: bool = True,
+              legend_options: Optional[dict] = None) -> Path:
+    """Draw each series against the step into a new PNG file.
+
+    Args:
+        path: The file to create; an existing file is never replaced.
+        steps: The x values.
+        series: Each line's label and values (NaN leaves a gap).
+        ylabel: The y axis's label.
+        log_scale: A logarithmic y axis.
+        ylim: The y axis's range (default: matplotlib's).
+        bold: Labels drawn thicker (e.g. the total, the mean).
+        bold_color: The colour of the thick lines (default: the next in the cycle).
+        linewidth: The width of the other lines.
+        legend: Draw a legend.
+        legend_options: Passed to ``Axes.legend`` (e.g. ``fontsize``, ``loc``).
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib  # imported here: slow, needed only at the end of a run
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    for label, values in series.items():
+        style = {"linewidth": 2.5, **({"color": bold_color} if bold_color else {})}
+        axes.plot(steps, values, label=label,
+                  **(style if label in bold else {"linewidth": linewidth}))
+    if log_scale:
+        axes.set_yscale("log")
+    if ylim is not None:
+        axes.set_ylim(*ylim)
+    axes.set_xlabel("step")
+    axes.set_ylabel(ylabel)
+    axes.grid(True, which="both" if log_scale else "major", alpha=0.3)
+    if legend:
+        axes.legend(**(legend_options or {}))
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "xb") as handle:
+            figure.savefig(handle, format="png")
+    except FileExistsError:
+        raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
+    finally:
+        plt.close(figure)
+    return path

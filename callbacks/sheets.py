@@ -1,0 +1,50 @@
+"""Pictures laid out with titles: one row (a job's sheet) or a grid (a run's classes)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from datamodules.images import tensor_to_image
+
+
+def make_sheet(panels: Sequence[tuple[str, torch.Tensor]], height: int = 256) -> Image.Image:
+    """Lay titled pictures side by side at one height.
+
+    Args:
+        panels: ``(title, 0-1 pixels [3, H, W])`` pairs, left to right.
+        height: Height of every picture in the sheet.
+
+    Returns:
+        The sheet as an RGB image.
+    """
+    pictures = []
+    for _, pixels in panels:
+        picture = tensor_to_image(pixels)
+        width = max(1, round(picture.width * height / picture.height))
+        pictures.append(picture.resize((width, height), Image.Resampling.LANCZOS))
+    gap, title_height = 8, 24
+    sheet = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) + 1),
+                              height + title_height + gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=16)
+    x = gap
+    for (title, _), picture in zip(panels, pictures):
+        draw.text((x, 3), title, fill="black", font=font)
+        sheet.paste(picture, (x, title_height))
+        x += picture.width + gap
+    return sheet
+
+
+def grid_sheet(panels: Sequence[tuple[str, torch.Tensor]], columns: int = 5,
+               height: int = 224) -> Image.Image:
+    """Titled pictures in rows of ``columns`` (see :func:`make_sheet`)."""
+    rows = [make_sheet(panels[i : i + columns], height) for i in range(0, len(panels), columns)]
+    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    y = 0
+    for row in rows:
+        sheet.paste(row, (0, y))
+        y += row.height
+    return sheet

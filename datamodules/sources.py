@@ -1,0 +1,58 @@
+"""Where images come from: paths, folders, globs and built-in samples, and names for them."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Sequence, Union
+
+from datamodules.images import SAMPLE_PREFIX
+from lightning_modules.errors import UserInputError
+from lightning_modules.naming import safe_name, unique_names  # noqa: F401 - re-exported
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+Sources = Union[str, Sequence[str], None]
+
+
+def image_files(folder: Path) -> list[str]:
+    """The image files directly in ``folder``, sorted."""
+    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def expand_sources(sources: Sources) -> list[str]:
+    """Turn a path, a list of paths, folders (their images, sorted) and globs into paths.
+
+    Args:
+        sources: A path, ``sample:NAME``, a folder, a glob pattern, or a list of these.
+
+    Returns:
+        The image sources in order.
+    """
+    if sources is None:
+        return []
+    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    expanded: list[str] = []
+    for item in map(str, items):
+        if item.startswith(SAMPLE_PREFIX):
+            expanded.append(item)
+        elif Path(item).is_dir():
+            found = image_files(Path(item))
+            if not found:
+                raise UserInputError(f"Folder {item} holds no image files.")
+            expanded += found
+        elif glob.has_magic(item):
+            found = sorted(glob.glob(item))
+            if not found:
+                raise UserInputError(f"No file matches {item}.")
+            expanded += found
+        else:
+            expanded.append(item)
+    return expanded
+
+
+def source_stem(source: str) -> str:
+    """A short name for an image source, e.g. ``chelsea`` for ``sample:chelsea`` or a path."""
+    if source.startswith(SAMPLE_PREFIX):
+        return source[len(SAMPLE_PREFIX):]
+    return Path(source).stem

@@ -1,0 +1,23 @@
+"""Frozen ImageNet classifiers: the :class:`Backbone` interface, its preprocessing, and the registry."""
+
+from lightning_modules.backbones.backbone import COMPILED_CALLS, Backbone
+from lightning_modules.backbones.normalization import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    clamp_to_range,
+    denormalize,
+    normalize,
+    pixel_range,
+    preprocessing_of,
+)
+from lightning_modules.backbones.registry import (
+    DEFAULT_BACKBONE,
+    available_backbones,
+    imagenet_categories,
+    load_backbone,
+    register_backbone,
+)
+
+__all__ = ["COMPILED_CALLS", "DEFAULT_BACKBONE", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone",
+           "available_backbones", "clamp_to_range", "denormalize", "imagenet_categories",
+           "load_backbone", "normalize", "pixel_range", "preprocessing_of", "register_backbone"]

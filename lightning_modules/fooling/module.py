@@ -1,0 +1,238 @@
+"""The fooling-image LightningModule: each image pushed a little towards a target class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+
+from lightning_modules.errors import UserInputError
+from lightning_modules.fooling.functional import (
+    FoolingAttack,
+    FoolingProgress,
+    Loss,
+    Method,
+    Norm,
+    quantize_pixels,
+)
+from lightning_modules.image_optimization.module import ImageOptimization
+from lightning_modules.naming import class_slug, short_title
+
+ClassSpec = Union[int, str]
+
+
+@dataclass
+class FoolingJob:
+    """One image to push towards one target class.
+
+    Attributes:
+        name: File-name-safe and unique, ``<image>_to_<target class>``.
+        pixels: The original 0-1 pixels ``[3, S, S]`` at the network's input size.
+        true_class: The image's class index, or None when unknown.
+        target_class: The class index to reach.
+    """
+
+    name: str
+    pixels: torch.Tensor
+    true_class: Optional[int]
+    target_class: int
+
+
+class FoolingImage(ImageOptimization):
+    """Fooling images: change each image a little until the network sees the target class.
+
+    Images and their true classes come from ``datamodules.labeled_images.LabeledImageData``.
+    Every trainer step checks each image (its 8-bit version, as the PNG will store it) and steps
+    those not yet fooled with the attack's own optimizer; a fooled image gets no gradient and
+    stops changing, and the run stops when all are fooled (or at ``trainer.max_steps``).
+    ``ImageWriter`` writes ``<job>.png`` (the fooled image at the network's input size) and
+    ``<job>_sheet.png`` (original | fooled | difference x10); ``callbacks.FoolingReport`` reads
+    each PNG back, has :meth:`score` judge it, and writes ``fooling_results.csv``.
+
+    Args:
+        target: The target class (index or ImageNet name) for every image, or a list: one per
+            image, or with ``all_pairs`` the classes each image is pushed towards.
+        all_pairs: Make one job per image and target class in ``target``; pairs whose target
+            is the image's true class are skipped.
+        method: ``"seed"`` (the homework's step ``lr * g / ||g||_2``) or ``"pgd"``.
+        lr: Step length of the seed's method, in normalized units.
+        norm: PGD budget norm, ``"linf"`` or ``"l2"``.
+        eps: PGD budget in 0-1 pixel units (2/255 is 0.00784).
+        step_size: PGD step in 0-1 pixel units (None: ``eps / 4``).
+        loss: What PGD raises: ``"ce"`` or ``"margin"``.
+        **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
+            :class:`~lightning_modules.image_optimization.ImageOptimization`.
+    """
+
+    data_name = ("a LabeledImageData datamodule "
+                 "(data: class_path: datamodules.labeled_images.LabeledImageData)")
+
+    def __init__(
+        self,
+        target: Union[ClassSpec, list[ClassSpec]] = 6,
+        all_pairs: bool = False,
+        method: Method = "seed",
+        lr: float = 1.0,
+        norm: Norm = "linf",
+        eps: float = 2 / 255,
+        step_size: Optional[float] = None,
+        loss: Loss = "ce",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.attack = FoolingAttack(method, lr=lr, norm=norm, eps=eps, step_size=step_size,
+                                    loss=loss, mean=self.backbone.mean, std=self.backbone.std,
+                                    quantize=True)
+        self.targets = list(target) if isinstance(target, (list, tuple)) else [target]
+        if not self.targets:
+            raise UserInputError("target must name at least one class.")
+        self.target_classes = [self.backbone.class_index(t) for t in self.targets]
+        self.all_pairs = all_pairs
+        self.progress: Optional[FoolingProgress] = None
+        self._restored_progress: Optional[dict[str, torch.Tensor]] = None
+        self._target_y: Optional[torch.Tensor] = None
+
+    # ----------------------------------------------------------------- jobs and images
+    def make_jobs(self, items: Sequence[Any]) -> list[FoolingJob]:
+        """Pair images with target classes.
+
+        Args:
+            items: ``LabeledImage``s (``name``, ``pixels``, ``label``).
+
+        Returns:
+            One job per image (or per image and target, with ``all_pairs``).
+        """
+        if self.all_pairs:
+            targets = list(dict.fromkeys(self.target_classes))  # unique, in order
+            pairs = [(item, t) for item in items for t in targets]
+        elif len(self.target_classes) in (1, len(items)):
+            per_image = self.target_classes * (len(items) if len(self.target_classes) == 1 else 1)
+            pairs = list(zip(items, per_image))
+        else:
+            raise UserInputError(
+                f"target lists {len(self.target_classes)} classes for {len(items)} images; give "
+                "one class, one per image, or set all_pairs to try every class on every image."
+            )
+        jobs = []
+        for item, target in pairs:
+            true_class = None if item.label is None else self.backbone.class_index(item.label)
+            name = self.backbone.categories[target]
+            if target == true_class:
+                if self.all_pairs:
+                    rank_zero_warn(f"Skipping '{item.name}' -> '{name}': it is the true class.")
+                    continue
+                raise UserInputError(f"The target class {target} ({name}) is the true class of "
+                                     f"image '{item.name}'; choose another target.")
+            jobs.append(FoolingJob(f"{item.name}_to_{class_slug(name)}", item.pixels, true_class,
+                                   target))
+        if not jobs:
+            raise UserInputError("No image is left to fool: every target is the image's own class.")
+        return jobs
+
+    def create_images(self, jobs: list[FoolingJob]) -> list[torch.Tensor]:
+        return [self.backbone.normalize(torch.stack([job.pixels for job in jobs]))]
+
+    def prepare_targets(self) -> None:
+        self._target_y = torch.tensor([job.target_class for job in self.jobs], device=self.device)
+        # A resumed run goes on with the progress it left off with (see on_load_checkpoint).
+        restored, self._restored_progress = self._restored_progress, None
+        self.progress = (FoolingProgress(**{k: v.to(self.device) for k, v in restored.items()})
+                         if restored else FoolingProgress.start(len(self.jobs), self.device))
+
+    # ----------------------------------------------------------------- optimization
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.attack.optimizer(list(self.images))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        image, progress = self.images[0], self.progress
+        rows = self.attack.check(image.detach(), self._target_y, self.backbone, progress)
+        if rows.numel():
+            loss = self.attack.attack_loss(image[rows], self._target_y[rows], self.backbone)
+            progress.steps[rows] += 1
+        else:
+            loss = image.sum() * 0.0  # every image is fooled: no gradient, nothing moves
+        self.log_job_mean("fooled", progress.fooled.float(), prog_bar=True)
+        self.log_job_mean("p_target", progress.p_target, prog_bar=True)
+        # Cross-entropy towards the target of the 8-bit images: LossHistory draws it.
+        self.record_losses({"loss": -progress.p_target.clamp_min(1e-12).log().sum()})
+        return loss
+
+    def chunk_finished(self) -> bool:
+        """Every image is fooled: the chunk (or the run) ends early."""
+        return self.progress is not None and bool(self.progress.fooled.all())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["fooling"] = {"progress": vars(self.progress)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._restored_progress = checkpoint["fooling"]["progress"]
+
+    # ----------------------------------------------------------------- results
+    @torch.no_grad()
+    def _classify(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, C]`` of 0-1 pixels ``[N, 3, H, W]``, on the CPU."""
+        inputs = self.backbone.normalize(pixels.to(self.device))
+        return self.backbone(inputs).softmax(dim=1).cpu()
+
+    def fooled_pixels(self, index: int) -> torch.Tensor:
+        """Job ``index``'s fooled image as its 8-bit PNG will hold it, 0-1 ``[3, H, W]``."""
+        return quantize_pixels(self.result_pixels(index))
+
+    def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
+        job = self.jobs[index]
+        fooled = self.fooled_pixels(index)
+        before, after = self._classify(torch.stack([job.pixels, fooled]))
+        predicted = int(before.argmax())
+        categories = self.backbone.categories
+        return [
+            (f"{short_title(categories[predicted], 18)} p={before[predicted]:.2f}", job.pixels),
+            (f"{short_title(categories[job.target_class], 18)} p={after[job.target_class]:.2f}",
+             fooled),
+            ("difference x10", ((fooled - job.pixels) * 10 + 0.5).clamp(0, 1)),
+        ]
+
+    @torch.no_grad()
+    def score(self, saved: torch.Tensor) -> list[dict[str, Any]]:
+        """Judge this process's current jobs on their saved pictures.
+
+        Args:
+            saved: The PNGs as read back from disk, 0-1 ``[N, 3, S, S]``, in the jobs' order.
+
+        Returns:
+            One row per job with the columns of ``fooling_results.csv``.
+        """
+        from torchmetrics.functional.image import (  # imported here: slow, needed only here
+            peak_signal_noise_ratio,
+            structural_similarity_index_measure,
+        )
+
+        originals = torch.stack([job.pixels for job in self.jobs])
+        delta = (saved - originals).flatten(1)
+        probabilities = self._classify(saved)
+        ssim = structural_similarity_index_measure(saved, originals, data_range=1.0,
+                                                   reduction="none")
+        psnr = peak_signal_noise_ratio(saved, originals, data_range=1.0, reduction="none",
+                                       dim=(1, 2, 3))
+        categories = self.backbone.categories
+        rows = []
+        for i, job in enumerate(self.jobs):
+            predicted = int(probabilities[i].argmax())
+            rows.append({
+                "name": job.name,
+                "true_class": "" if job.true_class is None else categories[job.true_class],
+                "target_class": categories[job.target_class],
+                "success": predicted == job.target_class,
+                "steps": int(self.progress.steps[i]) if self.progress is not None else 0,
+                "l2": float(delta[i].norm()),
+                "linf": float(delta[i].abs().max()),
+                "ssim": float(ssim[i]),
+                "psnr": float(psnr[i]),
+                "p_target": float(probabilities[i, job.target_class]),
+                "predicted_class": categories[predicted],
+            })
+        return rows

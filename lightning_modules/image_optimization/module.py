@@ -1,0 +1,366 @@
+"""The shared "the image is the parameter" LightningModule.
+
+A technique optimizes one or more images against a frozen backbone. This base class owns what
+they all share: the backbone, the image parameters (one tensor per image size, see
+:mod:`~lightning_modules.image_optimization.jobs`), the run's jobs, chunks and processes, the
+losses (kept on the device, checked for divergence, logged), the fast path and checkpoints.
+
+**How data reaches a module.** One path: :meth:`ImageOptimization.set_jobs`. In a Lightning run
+``setup`` calls it with the datamodule's ``jobs`` (a list) and ``batch_size`` (the most jobs one
+process optimizes at once), unless it was called before (from Python, without a datamodule).
+The technique turns those items into its own jobs (:meth:`make_jobs`); every job has a
+``name``, the stem of its output files.
+
+Each chunk of jobs is one training epoch of ``trainer.max_steps`` steps: ``max_steps`` is the
+number of steps *every job* gets, and the step the hooks see counts from 0 in each chunk. A run
+with one chunk and one process is exactly the plain loop.
+
+A technique implements :meth:`create_images` (the starting parameters of this process's current
+jobs, one tensor per size group), :meth:`loss_terms` (each weighted loss term, one value per
+image) and ``configure_optimizers`` (its own optimizers and schedules), and may implement
+:meth:`make_jobs`, :meth:`job_size`, :meth:`prepare_targets`, :meth:`before_step`,
+:meth:`after_step` and :meth:`chunk_finished`. It returns results (``result_pixels``,
+``sheet_panels`` and its own records); callbacks write every file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
+from lightning_modules.errors import UserInputError
+from lightning_modules.image_optimization.fast_path import fast_path_mode
+from lightning_modules.image_optimization.jobs import ImageSlot, JobPlan, size_groups
+from lightning_modules.image_optimization.metrics import LossRecord
+from lightning_modules.image_optimization.parameterizations import Parameterization, PixelImage
+from lightning_modules.image_optimization.strategy import ImageDDPStrategy
+
+
+class ImageOptimization(pl.LightningModule):
+    """Base class of techniques whose learnable parameters are images.
+
+    Args:
+        backbone: Name of the frozen classifier (see ``lightning_modules.available_backbones``).
+        weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
+        channels_last: Keep the images and the backbone in channels-last memory format
+            (convolutions on tensor-core GPUs are fastest in it; same results up to rounding).
+        fast: The GPU fast path: the backbone runs through ``torch.compile`` with CUDA graphs
+            (mode ``reduce-overhead``), in channels-last, with a fused Adam. The first steps
+            pay the compilation (tens of seconds). A run on the CPU, where compiled steps
+            measured slower than eager ones, says so and runs eager. See
+            ``benchmarks/README.md`` for what it buys.
+    """
+
+    #: What the technique's jobs come from, for the error message when they are missing.
+    data_name = "a datamodule with jobs"
+
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, weights: str = "default",
+                 channels_last: bool = False, fast: bool = False) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.backbone: Backbone = load_backbone(backbone, weights)
+        self.fast = fast
+        self.channels_last = channels_last
+        self.compile_mode: Optional[str] = None  # set by setup when the fast path is on
+        if channels_last:
+            self.backbone.use_channels_last()
+        self.parameterization: Parameterization = PixelImage()
+        self.images = nn.ParameterList()
+        self.slots: list[ImageSlot] = []
+        self.groups: list[list[int]] = []  # per image group, the positions of its jobs
+        self.plan: Optional[JobPlan] = None
+        self.jobs: list[Any] = []  # this process's jobs of the current chunk
+        self._data: Optional[tuple[list[Any], Optional[int]]] = None
+        self._finish_chunk = False
+        self.losses = LossRecord()
+
+    # ----------------------------------------------------------------- the technique's part
+    def make_jobs(self, items: Sequence[Any]) -> list[Any]:
+        """The technique's jobs from the data's items (default: the items are the jobs)."""
+        return list(items)
+
+    def job_size(self, job: Any) -> Hashable:
+        """A job's image size: jobs of different sizes never share a parameter or a chunk."""
+        return None
+
+    def create_images(self, jobs: list[Any]) -> list[torch.Tensor]:
+        """The starting parameters of ``jobs``, one tensor per group of ``self.groups``.
+
+        Called for each chunk, after ``self.slots`` and ``self.groups`` are set; the index in
+        the run of ``jobs[i]`` is ``self.job_indices[i]`` (seed per-job randomness with it, so
+        that a job starts the same however the jobs are split).
+        """
+        raise NotImplementedError
+
+    def loss_terms(self, group: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each weighted loss term of one group, as ``{name: [B] tensor}``; they are summed."""
+        raise NotImplementedError
+
+    def prepare_targets(self) -> None:
+        """Compute what the losses compare against, once per chunk, on the training device."""
+
+    def before_step(self, step: int) -> None:
+        """Called before step ``step`` (counted from 0 in each chunk) computes its losses."""
+
+    def after_step(self, step: int) -> None:
+        """Called after the optimizer took step ``step``."""
+
+    def chunk_finished(self) -> bool:
+        """Whether this process's jobs are done before the chunk's last step (default: never)."""
+        return False
+
+    # ----------------------------------------------------------------- jobs
+    def set_jobs(self, items: Sequence[Any], batch_size: Optional[int] = None) -> None:
+        """Give the module its data: every item of the run, and the most jobs optimized at once.
+
+        Args:
+            items: The data's items, in the same order in every process.
+            batch_size: The most jobs one process optimizes at once; None: all at once.
+        """
+        self._data = (list(items), batch_size)
+
+    @property
+    def job_indices(self) -> list[int]:
+        """The run's indices of this process's current jobs."""
+        return self.plan.indices if self.plan is not None else []
+
+    @property
+    def idle(self) -> bool:
+        """This process has no job in the chunk and repeats one, writing nothing."""
+        return self.plan is not None and self.plan.idle
+
+    @property
+    def chunk(self) -> int:
+        """The index of the current chunk."""
+        return self.plan.chunk if self.plan is not None else 0
+
+    @property
+    def chunk_size(self) -> int:
+        """The number of jobs in the current chunk, over all processes."""
+        return self.plan.chunk_size if self.plan is not None else len(self.slots)
+
+    def _world(self) -> tuple[int, int]:
+        if self._trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _plan_jobs(self) -> None:
+        if self._data is None:
+            datamodule = self.trainer.datamodule if self._trainer is not None else None
+            if datamodule is None or not hasattr(datamodule, "jobs"):
+                raise UserInputError(f"{type(self).__name__} needs {self.data_name}.")
+            self.set_jobs(datamodule.jobs, getattr(datamodule, "batch_size", None))
+        items, batch_size = self._data
+        jobs = self.make_jobs(items)
+        self.plan = JobPlan(jobs, [self.job_size(job) for job in jobs], batch_size,
+                            *self._world())
+
+    def _start_images(self) -> None:
+        """Create the current chunk's images (in place of the previous chunk's)."""
+        self.jobs = self.plan.current()
+        self.slots, self.groups = size_groups([job.name for job in self.jobs],
+                                              [self.job_size(job) for job in self.jobs])
+        groups = [self._in_memory_format(group) for group in self.create_images(self.jobs)]
+        if len(self.images) == 0:
+            for group in groups:
+                self.images.append(nn.Parameter(group.detach().clone()))
+            return
+        if len(groups) != len(self.images):
+            raise RuntimeError("Every chunk must have as many image groups as the first.")
+        for parameter, group in zip(self.images, groups):
+            group = group.detach().to(parameter.device, parameter.dtype)
+            if group.shape == parameter.shape:
+                # In place: the parameter keeps its address, which CUDA graphs were recorded with.
+                with torch.no_grad():
+                    parameter.copy_(group)
+            else:
+                parameter.data = group.clone()
+
+    # ----------------------------------------------------------------- results
+    def result_pixels(self, index: int) -> torch.Tensor:
+        """Job ``index``'s current image as 0-1 pixels ``[3, H, W]`` on the CPU."""
+        slot = self.slots[index]
+        with torch.no_grad():
+            parameter = self.images[slot.group][slot.row : slot.row + 1].detach().float()
+            pixels = self.parameterization.to_pixels(parameter, self.backbone.mean,
+                                                     self.backbone.std)
+        return pixels[0].clamp(0, 1).cpu()
+
+    def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
+        """Titled pictures for job ``index``'s side-by-side sheet; the result comes last."""
+        return [("result", self.result_pixels(index))]
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str) -> None:
+        if self.fast and self._trainer is not None and self.compile_mode is None:
+            # Channels-last now (before the images are made); compilation in on_fit_start.
+            self.compile_mode = fast_path_mode(self.trainer, self.backbone)
+            self.channels_last = self.channels_last or self.compile_mode is not None
+        if self.plan is None:
+            self._plan_jobs()
+        if len(self.images) == 0:  # fit after fit (or a restored checkpoint) keeps its images
+            self._start_images()
+        if self._trainer is not None and stage == "fit":
+            self._plan_loop()
+
+    @property
+    def fused_optimizer(self) -> bool:
+        """Whether Adam runs as one fused kernel (the fast path, once it is on)."""
+        return self.compile_mode is not None
+
+    def _in_memory_format(self, group: torch.Tensor) -> torch.Tensor:
+        """An image group in the run's memory format (4-D images only; a spectrum stays)."""
+        if self.channels_last and group.dim() == 4:
+            return group.contiguous(memory_format=torch.channels_last)
+        return group
+
+    def _plan_loop(self) -> None:
+        """One epoch of ``max_steps`` steps per chunk (see the module docstring)."""
+        trainer = self.trainer
+        if trainer.world_size > 1 and not isinstance(trainer.strategy, ImageDDPStrategy):
+            raise UserInputError(
+                f"Several processes need --trainer.strategy image_ddp (got "
+                f"{type(trainer.strategy).__name__}, which would mix the processes' images)."
+            )
+        steps = trainer.max_steps
+        if steps is None or steps <= 0:
+            raise UserInputError(
+                f"trainer.max_steps must be a positive number of steps, got {steps}.")
+        trainer.limit_train_batches = steps
+        trainer.fit_loop.max_epochs = len(self.plan)
+        trainer.fit_loop.epoch_loop.max_steps = steps * len(self.plan)
+
+    def on_fit_start(self) -> None:
+        if self.compile_mode is not None and self.backbone.compile_mode is None:
+            self.backbone.compile_network(self.compile_mode)
+        self._prepare_targets()
+
+    def _prepare_targets(self) -> None:
+        # Under the run's precision (e.g. bf16 autocast), so targets match what steps compute.
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            self.prepare_targets()
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch != self.plan.chunk:
+            self.plan.chunk = self.current_epoch
+            self._start_images()
+            self._prepare_targets()
+            # A fresh optimizer for the fresh images, as a run with only this chunk would have.
+            self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
+        if self._finish_chunk:
+            self._finish_chunk = False
+            return -1  # Lightning ends the epoch: the next chunk starts
+        if self.backbone.compile_mode == "reduce-overhead":
+            # A new step: the CUDA graphs may reuse the previous step's output memory.
+            torch.compiler.cudagraph_mark_step_begin()
+        self.before_step(batch_idx)
+        return None
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.after_step(batch_idx)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Every process must agree, or one would wait for the others forever.
+        finished = self.idle or self.chunk_finished()
+        self._finish_chunk = self.trainer.strategy.reduce_boolean_decision(finished, all=True)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        sums: dict[str, torch.Tensor] = {}
+        for group, images in enumerate(self.images):
+            for name, values in self.loss_terms(group, images).items():
+                sums[name] = sums[name] + values.sum() if name in sums else values.sum()
+        total = torch.stack(list(sums.values())).sum()
+        self.record_losses({**{f"{name}_loss": value for name, value in sums.items()},
+                            "loss": total})
+        return total
+
+    # ----------------------------------------------------------------- metrics, logged cheaply
+    def is_log_step(self) -> bool:
+        """Whether Lightning writes the loggers after this step (its ``log_every_n_steps`` rule)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def log_job_mean(self, name: str, values: torch.Tensor, prog_bar: bool = False) -> None:
+        """Log the mean per job over the current chunk of every process.
+
+        Args:
+            name: The metric's name.
+            values: The values of this process's jobs (summed; any shape).
+            prog_bar: Show it in the progress bar.
+        """
+        total = values.detach().float().sum() * (0.0 if self.idle else 1.0)
+        self.log(name, total / self.chunk_size, prog_bar=prog_bar, on_step=True, on_epoch=False,
+                 sync_dist=True, reduce_fx="sum")
+
+    def record_losses(self, losses: dict[str, torch.Tensor]) -> None:
+        """Keep this step's losses, per job, on the device; check and log them on logging steps.
+
+        Reading a value on the host waits for the GPU, and every ``self.log`` costs Lightning
+        about 0.5 ms of Python, so both happen once every ``log_every_n_steps`` steps.
+
+        Args:
+            losses: Each term summed over this process's jobs, and the total, by metric name.
+        """
+        # Per job: every process's jobs of the chunk count (an idle process adds nothing).
+        self.losses.append(self.global_step + 1, losses,
+                           (0.0 if self.idle else 1.0) / self.chunk_size)
+        if self.is_log_step():
+            self.flush_losses(log=True)
+
+    def flush_losses(self, log: bool) -> None:
+        """Read the pending steps (stopping on NaN/inf), keep the rows, log the last step.
+
+        Every process calls it at the same steps: one collective sums all pending steps over
+        the processes, so all of them see the same values and stop together on divergence.
+        """
+        last = self.losses.flush(lambda values: self.trainer.strategy.reduce(values,
+                                                                              reduce_op="sum"))
+        if log and last is not None:
+            for name, value in zip(self.losses.names, last):
+                self.log(name, value, prog_bar=True, on_step=True, on_epoch=False)
+
+    def take_loss_rows(self) -> list[dict[str, float]]:
+        """The loss rows read since the last call (``step`` and each term), for ``LossHistory``."""
+        return self.losses.take_rows()
+
+    def on_train_epoch_end(self) -> None:
+        # The chunk's last steps go to losses.csv; self.log(on_step=True) is not allowed here.
+        self.flush_losses(log=False)
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.flush_losses(log=False)  # every process saves: the rows not yet taken travel along
+        checkpoint["loss_rows"] = list(self.losses.rows)
+        state = checkpoint["state_dict"]
+        for key in [key for key in state if key.startswith("backbone.")]:
+            del state[key]  # frozen and rebuilt from the hyperparameters: keep checkpoints small
+        checkpoint["image_jobs"] = {"chunk": self.chunk, "world_size": self._world()[0],
+                                    "slots": [[s.name, s.group, s.row] for s in self.slots]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("image_jobs")
+        if saved is None:
+            raise UserInputError("This checkpoint was not written by an image-optimization run.")
+        world = self._world()[0]
+        if saved["world_size"] != world:
+            raise UserInputError(
+                f"The checkpoint was written by {saved['world_size']} processes; resume it with as "
+                f"many (--trainer.devices, --trainer.num_nodes), not {world}."
+            )
+        self.losses.rows = list(checkpoint.get("loss_rows", []))
+        if saved["chunk"] != self.chunk:
+            self.plan.chunk = saved["chunk"]
+            self._start_images()
+        if [[s.name, s.group, s.row] for s in self.slots] != saved["slots"]:
+            raise UserInputError("The checkpoint holds other jobs than this run: resume with the "
+                                 "same data options as the interrupted run.")
+        checkpoint["state_dict"].update(
+            {f"backbone.{key}": value for key, value in self.backbone.state_dict().items()})

@@ -1,0 +1,106 @@
+"""Differentiable image transforms: the homework's jitter and blur, Lucent's random transforms."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def jitter(images: torch.Tensor, ox: int, oy: int) -> torch.Tensor:
+    """Shift images circularly by ``ox`` pixels right and ``oy`` down (the homework's jitter).
+
+    ``jitter(jitter(x, ox, oy), -ox, -oy)`` is ``x`` again, exactly.
+
+    Args:
+        images: ``[N, C, H, W]``.
+        ox: Horizontal shift in pixels.
+        oy: Vertical shift in pixels.
+
+    Returns:
+        The shifted images (a new tensor).
+    """
+    return torch.roll(images, shifts=(oy, ox), dims=(2, 3))
+
+
+def blur_image(images: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
+    """Gaussian blur of each channel, as ``scipy.ndimage.gaussian_filter1d`` along H then W.
+
+    Matches the homework's ``blur_image`` (scipy's defaults: kernel radius ``int(4 * sigma + 0.5)``,
+    edges reflected about the border, ``d c b a | a b c d``).
+
+    Args:
+        images: ``[N, C, H, W]``.
+        sigma: Standard deviation in pixels.
+
+    Returns:
+        The blurred images (a new tensor).
+    """
+    radius = int(4.0 * sigma + 0.5)
+    if radius == 0:
+        return images.clone()
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(images)
+    channels = images.shape[1]
+    for dim in (2, 3):
+        size = images.shape[dim]
+        # scipy's "reflect" extension (edge pixel repeated), periodic with period 2 * size.
+        positions = torch.arange(-radius, size + radius, device=images.device) % (2 * size)
+        positions = torch.where(positions < size, positions, 2 * size - 1 - positions)
+        padded = images.index_select(dim, positions)
+        weight = kernel.view(1, 1, -1, 1) if dim == 2 else kernel.view(1, 1, 1, -1)
+        images = F.conv2d(padded, weight.expand(channels, -1, -1, -1), groups=channels)
+    return images
+
+
+def _choice(values: Sequence[float], generator: Optional[torch.Generator]) -> float:
+    return values[int(torch.randint(len(values), (1,), generator=generator))]
+
+
+def _random_crop(images: torch.Tensor, shrink: int,
+                 generator: Optional[torch.Generator]) -> torch.Tensor:
+    dx, dy = (int(v) for v in torch.randint(shrink + 1, (2,), generator=generator))
+    height, width = images.shape[2] - shrink, images.shape[3] - shrink
+    return images[:, :, dy : dy + height, dx : dx + width]
+
+
+# Lucent's standard_transforms: pad 12, jitter 8, scale 0.9-1.1, rotate -10..10 deg, jitter 4.
+_SCALES = [1 + (i - 5) / 50.0 for i in range(11)]
+_ANGLES = list(range(-10, 11)) + 5 * [0]
+
+
+def random_transforms(images: torch.Tensor, pad_value: torch.Tensor,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Lucent's standard random transforms, differentiable, one draw for the whole batch.
+
+    Pad 12 px with grey, crop a random 8 px jitter, scale by 0.9-1.1, rotate by -10 to 10
+    degrees, crop a random 4 px jitter.
+
+    Args:
+        images: Normalized images ``[N, 3, H, W]``.
+        pad_value: The normalized value of the padding colour, ``[1, 3, 1, 1]``.
+        generator: Random source of the draws.
+
+    Returns:
+        The transformed images (their size changes slightly).
+    """
+    pad = 12
+    canvas = pad_value.to(images).expand(images.shape[0], -1, images.shape[2] + 2 * pad,
+                                         images.shape[3] + 2 * pad).clone()
+    canvas[:, :, pad:-pad, pad:-pad] = images
+    images = _random_crop(canvas, 8, generator)
+    scale = _choice(_SCALES, generator)
+    if scale != 1:
+        images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+    angle = math.radians(_choice(_ANGLES, generator))
+    if angle != 0:
+        cos, sin = math.cos(angle), math.sin(angle)
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=images.dtype,
+                             device=images.device).expand(images.shape[0], 2, 3)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                               align_corners=False)
+    return _random_crop(images, 4, generator)

@@ -1,0 +1,12 @@
+"""Saliency maps: the seed's vanilla gradient, SmoothGrad, Integrated Gradients, and the module."""
+
+from lightning_modules._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "SaliencyBatch": ".module", "SaliencyMap": ".module",
+    "attribution_map": ".functional", "class_score_gradient": ".functional",
+    "compute_saliency_maps": ".functional", "integrated_gradients": ".functional",
+    "integration_rule": ".functional", "resolve_baseline": ".functional",
+    "smoothgrad_saliency": ".functional", "INTEGRATION_METHODS": ".functional",
+    "METHODS": ".functional", "REDUCTIONS": ".functional",
+})

@@ -1,0 +1,171 @@
+"""The saliency LightningModule: maps of a frozen classifier for batches of labeled photos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
+from lightning_modules.errors import UserInputError, check_choice, check_non_negative
+from lightning_modules.saliency.functional import (
+    METHODS,
+    attribution_map,
+    compute_saliency_maps,
+    integrated_gradients,
+    integration_rule,
+    smoothgrad_saliency,
+)
+
+
+@dataclass
+class SaliencyBatch:
+    """What :meth:`SaliencyMap.predict_step` returns for one batch (all on the CPU).
+
+    Attributes:
+        names: File-name-safe name of each image.
+        pixels: The photos, 0-1 ``[B, 3, H, W]``.
+        maps: Non-negative saliency maps ``[B, H, W]``.
+        attributions: Integrated Gradients' signed ``[B, 3, H, W]``, else None.
+        predicted: Top-1 class index of each image.
+        probability: Softmax probability of the top-1 class.
+        target: The class each map explains.
+        true: The true class, or None where unknown.
+        categories: Class names, indexed by class.
+    """
+
+    names: list[str]
+    pixels: torch.Tensor
+    maps: torch.Tensor
+    attributions: Optional[torch.Tensor]
+    predicted: list[int]
+    probability: list[float]
+    target: list[int]
+    true: list[Optional[int]]
+    categories: list[str]
+
+    def class_name(self, index: Optional[int]) -> str:
+        """A class's name, or ``"unknown"`` for None."""
+        return "unknown" if index is None else self.categories[index]
+
+
+class SaliencyMap(pl.LightningModule):
+    """Saliency maps of a frozen classifier for a batch of labeled photos.
+
+    Run with ``python cli.py predict --config configs/saliency.yaml``: images come from
+    ``datamodules.labeled_images.LabeledImageData`` and ``callbacks.saliency_writer.SaliencyWriter``
+    saves the pictures. The config sets ``trainer.inference_mode: false``; ``predict_step``
+    also leaves inference mode itself, so a default ``Trainer`` works too.
+
+    Args:
+        backbone: Name of the frozen classifier.
+        weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
+        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"`` or
+            ``"integrated_gradients"``.
+        target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``
+            (the top-1 class), or one class for all images by index or ImageNet name.
+        noise_level: SmoothGrad's noise standard deviation, as a fraction of each image's range.
+        samples: SmoothGrad's number of noisy copies.
+        baseline: Integrated Gradients' starting image: ``"black"`` or ``"zero"`` (zeros in
+            normalized space, the mean colour; Captum's default).
+        steps: Integrated Gradients' number of points on the path.
+        integration: Integrated Gradients' quadrature rule (``"gausslegendre"``, as Captum, or
+            ``"riemann_trapezoid"``, ``"riemann_left"``, ...).
+        reduction: How Integrated Gradients' per-channel attributions become a map:
+            ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
+        channels_last: Run the backbone in channels-last memory format (faster on tensor-core
+            GPUs; the same maps up to float rounding).
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        weights: str = "default",
+        method: str = "vanilla",
+        target: Union[int, str] = "true",
+        noise_level: float = 0.15,
+        samples: int = 25,
+        baseline: str = "black",
+        steps: int = 50,
+        integration: str = "gausslegendre",
+        reduction: str = "abs_sum",
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        check_choice("method", method, METHODS, "saliency method")
+        check_choice("baseline", baseline, ("black", "zero"))
+        check_choice("reduction", reduction, ("abs_sum", "positive", "abs_max"))
+        check_non_negative("noise_level", noise_level)
+        if not samples >= 1:
+            raise UserInputError(f"samples must be at least 1, got {samples}.")
+        integration_rule(steps, integration)  # checks steps and the rule's name
+        if isinstance(target, bool):  # YAML's bare true; bool would pass as class 1
+            raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
+                                 "quote 'true' in YAML.")
+        self.backbone: Backbone = load_backbone(backbone, weights)
+        if channels_last:
+            self.backbone.use_channels_last()
+        self.method = method
+        self.target = target
+        self.fixed_target = (None if target in ("true", "predicted")
+                             else self.backbone.class_index(target))
+        self.noise_level = noise_level
+        self.samples = samples
+        self.baseline = baseline
+        self.steps = steps
+        self.integration = integration
+        self.reduction = reduction
+
+    def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
+                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The chosen method's maps ``[B, H, W]`` (and IG's ``[B, 3, H, W]`` attributions).
+
+        Args:
+            inputs: Normalized images ``[B, 3, H, W]``.
+            targets: The class to explain for each image, ``[B]``.
+        """
+        if self.method == "vanilla":
+            return compute_saliency_maps(inputs, targets, self.backbone), None
+        if self.method == "smoothgrad":
+            return smoothgrad_saliency(inputs, targets, self.backbone, self.noise_level,
+                                       self.samples), None
+        attributions = integrated_gradients(inputs, targets, self.backbone, self.baseline,
+                                            self.steps, self.integration)
+        return attribution_map(attributions, self.reduction), attributions
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> SaliencyBatch:
+        """Classify a batch of ``LabeledImageData`` (``pixels``, ``names``, ``labels``) and
+        compute the saliency of each image."""
+        true = [None if label is None else self.backbone.class_index(label)
+                for label in batch["labels"]]
+        if self.target == "true" and None in true:
+            raise UserInputError(
+                f"Image '{batch['names'][true.index(None)]}' has no label, so target 'true' is "
+                "undefined; give --data.labels or set --model.target to 'predicted' or a class."
+            )
+        # Leave inference mode too: under the Trainer's default (inference_mode=True)
+        # enable_grad alone cannot record a graph. The clone makes a normal tensor of the batch.
+        with torch.inference_mode(False), torch.enable_grad():
+            pixels = batch["pixels"].clone()
+            inputs = self.backbone.normalize(pixels)
+            with torch.no_grad():
+                probabilities = self.backbone(inputs).softmax(dim=1)
+            probability, predicted = probabilities.max(dim=1)
+            if self.fixed_target is not None:
+                targets = [self.fixed_target] * len(true)
+            else:
+                targets = predicted.tolist() if self.target == "predicted" else true
+            maps, attributions = self.saliency(inputs, torch.tensor(targets, device=inputs.device))
+        return SaliencyBatch(
+            names=list(batch["names"]),
+            pixels=pixels.detach().cpu(),
+            maps=maps.detach().cpu(),
+            attributions=None if attributions is None else attributions.detach().cpu(),
+            predicted=predicted.tolist(),
+            probability=probability.tolist(),
+            target=list(targets),
+            true=true,
+            categories=self.backbone.categories,
+        )

@@ -1,0 +1,9 @@
+"""Neural style transfer, feature inversion and texture synthesis: the seed's losses and modules."""
+
+from lightning_modules._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "StyleTransfer": ".module", "FeatureInversion": ".module", "TextureSynthesis": ".module",
+    "content_loss": ".functional", "gram_matrix": ".functional", "style_loss": ".functional",
+    "tv_loss": ".functional", "extract_features": ".functional", "keep_colors": ".functional",
+})

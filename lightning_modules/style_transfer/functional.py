@@ -1,0 +1,144 @@
+"""The style-transfer losses of the CS231n homework, batched, and colour preservation.
+
+No Lightning and no files here: this is what a notebook imports.
+
+The formulas and signatures are the homework's. Each loss returns one value per image, shaped
+``[N]``: images of a batch never mix, and ``loss.sum()`` (or, for a single image, the one-element
+result itself) can be back-propagated. Gram matrices and sums are accumulated in float32 so that
+mixed-precision runs give the same losses.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from lightning_modules.image_optimization.parameterizations import at_least_float32
+
+
+def extract_features(x: torch.Tensor, model: nn.Module) -> list[torch.Tensor]:
+    """Run ``x`` through ``model.features`` and keep every layer's output (the homework's helper).
+
+    Args:
+        x: Normalized images ``[N, 3, H, W]``.
+        model: Anything whose ``features`` is an iterable of layers, such as a
+            :class:`~lightning_modules.backbones.Backbone` or a torchvision SqueezeNet.
+
+    Returns:
+        The output of each layer of ``model.features``, in order.
+    """
+    features = []
+    current = x
+    for layer in model.features:
+        current = layer(current)
+        features.append(current)
+    return features
+
+
+def content_loss(
+    content_weight: float | torch.Tensor,
+    content_current: torch.Tensor,
+    content_original: torch.Tensor,
+) -> torch.Tensor:
+    """Content loss ``w * sum((F - P)^2)`` per image.
+
+    Args:
+        content_weight: Scalar weight ``w``.
+        content_current: Features of the current image ``[N, C, H, W]``.
+        content_original: Features of the content image, ``[N, C, H, W]`` or ``[1, C, H, W]``.
+
+    Returns:
+        ``[N]`` losses.
+    """
+    difference = at_least_float32(content_current) - at_least_float32(content_original)
+    return content_weight * difference.pow(2).flatten(1).sum(1)
+
+
+def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Gram matrices of feature maps.
+
+    Args:
+        features: ``[N, C, H, W]`` feature maps.
+        normalize: Divide by ``C * H * W``, as the homework does.
+
+    Returns:
+        ``[N, C, C]`` Gram matrices in float32.
+    """
+    batch, channels, height, width = features.shape
+    flat = at_least_float32(features).reshape(batch, channels, height * width)
+    # Autocast would run the matmul in bf16/fp16; the products of many activations need fp32.
+    with torch.autocast(device_type=flat.device.type, enabled=False):
+        gram = torch.bmm(flat, flat.transpose(1, 2))
+    if normalize:
+        gram = gram / (channels * height * width)
+    return gram
+
+
+def style_loss(
+    feats: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
+    style_layers: Sequence[int],
+    style_targets: Sequence[torch.Tensor],
+    style_weights: Sequence[float] | torch.Tensor,
+) -> torch.Tensor:
+    """Style loss ``sum_l w_l * sum((G_l - A_l)^2)`` per image.
+
+    Args:
+        feats: Features of the current image, indexable by layer index (the list from
+            :func:`extract_features`, or a mapping from layer index to feature map).
+        style_layers: The layer indices used for the style loss.
+        style_targets: Gram matrix ``A_l`` of the style for each entry of ``style_layers``,
+            ``[N, C, C]`` or ``[1, C, C]``.
+        style_weights: Weight ``w_l`` for each entry of ``style_layers``.
+
+    Returns:
+        ``[N]`` losses.
+    """
+    total = None
+    for layer, target, weight in zip(style_layers, style_targets, style_weights):
+        gram = gram_matrix(feats[layer])
+        term = weight * (gram - at_least_float32(target)).pow(2).flatten(1).sum(1)
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("style_loss needs at least one style layer.")
+    return total
+
+
+def tv_loss(img: torch.Tensor, tv_weight: float | torch.Tensor) -> torch.Tensor:
+    """Total-variation loss: ``w * (sum of squared vertical + horizontal neighbour differences)``.
+
+    Args:
+        img: Images ``[N, 3, H, W]``.
+        tv_weight: Scalar weight ``w``.
+
+    Returns:
+        ``[N]`` losses.
+    """
+    img = at_least_float32(img)
+    vertical = (img[:, :, 1:, :] - img[:, :, :-1, :]).pow(2).flatten(1).sum(1)
+    horizontal = (img[:, :, :, 1:] - img[:, :, :, :-1]).pow(2).flatten(1).sum(1)
+    return tv_weight * (vertical + horizontal)
+
+
+# YIQ, as in Gatys et al. 2017 "Controlling perceptual factors": luminance Y, chrominance I, Q.
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
+)
+
+
+def keep_colors(result: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Combine the luminance of ``result`` with the chrominance of ``content``.
+
+    Args:
+        result: 0-1 pixels ``[3, H, W]``.
+        content: 0-1 pixels of the same size.
+
+    Returns:
+        0-1 pixels ``[3, H, W]``.
+    """
+    to_yiq = _RGB_TO_YIQ.to(result)
+    result_yiq = torch.einsum("ij,jhw->ihw", to_yiq, result)
+    content_yiq = torch.einsum("ij,jhw->ihw", to_yiq, content)
+    mixed = torch.cat([result_yiq[:1], content_yiq[1:]])
+    return torch.einsum("ij,jhw->ihw", torch.linalg.inv(to_yiq), mixed).clamp(0, 1)
