@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from lightning_modules.errors import UserInputError
 
@@ -51,6 +51,13 @@ def line_plot(path: Path, steps: Sequence[float], series: dict[str, Sequence[flo
     if legend:
         axes.legend(**(legend_options or {}))
     figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Write a matplotlib figure to a new PNG file (never over an existing one), then close it."""
+    from matplotlib import pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(path, "xb") as handle:

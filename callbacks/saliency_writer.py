@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from callbacks.plots import save_figure
 from callbacks.run_directory import run_directory
 from datamodules.images import save_png
 from lightning_modules.errors import UserInputError
@@ -165,14 +166,7 @@ class SaliencyWriter(BasePredictionWriter):
             photo.axis("off")
             heat.axis("off")
         figure.tight_layout()
-        try:
-            with open(path, "xb") as handle:
-                figure.savefig(handle, format="png")
-        except FileExistsError:
-            raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
-        finally:
-            plt.close(figure)
-        return path
+        return save_figure(figure, path)
 
     @staticmethod
     def append_rows(result: SaliencyBatch, path: Path) -> Path:

@@ -5,8 +5,8 @@ from lightning_modules._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "FoolingImage": ".module", "FoolingJob": ".module",
     "FoolingAttack": ".functional", "FoolingProgress": ".functional",
-    "ProjectedStep": ".functional", "SeedStep": ".functional",
+    "ProjectedStep": ".steps", "SeedStep": ".steps",
     "RESULT_COLUMNS": ".functional", "make_fooling_image": ".functional",
-    "pgd_attack": ".functional", "project": ".functional", "quantize_pixels": ".functional",
-    "summarize": ".functional", "target_objective": ".functional",
+    "pgd_attack": ".functional", "project": ".steps", "quantize_pixels": ".steps",
+    "summarize": ".functional", "target_objective": ".steps",
 })

@@ -27,75 +27,23 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from lightning_modules.backbones.normalization import (
-    channel_values,
-    clamp_to_range,
-    denormalize,
-    normalize,
-    pixel_range,
-)
+from lightning_modules.backbones.normalization import denormalize, normalize
 from lightning_modules.errors import UserInputError, check_choice
-from lightning_modules.image_optimization.steps import GradientAscent, per_image_norm, unit_step
+from lightning_modules.fooling.steps import (  # noqa: F401 - re-exported: the seed's API
+    Norm,
+    ProjectedStep,
+    SeedStep,
+    project,
+    quantize_pixels,
+    target_objective,
+)
 
 Method = Literal["seed", "pgd"]
-Norm = Literal["linf", "l2"]
 Loss = Literal["ce", "margin"]
 
 RESULT_COLUMNS = ("name", "true_class", "target_class", "success", "steps", "l2", "linf", "ssim",
                   "psnr", "p_target", "predicted_class")
-
-
-# --------------------------------------------------------------------------- helpers
-def quantize_pixels(pixels: torch.Tensor) -> torch.Tensor:
-    """Round 0-1 pixels to the 8-bit levels a PNG stores (clamped to [0, 1] first).
-
-    Args:
-        pixels: 0-1 pixels of any shape.
-
-    Returns:
-        The pixels as they read back from an 8-bit file.
-    """
-    return pixels.clamp(0, 1).mul(255).round().div(255)
-
-
-def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
-    """Project each image's change onto the ``eps`` ball of the L∞ or L2 norm.
-
-    Args:
-        delta: Changes ``[N, 3, H, W]`` in 0-1 pixel units.
-        eps: The radius of the ball.
-        norm: ``"linf"`` (clip every pixel to ±eps) or ``"l2"`` (shrink the whole change).
-
-    Returns:
-        The projected changes.
-    """
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    return delta * (eps / per_image_norm(delta).clamp_min(1e-12)).clamp(max=1)
-
-
-def target_objective(logits: torch.Tensor, target_y: torch.Tensor, loss: str) -> torch.Tensor:
-    """What an attack raises, one value per image.
-
-    Args:
-        logits: ``[N, C]`` class scores.
-        target_y: ``[N]`` target classes.
-        loss: ``"score"`` (the raw target score, the seed's), ``"ce"`` (minus the cross-entropy
-            towards the target, i.e. ``log p(target)``) or ``"margin"`` (the target score minus
-            the best other score, as in Carlini and Wagner).
-
-    Returns:
-        ``[N]`` values.
-    """
-    target_scores = logits.gather(1, target_y[:, None]).squeeze(1)
-    if loss == "score":
-        return target_scores
-    if loss == "ce":
-        return -F.cross_entropy(logits, target_y, reduction="none")
-    others = logits.scatter(1, target_y[:, None], float("-inf"))
-    return target_scores - others.max(dim=1).values
 
 
 def _as_targets(target_y: int | Sequence[int] | torch.Tensor, count: int,
@@ -126,83 +74,6 @@ class FoolingProgress:
         return cls(torch.zeros(count, dtype=torch.bool, device=device),
                    torch.zeros(count, dtype=torch.long, device=device),
                    torch.zeros(count, device=device))
-
-
-def _moving_rows(gradient: torch.Tensor) -> torch.Tensor:
-    """The rows (images) whose gradient is not all zero: the others must stay exactly as they are."""
-    return gradient.flatten(1).ne(0).any(dim=1).nonzero().squeeze(1)
-
-
-class SeedStep(GradientAscent):
-    """The homework's fooling step ``image += lr * g / ||g||_2`` (``g`` the gradient of the
-    target's raw score), then, with the normalization known, a clamp to the valid pixels.
-
-    Args:
-        params: Normalized images, batch first.
-        lr: Step length in normalized units.
-        mean: Per-channel mean of the normalization, or None (the homework: no clamp).
-        std: Per-channel standard deviation.
-    """
-
-    def __init__(self, params: Any, lr: float, mean: Any = None, std: Any = None) -> None:
-        super().__init__(params, lr=lr, normalize=True)
-        self.bounds = None if mean is None else pixel_range(mean, std)
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = super().step(closure)
-        if self.bounds is not None:
-            for group in self.param_groups:
-                for param in group["params"]:
-                    param.copy_(clamp_to_range(param, *self.bounds))
-        return loss
-
-
-class ProjectedStep(torch.optim.Optimizer):
-    """One targeted PGD step in 0-1 pixel units, projected into the ``eps`` ball around the
-    image the parameter held at its first step (its state's ``origin``).
-
-    The ascent direction of the objective is ``-grad`` of the loss, taken with respect to the
-    pixels (normalizing divides by ``std``): its sign (L∞) or its unit vector (L2).
-
-    Args:
-        params: Normalized images, batch first.
-        eps: The budget: the largest ``||δ||`` in 0-1 pixel units.
-        step_size: The step in 0-1 pixel units.
-        norm: ``"linf"`` or ``"l2"``.
-        mean: Per-channel mean of the normalization.
-        std: Per-channel standard deviation.
-    """
-
-    def __init__(self, params: Any, eps: float, step_size: float, norm: Norm, mean: Any,
-                 std: Any) -> None:
-        super().__init__(params, {"eps": eps, "step_size": step_size, "norm": norm})
-        self.mean, self.std = mean, std
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                origin = self.state[param].setdefault("origin", param.detach().clone())
-                rows = _moving_rows(param.grad)
-                if rows.numel() == 0:
-                    continue
-                pixel_gradient = -param.grad[rows] / channel_values(self.std, param)
-                ascent = (pixel_gradient.sign() if group["norm"] == "linf"
-                          else unit_step(pixel_gradient))
-                pixels = denormalize(param[rows], self.mean, self.std)
-                origin_pixels = denormalize(origin[rows], self.mean, self.std)
-                delta = project(pixels + group["step_size"] * ascent - origin_pixels,
-                                group["eps"], group["norm"])
-                # Clamping moves pixels towards the (valid) origin, so δ stays inside the ball.
-                param[rows] = normalize((origin_pixels + delta).clamp(0, 1), self.mean, self.std)
-        return loss
 
 
 @dataclass

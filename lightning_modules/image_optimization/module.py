@@ -123,25 +123,11 @@ class ImageOptimization(pl.LightningModule):
         """
         self._data = (list(items), batch_size)
 
-    @property
-    def job_indices(self) -> list[int]:
-        """The run's indices of this process's current jobs."""
-        return self.plan.indices if self.plan is not None else []
-
-    @property
-    def idle(self) -> bool:
-        """This process has no job in the chunk and repeats one, writing nothing."""
-        return self.plan is not None and self.plan.idle
-
-    @property
-    def chunk(self) -> int:
-        """The index of the current chunk."""
-        return self.plan.chunk if self.plan is not None else 0
-
-    @property
-    def chunk_size(self) -> int:
-        """The number of jobs in the current chunk, over all processes."""
-        return self.plan.chunk_size if self.plan is not None else len(self.slots)
+    # The plan's view of the current chunk (see JobPlan): empty before setup.
+    job_indices = property(lambda self: self.plan.indices if self.plan else [])
+    idle = property(lambda self: self.plan is not None and self.plan.idle)
+    chunk = property(lambda self: self.plan.chunk if self.plan else 0)
+    chunk_size = property(lambda self: self.plan.chunk_size if self.plan else len(self.slots))
 
     def _world(self) -> tuple[int, int]:
         if self._trainer is None:

@@ -17,7 +17,31 @@ def unit_step(gradient: torch.Tensor) -> torch.Tensor:
     return gradient / per_image_norm(gradient).clamp_min(1e-12)
 
 
-class GradientAscent(torch.optim.Optimizer):
+class ImageStep(torch.optim.Optimizer):
+    """An update rule on image parameters: :meth:`update` moves one parameter from its gradient.
+
+    ``step`` runs the closure (under gradients, for Lightning) and calls :meth:`update` for each
+    parameter that has a gradient, without recording a graph.
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    self.update(param, group)
+        return loss
+
+    def update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
+        """Move ``param`` in place from ``param.grad``, with its group's options."""
+        raise NotImplementedError
+
+
+class GradientAscent(ImageStep):
     """The homework's update, as an optimizer that *descends* the loss ``-objective``.
 
     ``normalize=False`` is the homework's ``image += lr * grad``; ``normalize=True`` divides each
@@ -34,16 +58,6 @@ class GradientAscent(torch.optim.Optimizer):
     def __init__(self, params: Any, lr: float, normalize: bool = True) -> None:
         super().__init__(params, {"lr": lr, "normalize": normalize})
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = unit_step(param.grad) if group["normalize"] else param.grad
-                param.sub_(grad, alpha=group["lr"])
-        return loss
+    def update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
+        grad = unit_step(param.grad) if group["normalize"] else param.grad
+        param.sub_(grad, alpha=group["lr"])

@@ -1,0 +1,196 @@
+"""Tests of the shared base: jobs and chunks, metrics, parameterizations, update rules, the one
+data path, checkpoint contents, naming, and the layering rules (functional code without
+Lightning, modules that write no file and import no callback)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from callbacks import FoolingReport
+from datamodules import StepLoader, StyleTransferData
+from lightning_modules import StyleTransfer
+from lightning_modules.errors import DivergedError, UserInputError
+from lightning_modules.fooling import FoolingImage, ProjectedStep, SeedStep
+from lightning_modules.image_optimization import (
+    FourierImage,
+    GradientAscent,
+    JobPlan,
+    LossRecord,
+    PixelImage,
+    make_parameterization,
+    size_groups,
+)
+from lightning_modules.naming import class_file_name, safe_name, unique_names
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- jobs
+def test_job_plan_shares_each_chunk_between_processes() -> None:
+    jobs = list("abcde")
+    plans = [JobPlan(jobs, batch_size=2, world_size=2, rank=rank) for rank in (0, 1)]
+    assert plans[0].chunks == [[0, 1, 2, 3], [4]]
+    assert [plan.current() for plan in plans] == [["a", "c"], ["b", "d"]]
+    for plan in plans:
+        plan.chunk = 1
+    # Rank 1 has nothing in the last chunk: it repeats rank 0's job and is idle.
+    assert [plan.indices for plan in plans] == [[4], [4]]
+    assert [plan.idle for plan in plans] == [False, True]
+    assert plans[1].chunk_size == 1
+
+
+def test_job_plan_keeps_sizes_apart_and_refuses_no_jobs() -> None:
+    plan = JobPlan(list("abcd"), sizes=[(8, 8), (9, 9), (8, 8), (9, 9)], batch_size=4)
+    assert plan.chunks == [[0, 2], [1, 3]]
+    with pytest.raises(UserInputError, match="nothing to optimize"):
+        JobPlan([])
+
+
+def test_size_groups_give_each_job_a_row_of_its_size() -> None:
+    slots, groups = size_groups(["a", "b", "c"], [(8, 8), (9, 9), (8, 8)])
+    assert [(s.name, s.group, s.row) for s in slots] == [("a", 0, 0), ("b", 1, 0), ("c", 0, 1)]
+    assert groups == [[0, 2], [1]]
+
+
+# --------------------------------------------------------------------------- metrics
+def test_loss_record_keeps_rows_and_stops_on_nan() -> None:
+    record = LossRecord()
+    record.append(1, {"a_loss": torch.tensor(2.0), "loss": torch.tensor(3.0)}, scale=0.5)
+    record.append(2, {"a_loss": torch.tensor(4.0), "loss": torch.tensor(6.0)}, scale=0.5)
+    assert record.flush().tolist() == [2.0, 3.0]
+    assert record.take_rows() == [{"step": 1.0, "a_loss": 1.0, "loss": 1.5},
+                                  {"step": 2.0, "a_loss": 2.0, "loss": 3.0}]
+    record.append(3, {"a_loss": torch.tensor(float("nan")), "loss": torch.tensor(1.0)}, 1.0)
+    with pytest.raises(DivergedError, match="step 2"):
+        record.flush()
+
+
+# --------------------------------------------------------------------------- parameterizations
+def test_parameterizations_render_keep_valid_and_smooth_on_their_own_terms() -> None:
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
+    low, high = -mean / std, (1 - mean) / std
+    generator = torch.Generator().manual_seed(0)
+    pixel = PixelImage(init_std=3.0)
+    image = pixel.start(2, 8, 8, low, high, generator)
+    assert image.min() >= low.min() and image.max() <= high.max()
+    moved = image + 10
+    pixel.project_(moved, low, high)
+    assert torch.equal(moved, high.expand_as(moved))
+    noisy = torch.randn(1, 3, 8, 8, generator=generator)
+    smoothed = noisy.clone()
+    pixel.smooth_(smoothed, 1.0)
+    assert smoothed.std() < noisy.std()
+    fourier = FourierImage()
+    spectrum = fourier.start(2, 8, 8, low, high, generator) * 500
+    before = spectrum.clone()
+    fourier.project_(spectrum, low, high)
+    fourier.smooth_(spectrum, 1.0)
+    assert torch.equal(spectrum, before)  # a spectrum needs neither: its sigmoid keeps pixels valid
+    pixels = fourier.to_pixels(spectrum, mean, std)
+    assert pixels.shape == (2, 3, 8, 8) and 0 <= pixels.min() and pixels.max() <= 1
+    torch.testing.assert_close(fourier.to_inputs(spectrum, mean, std), (pixels - mean) / std)
+    assert pixel.normalized_lr != fourier.normalized_lr
+    with pytest.raises(UserInputError, match="Unknown parameterization 'wavelet'"):
+        make_parameterization("wavelet")
+
+
+# --------------------------------------------------------------------------- update rules
+def test_steps_leave_a_row_with_zero_gradient_exactly_as_it_is() -> None:
+    mean, std = (0.5,) * 3, (0.25,) * 3
+    for make in (lambda p: GradientAscent(p, lr=1.0), lambda p: SeedStep(p, 1.0, mean, std),
+                 lambda p: ProjectedStep(p, 0.1, 0.05, "linf", mean, std)):
+        image = torch.nn.Parameter(torch.rand(2, 3, 4, 4) - 0.5)
+        before = image.detach().clone()
+        image.grad = torch.zeros_like(image)
+        image.grad[1] = torch.randn(3, 4, 4)
+        make([image]).step()
+        assert torch.equal(image[0], before[0])
+        assert not torch.equal(image[1], before[1])
+
+
+# --------------------------------------------------------------------------- the data path
+def test_jobs_reach_a_module_through_set_jobs_without_a_datamodule(content_image: Path,
+                                                                  tmp_path: Path) -> None:
+    data = StyleTransferData(content=str(content_image), style=None, image_size=16)
+    data.setup("fit")
+    from lightning_modules import FeatureInversion
+
+    module = FeatureInversion(backbone="tiny", weights="random", content_layers=[2])
+    module.set_jobs(data.jobs)
+    pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, default_root_dir=tmp_path).fit(
+        module, train_dataloaders=StepLoader())
+    assert [slot.name for slot in module.slots] == ["content"]
+
+
+def test_a_module_without_its_data_says_which_it_needs(tmp_path: Path) -> None:
+    module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                           style_layers=[1, 2], style_weights=[1.0, 1.0])
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(UserInputError, match="needs a StyleTransferData datamodule"):
+        trainer.fit(module, train_dataloaders=StepLoader())
+
+
+def test_fooling_report_needs_the_image_writer_before_it(tmp_path: Path) -> None:
+    from datamodules import LabeledImageData
+
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path,
+                         callbacks=[FoolingReport()])
+    with pytest.raises(UserInputError, match="ImageWriter before it"):
+        trainer.fit(FoolingImage(backbone="tiny", weights="random", target=3),
+                    LabeledImageData(image_size=16))
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_checkpoint_holds_images_jobs_and_losses_but_not_the_backbone(
+        content_image: Path, style_image: Path, tmp_path: Path) -> None:
+    module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                           style_layers=[1, 2], style_weights=[1.0, 1.0])
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, log_every_n_steps=1)
+    trainer.fit(module, StyleTransferData(content=str(content_image), style=str(style_image),
+                                          image_size=16))
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    saved = torch.load(tmp_path / "run.ckpt", weights_only=False)
+    assert list(saved["state_dict"]) == ["images.0"]
+    assert saved["image_jobs"] == {"chunk": 0, "world_size": 1,
+                                   "slots": [["content__style", 0, 0]]}
+    assert [row["step"] for row in saved["loss_rows"]] == [1.0, 2.0, 3.0]
+
+
+# --------------------------------------------------------------------------- naming
+def test_one_rule_for_names() -> None:
+    assert safe_name("my photo (1).v2") == "my_photo_1_.v2"
+    assert safe_name("...") == "image"
+    assert class_file_name(207, "golden retriever") == "0207_golden_retriever"
+    assert class_file_name(948, "Granny Smith") == "0948_granny_smith"
+    assert unique_names(["a", "b", "a", "a", "a_2"]) == ["a", "b", "a_2", "a_3", "a_2_2"]
+
+
+# --------------------------------------------------------------------------- layering
+def test_functional_code_imports_no_lightning() -> None:
+    code = ("import sys\n"
+            "import lightning_modules.style_transfer.functional, "
+            "lightning_modules.class_visualization.functional, "
+            "lightning_modules.fooling.functional, lightning_modules.saliency.functional\n"
+            "from lightning_modules import gram_matrix, create_class_visualization\n"
+            "assert not [m for m in sys.modules if m.startswith(('pytorch_lightning', "
+            "'lightning_fabric'))], 'Lightning was imported'\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_no_module_imports_callbacks_or_writes_files() -> None:
+    for path in (ROOT / "lightning_modules").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) callbacks", text, re.M), path
+        assert not re.search(r"save_png|open\(|savefig|\.write_text|\.mkdir", text), path
