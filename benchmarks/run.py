@@ -291,10 +291,11 @@ class PlainRunner:
                                                              config.image_size)).to(self.device)
         else:
             from lightning_modules.class_visualization import default_learning_rate
+            from lightning_modules.image_optimization import make_parameterization
 
             if self.args.get("lr") is None:
-                self.args["lr"] = default_learning_rate(self.args["step"],
-                                                        self.args["parameterization"])
+                self.args["lr"] = default_learning_rate(
+                    self.args["step"], make_parameterization(self.args["parameterization"]))
 
     def steps(self, seed: int = 0, fused: bool = False) -> Iterator[Optional[torch.Tensor]]:
         """A fresh plain loop, as a generator of steps (see ``benchmarks/plain_loop.py``).
