@@ -4,8 +4,9 @@
     python cli.py fit --config configs/style_transfer.yaml --print_config
 
 Every run writes into a fresh directory (``runs/<technique>/version_<n>/``): the config, the
-images, ``losses.csv``, ``loss_curve.png`` and ``checkpoints/last.ckpt``. Bad input ends with one
-sentence on stderr and a non-zero exit, never a traceback.
+images, ``losses.csv``, ``loss_curve.png`` and ``checkpoints/last.ckpt``; ``--trainer.default_root_dir
+DIR`` puts it in ``DIR/<technique>/version_<n>/`` instead, unless the logger's ``save_dir`` is set.
+Bad input ends with one sentence on stderr and a non-zero exit, never a traceback.
 
     python cli.py fit --config ... --trainer.devices 2 --trainer.accelerator cpu   # 2 processes
     python cli.py fit --config ... --ckpt_path last    # continue the latest interrupted run
@@ -38,10 +39,14 @@ from lightning_modules.errors import DivergedError, UserInputError
 CHECKPOINT_DEFAULTS = {"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
                        "checkpoint.every_n_train_steps": 50}
 
+# Where run directories go when neither the logger's save_dir nor --trainer.default_root_dir
+# says (see ImageCLI._runs_under_default_root_dir).
+DEFAULT_SAVE_DIR = "runs"
+
 TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "pytorch_lightning.loggers.CSVLogger",
-        "init_args": {"save_dir": "runs", "name": "run"},
+        "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": "run"},
     },
     # Losses are kept on the device and read every 10 steps (ImageOptimization.record_losses);
     # losses.csv still gets every step, metrics.csv and the progress bar every 10th.
@@ -53,8 +58,29 @@ TRAINER_DEFAULTS = {
 }
 
 
+# validate and test would need a validation or test step, which no technique has.
+SUBCOMMANDS = ("fit", "predict")
+
+
 class ImageCLI(LightningCLI):
     """LightningCLI with the image, checkpoint and signal callbacks always on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        self._asked = argv[0] if isinstance(argv, (list, tuple)) and argv else None
+        super().__init__(*args, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        """``fit`` and ``predict``; only the one asked for when the command line names it.
+
+        Each subcommand's parser (the Trainer's, model's and data's signatures) took about
+        0.1 s of start-up to build, so ``cli.py fit ...`` builds only ``fit``'s;
+        ``cli.py --help`` still lists both.
+        """
+        offered = {name: skip for name, skip in LightningCLI.subcommands().items()
+                   if name in SUBCOMMANDS}
+        return {self._asked: offered[self._asked]} if self._asked in offered else offered
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ImageWriter, "images")
@@ -81,8 +107,27 @@ class ImageCLI(LightningCLI):
             trainer.callbacks = [Namespace(
                 class_path="pytorch_lightning.callbacks.TQDMProgressBar",
                 init_args=Namespace(refresh_rate=max(1, trainer.log_every_n_steps)))]
+        self._runs_under_default_root_dir(trainer)
         if self.subcommand == "fit" and config.get("ckpt_path"):
             self._resume_in_place(config, processes)
+
+    @staticmethod
+    def _runs_under_default_root_dir(trainer: Namespace) -> None:
+        """``--trainer.default_root_dir DIR`` puts the run directory under DIR.
+
+        Lightning lets a logger's ``save_dir`` override ``default_root_dir``, and our default
+        logger has one (``runs``), so without this ``default_root_dir`` would move nothing. The
+        configs leave ``save_dir`` out; a ``save_dir`` other than the default ``runs`` was chosen
+        by the user and wins. (A ``save_dir`` of ``runs`` given explicitly cannot be told from
+        the default: with ``default_root_dir`` it also moves to DIR.)
+        """
+        root = trainer.get("default_root_dir")
+        logger = trainer.get("logger")
+        if not root or not isinstance(logger, Namespace):
+            return
+        init_args = logger.get("init_args")
+        if isinstance(init_args, Namespace) and init_args.get("save_dir") == DEFAULT_SAVE_DIR:
+            init_args.save_dir = str(root)
 
     def _resume_in_place(self, config: Namespace, processes: Optional[int]) -> None:
         """Point ``ckpt_path`` and the logger at the run being continued.

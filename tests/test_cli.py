@@ -201,3 +201,42 @@ def test_error_after_trainer_start_is_alone_on_real_stderr(workdir, style_image)
     assert completed.returncode == 1
     assert completed.stderr.strip().splitlines() == [
         f"error: Image file not found: {workdir / 'missing.jpg'}."]
+
+
+def test_default_root_dir_holds_the_run_and_its_resume(workdir, content_image, style_image) -> None:
+    """``--trainer.default_root_dir DIR``: the run goes to DIR/<name>/version_0, and
+    ``--ckpt_path last`` with the same DIR continues it there (real processes, tiny backbone)."""
+    import subprocess
+    import sys
+
+    root = workdir / "elsewhere"
+    command = [sys.executable, str(REPO / "tests" / "tiny_cli.py"),
+               *tiny_args(content_image, style_image, "--trainer.default_root_dir", str(root))]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = root / "style_transfer" / "version_0"
+    assert (run / "content__style.png").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert not (workdir / "runs").exists()
+
+    resumed = subprocess.run([*command, "--trainer.max_steps", "6", "--ckpt_path", "last"],
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "config_resumed.yaml").is_file()
+    assert sorted(p.name for p in (root / "style_transfer").iterdir()) == ["version_0"]
+    assert not (workdir / "runs").exists()
+
+
+def test_explicit_save_dir_wins_over_default_root_dir(workdir, content_image, style_image) -> None:
+    assert cli.main(tiny_args(content_image, style_image, "--trainer.default_root_dir", "root",
+                              "--trainer.logger.init_args.save_dir", "mine")) == 0
+    assert (workdir / "mine" / "style_transfer" / "version_0" / "content__style.png").is_file()
+    assert not (workdir / "root" / "style_transfer").exists()
+    assert not (workdir / "runs").exists()
+
+
+def test_only_fit_and_predict_are_offered(workdir, capsys) -> None:
+    """No technique has a validation or test step, so those subcommands are not offered."""
+    assert cli.main(["validate", "--config", STYLE_CONFIG]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "invalid choice" in err and "'fit', 'predict'" in err, err
