@@ -34,6 +34,13 @@ from pytorch_lightning.loggers import CSVLogger
 from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
 from lightning_modules.errors import DivergedError, UserInputError
 
+# `--model FoolingImage` finds the class among the imported LightningModule subclasses, and the
+# package exports are lazy: import the techniques (their costly imports stay lazy inside).
+import lightning_modules.class_visualization.module  # noqa: E402,F401
+import lightning_modules.fooling.module  # noqa: E402,F401
+import lightning_modules.saliency.module  # noqa: E402,F401
+import lightning_modules.style_transfer.module  # noqa: E402,F401
+
 # Checkpoints: checkpoints/last.ckpt in the run directory, renewed every 50 steps and at the end
 # of each chunk of jobs; --checkpoint.every_n_train_steps changes the period.
 CHECKPOINT_DEFAULTS = {"checkpoint.save_last": True, "checkpoint.save_top_k": 0,

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 
+from callbacks.image_writer import require_image_writer
 from callbacks.plots import line_plot
 from callbacks.run_directory import run_directory
 from callbacks.sheets import grid_sheet
@@ -30,6 +31,8 @@ class ClassReport(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)  # a collective call: every process is here
+        if hasattr(pl_module, "class_records"):
+            require_image_writer(trainer, self, "lays out")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if hasattr(pl_module, "class_records") and not pl_module.idle:

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.image_writer import ImageWriter
+from callbacks.image_writer import require_image_writer
 from callbacks.run_directory import run_directory
 from datamodules.images import image_to_tensor, load_image
 from lightning_modules.errors import UserInputError
@@ -38,10 +38,7 @@ class FoolingReport(pl.Callback):
         self.directory = run_directory(trainer)  # a collective call: every process is here
         if not hasattr(pl_module, "score"):
             return
-        writers = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, ImageWriter)]
-        if not writers or writers[0] > trainer.callbacks.index(self):
-            raise UserInputError("FoolingReport judges the PNGs that ImageWriter saves: put an "
-                                 "ImageWriter before it in the trainer's callbacks.")
+        require_image_writer(trainer, self, "judges")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not hasattr(pl_module, "score") or pl_module.idle:

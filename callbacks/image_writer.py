@@ -12,16 +12,17 @@ from PIL import Image
 from callbacks.run_directory import run_directory
 from callbacks.sheets import make_sheet
 from datamodules.images import save_png
+from lightning_modules.errors import UserInputError
 
 
 class ImageWriter(pl.Callback):
     """Saves each job's image every ``every_n_steps`` steps and at the end, plus a sheet.
 
-    Files, in the run directory: ``snapshots/<job>_step<k>.png``, ``<job>.png`` (the result)
-    and ``<job>_sheet.png`` (the inputs and the result side by side). Results are written when
-    the job's chunk ends (each epoch is one chunk, see ``lightning_modules.image_optimization``), by the
-    process that optimized the job. Existing files are never overwritten; a resumed run keeps
-    the files that the interrupted one already wrote (they hold the same pictures).
+    Files, in the run directory: ``snapshots/<job>_step<k>.png``, ``<job>.png`` (the result) and
+    ``<job>_sheet.png`` (the inputs and the result side by side). Results are written when the job's
+    chunk ends (each epoch is one chunk, see ``lightning_modules.image_optimization``), by the
+    process that optimized the job. Existing files are never overwritten; a resumed run keeps the
+    files that the interrupted one already wrote (they hold the same pictures).
 
     Args:
         every_n_steps: Snapshot period in steps; 0 turns snapshots off.
@@ -65,3 +66,12 @@ class ImageWriter(pl.Callback):
         if self.resumed and path.exists():
             return path
         return save_png(picture, path)
+
+
+def require_image_writer(trainer: pl.Trainer, report: pl.Callback, uses: str) -> None:
+    """Raise one sentence unless an :class:`ImageWriter` comes before ``report`` (which reads
+    the PNGs it saves) in the trainer's callbacks."""
+    writers = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, ImageWriter)]
+    if not writers or writers[0] > trainer.callbacks.index(report):
+        raise UserInputError(f"{type(report).__name__} {uses} the PNGs that ImageWriter saves: "
+                             "put an ImageWriter before it in the trainer's callbacks.")

@@ -153,7 +153,8 @@ class SaliencyWriter(BasePredictionWriter):
         for column in range(columns):
             predicted = result.predicted[column]
             true = result.true[column]
-            title = (f"{short_title(result.class_name(predicted))} (p={result.probability[column]:.2f})"
+            title = (f"{short_title(result.class_name(predicted))} "
+                     f"(p={result.probability[column]:.2f})"
                      f"\ntrue: {short_title(result.class_name(true))}")
             photo, heat = axes[0][column], axes[1][column]
             photo.imshow(result.pixels[column].permute(1, 2, 0).clamp(0, 1).numpy())

@@ -8,8 +8,8 @@ from typing import Literal, Optional
 import torch
 
 from datamodules.images import image_to_tensor, load_image, resize_shorter_side
-from datamodules.jobs import JobData
-from datamodules.sources import Sources, expand_sources, source_stem
+from datamodules.jobs import JobData, StepLoader  # noqa: F401 - StepLoader's old home
+from datamodules.sources import IMAGE_SUFFIXES, Sources, expand_sources, source_stem  # noqa: F401
 from lightning_modules.errors import UserInputError, check_positive
 from lightning_modules.naming import unique_names
 

@@ -31,7 +31,7 @@ def check_positive(name: str, value: Optional[float], unit: str = "") -> None:
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any], what: str = "") -> None:
-    """Raise ``Unknown <what or name> 'value'; choose 'a', 'b' or 'c'.`` unless value is a choice."""
+    """Unless ``value`` is a choice, raise ``Unknown <what> 'value'; choose 'a' or 'b'.``"""
     choices = list(choices)
     if value not in choices:
         quoted = [f"'{choice}'" for choice in choices]

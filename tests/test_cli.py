@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,18 @@ def test_only_fit_and_predict_are_offered(workdir, capsys) -> None:
     assert cli.main(["validate", "--config", STYLE_CONFIG]) == 2
     err = capsys.readouterr().err.strip()
     assert "invalid choice" in err and "'fit', 'predict'" in err, err
+
+
+def test_techniques_and_data_by_their_short_names(workdir, content_image) -> None:
+    # A fresh process: the package exports are lazy, so only cli.py's own imports count.
+    import subprocess
+
+    command = [sys.executable, str(REPO / "tests" / "tiny_cli.py"), "fit", "--model",
+               "FeatureInversion", "--model.backbone", "tiny", "--model.weights", "random",
+               "--model.content_layers", "[2]", "--data", "StyleTransferData",
+               "--data.content", str(content_image), "--data.style", "null",
+               "--data.image_size", "16", "--trainer.max_steps", "2",
+               "--trainer.enable_progress_bar", "false"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert (workdir / "runs" / "run" / "version_0" / "content.png").is_file()

@@ -1,4 +1,4 @@
-"""Frozen ImageNet classifiers: the :class:`Backbone` interface, its preprocessing, and the registry."""
+"""Frozen ImageNet classifiers: the :class:`Backbone` interface, its preprocessing, the registry."""
 
 from lightning_modules.backbones.backbone import COMPILED_CALLS, Backbone
 from lightning_modules.backbones.normalization import (

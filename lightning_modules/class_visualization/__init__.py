@@ -15,5 +15,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fourier_to_pixels": "lightning_modules.image_optimization.parameterizations",
     "fourier_spectrum_shape": "lightning_modules.image_optimization.parameterizations",
     "pixel_range": "lightning_modules.backbones.normalization",
+    "clamp_to_range": "lightning_modules.backbones.normalization",
+    "DEFAULT_NUM_ITERATIONS": ".functional", "DEFAULT_L2_REG": ".functional",
     "class_file_name": "lightning_modules.naming",
 })

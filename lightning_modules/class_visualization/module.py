@@ -18,7 +18,7 @@ from lightning_modules.class_visualization.functional import (
     make_optimizer,
     regularize,
 )
-from lightning_modules.errors import check_positive
+from lightning_modules.errors import UserInputError, check_positive
 from lightning_modules.image_optimization.metrics import StepBuffer
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.image_optimization.parameterizations import make_parameterization
@@ -225,6 +225,10 @@ class ClassVisualization(ImageOptimization):
                                              "history": self.probability_history}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "finished" in checkpoint.get("class_visualization", {}):
+            raise UserInputError("This checkpoint was written by an earlier version of "
+                                 "ClassVisualization, which kept its records in the module; "
+                                 "start the run again.")
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint["class_visualization"]
         self.generator.set_state(saved["generator"])  # the jitter goes on where it stopped

@@ -9,4 +9,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "RESULT_COLUMNS": ".functional", "make_fooling_image": ".functional",
     "pgd_attack": ".functional", "project": ".steps", "quantize_pixels": ".steps",
     "summarize": ".functional", "target_objective": ".steps",
+    "Method": ".functional", "Norm": ".functional", "Loss": ".functional",
 })

@@ -10,14 +10,14 @@ Two targeted attacks move each image towards a target class until the network pr
   and the image into [0, 1], both in 0-1 pixel units (:func:`pgd_attack`).
 
 :class:`FoolingAttack` is the one implementation of both: it checks which images are fooled
-(:meth:`FoolingAttack.check`), gives the loss of the others (:meth:`FoolingAttack.loss`) and
+(:meth:`FoolingAttack.check`), gives the loss of the others (:meth:`FoolingAttack.attack_loss`) and
 the optimizer that takes the step (:meth:`FoolingAttack.optimizer`: :class:`SeedStep` or
 :class:`ProjectedStep`). The functions run them in a loop; the LightningModule
 (:class:`~lightning_modules.fooling.module.FoolingImage`) runs them once per trainer step under
-Lightning's own optimization. Each image stops changing once it is fooled (its gradient is zero,
-and an optimizer leaves a row with a zero gradient as it is). A PNG stores 8-bit pixels, and rounding can undo an
-attack, so with ``quantize=True`` (always, in the module) an image counts as fooled only when its
-8-bit version is classified as the target: the saved file is what was checked.
+Lightning's own optimization. Each image stops changing once it is fooled (its gradient is zero, and
+an optimizer leaves a row with a zero gradient as it is). A PNG stores 8-bit pixels, and rounding
+can undo an attack, so with ``quantize=True`` (always, in the module) an image counts as fooled only
+when its 8-bit version is classified as the target: the saved file is what was checked.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def pgd_attack(
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Aggregate figures of :meth:`FoolingImage.results` rows.
+    """Aggregate figures of :meth:`FoolingImage.score` rows.
 
     Args:
         rows: Per-job results.

@@ -144,7 +144,14 @@ class FoolingImage(ImageOptimization):
 
     # ----------------------------------------------------------------- optimization
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.attack.optimizer(list(self.images))
+        optimizer = self.attack.optimizer(list(self.images))
+        # The budget's centre is the photo itself, whatever the image holds now (a second fit).
+        image = self.images[0]
+        optimizer.state[image]["origin"] = self.backbone.normalize(
+            torch.stack([job.pixels for job in self.jobs]).to(image)).contiguous(
+                memory_format=torch.channels_last if self.channels_last else
+                torch.contiguous_format)
+        return optimizer
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         image, progress = self.images[0], self.progress
@@ -169,6 +176,10 @@ class FoolingImage(ImageOptimization):
         checkpoint["fooling"] = {"progress": vars(self.progress)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "finished" in checkpoint.get("fooling", {}):
+            raise UserInputError("This checkpoint was written by an earlier version of "
+                                 "FoolingImage, which kept its results in the module; start "
+                                 "the run again.")
         super().on_load_checkpoint(checkpoint)
         self._restored_progress = checkpoint["fooling"]["progress"]
 

@@ -81,7 +81,7 @@ def target_objective(logits: torch.Tensor, target_y: torch.Tensor, loss: str) ->
 
 
 def _moving_rows(gradient: torch.Tensor) -> torch.Tensor:
-    """The rows (images) whose gradient is not all zero: the others must stay exactly as they are."""
+    """The rows (images) whose gradient is not all zero; the others stay exactly as they are."""
     return gradient.flatten(1).ne(0).any(dim=1).nonzero().squeeze(1)
 
 
@@ -132,7 +132,10 @@ class ProjectedStep(ImageStep):
         self.mean, self.std = mean, std
 
     def update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
-        origin = self.state[param].setdefault("origin", param.detach().clone())
+        state = self.state[param]
+        if "origin" not in state:  # set by the module (its jobs' photos), else the first image
+            state["origin"] = param.detach().clone()
+        origin = state["origin"]
         rows = _moving_rows(param.grad)
         if rows.numel() == 0:
             return

@@ -1,11 +1,11 @@
 """Running one technique in several processes: each optimizes only its own images.
 
-``--trainer.devices N`` (with ``--trainer.num_nodes M`` across machines) starts N × M processes.
-The module splits the jobs between them (:class:`~lightning_modules.image_optimization.jobs.
-JobPlan`); this strategy keeps what plain DDP would break. Plain DDP broadcasts rank 0's parameters at the start and averages
-gradients, so every process would end with the same, wrong, images. Here the module is not
-wrapped: each process's images and optimizer are its own, while collectives (``self.log(...,
-sync_dist=True)``, barriers) work as in DDP.
+``--trainer.devices N`` (with ``--trainer.num_nodes M`` across machines) starts N × M processes. The
+module splits the jobs between them (:class:`~lightning_modules.image_optimization.jobs.JobPlan`);
+this strategy keeps what plain DDP would break. Plain DDP broadcasts rank 0's parameters at the
+start and averages gradients, so every process would end with the same, wrong, images. Here the
+module is not wrapped: each process's images and optimizer are its own, while collectives
+(``self.log(..., sync_dist=True)``, barriers) work as in DDP.
 
 Checkpoints are sharded: each process saves and loads its own file, ``last.ckpt`` for rank 0
 and ``last.rank<r>.ckpt`` next to it for rank ``r``, so no process gathers every image.

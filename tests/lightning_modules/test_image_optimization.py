@@ -194,3 +194,32 @@ def test_no_module_imports_callbacks_or_writes_files() -> None:
         text = path.read_text()
         assert not re.search(r"^\s*(from|import) callbacks", text, re.M), path
         assert not re.search(r"save_png|open\(|savefig|\.write_text|\.mkdir", text), path
+
+
+def test_class_report_needs_the_image_writer_before_it(tmp_path: Path) -> None:
+    from callbacks import ClassReport
+    from datamodules import ClassListData
+    from lightning_modules import ClassVisualization
+
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path,
+                         callbacks=[ClassReport()])
+    with pytest.raises(UserInputError, match="ImageWriter before it"):
+        trainer.fit(ClassVisualization(backbone="tiny", weights="random", image_size=16),
+                    ClassListData([1]))
+
+
+def test_a_second_fit_keeps_the_pgd_budget_around_the_photo(tmp_path: Path) -> None:
+    from datamodules import LabeledImageData
+
+    eps = 0.03
+    module = FoolingImage(backbone="tiny", weights="random", target=3, method="pgd", eps=eps,
+                          step_size=eps)
+    data = LabeledImageData(image_size=16)
+    for _ in range(2):
+        pl.Trainer(max_steps=4, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False,
+                   default_root_dir=tmp_path).fit(module, data)
+    pixels = torch.stack([job.pixels for job in module.jobs])
+    moved = module.backbone.denormalize(module.images[0].detach()) - pixels
+    assert moved.abs().max() <= eps + 1e-5
