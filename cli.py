@@ -20,18 +20,21 @@ interrupted part's ``metrics.csv`` becomes ``metrics_before_resume.csv``.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger
 
 from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
+from callbacks.checkpoint import PREVIOUS, RunCheckpoint, choose_checkpoint, previous_path, written_by
+from datamodules.files import describe
 from lightning_modules.errors import DivergedError, UserInputError
 
 # `--model FoolingImage` finds the class among the imported LightningModule subclasses, and the
@@ -43,8 +46,10 @@ import lightning_modules.style_transfer.module  # noqa: E402,F401
 
 # Checkpoints: checkpoints/last.ckpt in the run directory, renewed every 50 steps and at the end
 # of each chunk of jobs; --checkpoint.every_n_train_steps changes the period.
+# One last.ckpt, always the newest: no last-v1.ckpt beside an older last.ckpt after a resume.
 CHECKPOINT_DEFAULTS = {"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
-                       "checkpoint.every_n_train_steps": 50}
+                       "checkpoint.every_n_train_steps": 50,
+                       "checkpoint.enable_version_counter": False}
 
 # Where run directories go when neither the logger's save_dir nor --trainer.default_root_dir
 # says (see ImageCLI._runs_under_default_root_dir).
@@ -76,7 +81,15 @@ class ImageCLI(LightningCLI):
         argv = kwargs.get("args")
         argv = sys.argv[1:] if argv is None else argv
         self._asked = argv[0] if isinstance(argv, (list, tuple)) and argv else None
-        super().__init__(*args, **kwargs)
+        # What this invocation did to the runs folder, undone if the run never takes a step.
+        self._undo: list[Callable[[], None]] = []
+        self._start_step: Optional[int] = None
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            if not self._took_a_step():
+                self._undo_unstarted_run()
+            raise
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """``fit`` and ``predict``; only the one asked for when the command line names it.
@@ -95,7 +108,7 @@ class ImageCLI(LightningCLI):
         # Each report acts only on the technique whose records it writes.
         parser.add_lightning_class_args(ClassReport, "class_report")
         parser.add_lightning_class_args(FoolingReport, "fooling_report")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
 
@@ -115,8 +128,14 @@ class ImageCLI(LightningCLI):
                 class_path="pytorch_lightning.callbacks.TQDMProgressBar",
                 init_args=Namespace(refresh_rate=max(1, trainer.log_every_n_steps)))]
         self._runs_under_default_root_dir(trainer)
+        if not trainer.get("plugins"):
+            # Checkpoints written whole or not at all, the one before kept (callbacks.checkpoint).
+            trainer.plugins = [Namespace(class_path="callbacks.checkpoint.AtomicCheckpointIO")]
         if self.subcommand == "fit" and config.get("ckpt_path"):
             self._resume_in_place(config, processes)
+        else:
+            self._start_step = 0
+            self._claim_run_directory(trainer.logger)
 
     @staticmethod
     def _runs_under_default_root_dir(trainer: Namespace) -> None:
@@ -136,50 +155,147 @@ class ImageCLI(LightningCLI):
         if isinstance(init_args, Namespace) and init_args.get("save_dir") == DEFAULT_SAVE_DIR:
             init_args.save_dir = str(root)
 
-    def _resume_in_place(self, config: Namespace, processes: Optional[int]) -> None:
-        """Point ``ckpt_path`` and the logger at the run being continued.
+    def _claim_run_directory(self, logger: Any) -> None:
+        """Create the fresh run's ``version_<n>`` folder now, so that no other run takes it.
 
-        ``last`` means the newest ``version_*/checkpoints/last.ckpt`` under the logger's
-        ``save_dir/name``. A checkpoint inside a run's ``checkpoints/`` folder is continued in
-        that run's directory; any other checkpoint starts a fresh directory.
+        Two runs started together would otherwise both pick the next free number and write
+        into one folder. An explicit version that already holds files is refused: its run is
+        never mixed with this one or cleared.
+        """
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if (init_args is None or is_launched_process()
+                or not all(key in init_args for key in ("save_dir", "name", "version"))):
+            return
+        root = Path(init_args.save_dir or ".") / str(init_args.name or "")
+        if init_args.version is not None:
+            version = init_args.version
+            run = root / (f"version_{version}" if isinstance(version, int) else str(version))
+            if run.is_dir() and any(run.iterdir()):
+                raise UserInputError(
+                    f"{run} already holds a run: leave out --trainer.logger.init_args.version "
+                    f"for a fresh run folder, or continue it with --ckpt_path "
+                    f"{run / 'checkpoints' / 'last.ckpt'}.")
+            return
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            number = 1 + max((int(p.name[8:]) for p in root.glob("version_*")
+                              if p.name[8:].isdigit()), default=-1)
+            while True:
+                try:
+                    (root / f"version_{number}").mkdir()
+                    break
+                except FileExistsError:
+                    number += 1  # another run took it first
+        except OSError as error:
+            raise UserInputError(f"Cannot create a run folder in {root} ({describe(error)}).") from None
+        run = root / f"version_{number}"
+        init_args.version = number
+        self._undo.append(lambda: shutil.rmtree(run, ignore_errors=True))
+
+    def _set_aside(self, path: Path) -> None:
+        """Rename a file of the run being continued to ``<stem>_before_resume<suffix>``."""
+        target = path.parent / free_name(path.parent, f"{path.stem}_before_resume{path.suffix}")
+        try:
+            path.rename(target)
+        except FileNotFoundError:
+            return
+        self._undo.append(lambda: target.replace(path))
+
+    def _forget_new_files(self, run: Path) -> None:
+        """On undo, delete the files that appeared in ``run`` since now (a failed resume's
+        config_resumed.yaml, metrics.csv, hparams.yaml, TensorBoard events)."""
+        before = {path for path in run.rglob("*")}
+
+        def delete_new_files() -> None:
+            for path in sorted(set(run.rglob("*")) - before, reverse=True):
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+        self._undo.append(delete_new_files)
+
+    def _took_a_step(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return (trainer is not None and self._start_step is not None
+                and trainer.global_step > self._start_step)
+
+    def _undo_unstarted_run(self) -> None:
+        """Leave the runs folder as it was: a run that failed before its first step leaves no
+        empty ``version_<n>``, and a resume that failed no new files in the run it would have
+        continued (its set-aside files go back)."""
+        if is_launched_process():
+            return
+        for undo in reversed(self._undo):
+            try:
+                undo()
+            except OSError:
+                pass  # best effort: the error that stopped the run is the one to report
+        self._undo = []
+
+    def _parse_ckpt_path(self) -> None:
+        """Options come from the config and the command line, never from a checkpoint.
+
+        LightningCLI would load an explicit ``--ckpt_path FILE`` here (any file, before anything
+        checks it), let the model options stored in it override the command line's, and
+        instantiate whatever class it names; with ``last`` it would not. One rule instead: the
+        command line gives the options, the checkpoint the state (images, optimizer, step); a
+        checkpoint that does not fit the options is refused when it is loaded.
+        """
+
+    def _resume_in_place(self, config: Namespace, processes: Optional[int]) -> None:
+        """Choose the checkpoint to go on from, and point the logger at its run.
+
+        ``last`` means the newest run under the logger's ``save_dir/name`` that has a
+        checkpoint. A checkpoint inside a run's ``checkpoints/`` folder is continued in that
+        run's directory; any other checkpoint starts a fresh directory. Of a run's checkpoint
+        the newest readable step of every process is taken (see ``choose_checkpoint``).
         """
         logger = config.trainer.logger
         init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
         has_layout = init_args is not None and all(
             key in init_args for key in ("save_dir", "name", "version"))
-        path = config.ckpt_path
-        if path == "last":
+        given = str(config.ckpt_path)
+        if "://" in given:
+            raise UserInputError(f"--ckpt_path takes a local checkpoint file or 'last', not a "
+                                 f"URL: {given}.")
+        if given == "last":
             if not has_layout:
                 return  # Lightning's own search
             root = Path(init_args.save_dir or ".") / str(init_args.name)
-            found = sorted(root.glob("version_*/checkpoints/last.ckpt"),
-                           key=lambda p: p.stat().st_mtime)
-            if not found:
-                raise UserInputError(f"There is no run to continue: no checkpoint in "
-                                     f"{root}/version_*/checkpoints/.")
-            path = found[-1]
-            config.ckpt_path = str(path)
-        path = Path(path)
-        if not path.is_file():
-            raise UserInputError(f"Checkpoint {path} does not exist.")
+            path = newest_run_checkpoint(root)
+        else:
+            path = Path(given)
+            if path.is_dir():
+                raise UserInputError(f"--ckpt_path {given} is a folder: give a checkpoint file "
+                                     f"(such as {path / 'checkpoints' / 'last.ckpt'}) or 'last'.")
+            if not path.is_file() and not previous_path(path).is_file():
+                raise UserInputError(f"Checkpoint {given} does not exist.")
         # One file per process (see ImageDDPStrategy): resume with as many processes.
-        written_by = 1 + len(list(path.parent.glob(f"{path.stem}.rank*{path.suffix}")))
-        if processes is not None and processes != written_by:
+        writers = written_by(path)
+        if processes is not None and processes != writers:
             raise UserInputError(
-                f"{path} was written by {written_by} processes; resume it with as many "
+                f"{path} was written by {writers} processes; resume it with as many "
                 f"(--trainer.devices, --trainer.num_nodes), not {processes}.")
+        if is_launched_process():
+            config.ckpt_path = str(path)  # the first process chose, and put the files in place
+        else:
+            choice = choose_checkpoint(path, writers)
+            for reason in choice.skipped:
+                print(f"warning: {reason}; going on from step {choice.step}.", file=sys.stderr)
+            config.ckpt_path = str(choice.path)
+            self._start_step = choice.step
         if has_layout and path.parent.name == "checkpoints":
             run = path.parent.parent
             init_args.save_dir, init_args.name, init_args.version = (
                 str(run.parent.parent), run.parent.name, run.name)
+            self._forget_new_files(run)
             self.save_config_kwargs = {**self.save_config_kwargs,
                                        "config_filename": free_name(run, "config_resumed.yaml")}
-            # CSVLogger deletes the metrics.csv it finds; keep the interrupted run's rows.
-            metrics = run / "metrics.csv"
-            try:
-                metrics.rename(run / free_name(run, "metrics_before_resume.csv"))
-            except FileNotFoundError:
-                pass  # no rows yet, or another process of this run moved them
+            if not is_launched_process():
+                # CSVLogger deletes the metrics.csv it finds and rewrites hparams.yaml: keep the
+                # interrupted part's (see _undo_unstarted_run for a resume that never starts).
+                for name in ("metrics.csv", "hparams.yaml"):
+                    self._set_aside(run / name)
 
     def before_fit(self) -> None:
         trainer = self.trainer
@@ -203,6 +319,30 @@ class ImageCLI(LightningCLI):
         self.trainer.loggers = [csv_logger, TensorBoardLogger(
             save_dir=csv_logger.save_dir, name=csv_logger.name, version=csv_logger.version,
             default_hp_metric=False)]
+
+
+def newest_run_checkpoint(root: Path) -> Path:
+    """``version_*/checkpoints/last.ckpt`` of the run under ``root`` that checkpointed last.
+
+    Raises:
+        UserInputError: If no run under ``root`` has a checkpoint.
+    """
+    newest: dict[Path, float] = {}
+    for file in [*root.glob("version_*/checkpoints/last.ckpt"),
+                 *root.glob(f"version_*/checkpoints/last.{PREVIOUS}.ckpt")]:
+        last = file.parent / "last.ckpt"
+        newest[last] = max(newest.get(last, 0.0), file.stat().st_mtime)
+    if not newest:
+        raise UserInputError(f"There is no run to continue: no checkpoint in "
+                             f"{root}/version_*/checkpoints/.")
+    return max(newest, key=newest.__getitem__)
+
+
+def is_launched_process() -> bool:
+    """Whether this process was started by a launcher for a run of several processes (a
+    process other than the first): it finds what the first one prepared, and leaves it."""
+    return any(os.environ.get(name, "0") not in ("", "0")
+               for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK"))
 
 
 def process_count(devices: Any, num_nodes: int) -> Optional[int]:

@@ -7,15 +7,16 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 
+from callbacks.chunk_end import ChunkEndCallback
 from callbacks.image_writer import require_image_writer
 from callbacks.plots import line_plot
-from callbacks.run_directory import run_directory
+from callbacks.run_directory import continues_run, run_directory
 from callbacks.sheets import grid_sheet
 from datamodules.images import image_to_tensor, load_image, save_png
 from lightning_modules.image_optimization.jobs import gather_objects
 
 
-class ClassReport(pl.Callback):
+class ClassReport(ChunkEndCallback):
     """Writes ``classes_sheet.png`` and ``class_probability.png`` for a class visualization.
 
     At the end of each chunk it keeps each class's record from the module's
@@ -34,7 +35,7 @@ class ClassReport(pl.Callback):
         if hasattr(pl_module, "class_records"):
             require_image_writer(trainer, self, "lays out")
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if hasattr(pl_module, "class_records") and not pl_module.idle:
             self.records += pl_module.class_records()
 
@@ -48,7 +49,8 @@ class ClassReport(pl.Callback):
         panels = [(record["title"], image_to_tensor(load_image(self.directory /
                                                                f"{record['name']}.png")))
                   for record in records]
-        save_png(grid_sheet(panels), self.directory / "classes_sheet.png")
+        replace = continues_run(trainer)
+        save_png(grid_sheet(panels), self.directory / "classes_sheet.png", overwrite=replace)
         if records[0]["curve"]:
             curves = {record["name"]: record["curve"] for record in records}
             steps = range(len(records[0]["curve"]))
@@ -56,7 +58,7 @@ class ClassReport(pl.Callback):
             line_plot(self.directory / "class_probability.png", steps, {**curves, "mean": mean},
                       "p(target class)", ylim=(0, 1), bold=("mean",), bold_color="black",
                       linewidth=1.2, legend=len(curves) <= 12,
-                      legend_options={"fontsize": 7, "loc": "lower right"})
+                      legend_options={"fontsize": 7, "loc": "lower right"}, replace=replace)
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": list(self.records)}

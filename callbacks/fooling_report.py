@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,17 +9,18 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from callbacks.chunk_end import ChunkEndCallback
 from callbacks.image_writer import require_image_writer
-from callbacks.run_directory import run_directory
+from callbacks.run_directory import continues_run, run_directory
+from datamodules.files import write_csv_rows
 from datamodules.images import image_to_tensor, load_image
-from lightning_modules.errors import UserInputError
 from lightning_modules.fooling.functional import RESULT_COLUMNS, summarize
 from lightning_modules.image_optimization.jobs import gather_objects
 
 RESULTS_FILE = "fooling_results.csv"
 
 
-class FoolingReport(pl.Callback):
+class FoolingReport(ChunkEndCallback):
     """Writes ``fooling_results.csv``: per job success, steps, ``||δ||``, SSIM, PSNR, p(target).
 
     At the end of each chunk it reads every job's ``<job>.png`` back from disk (written by an
@@ -40,7 +40,7 @@ class FoolingReport(pl.Callback):
             return
         require_image_writer(trainer, self, "judges")
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not hasattr(pl_module, "score") or pl_module.idle:
             return
         saved = torch.stack([image_to_tensor(load_image(self.directory / f"{slot.name}.png"))
@@ -54,7 +54,7 @@ class FoolingReport(pl.Callback):
                                                                           trainer.world_size)
                                           for pair in part), key=lambda pair: pair[0])]
         if trainer.is_global_zero:
-            self.write_csv(rows, self.directory / RESULTS_FILE)
+            self.write_csv(rows, self.directory / RESULTS_FILE, continues_run(trainer))
         metrics = summarize(rows)
         for row in rows:
             metrics.update({f"{row['name']}/{key}": float(row[key])
@@ -69,18 +69,11 @@ class FoolingReport(pl.Callback):
         )
 
     @staticmethod
-    def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-        """One line per job; an existing file is never replaced."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(path, "x", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v
-                                     for k, v in row.items()})
-        except FileExistsError:
-            raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
+    def write_csv(rows: list[dict[str, Any]], path: Path, replace: bool = False) -> None:
+        """One line per job; an existing file is replaced only with ``replace``."""
+        write_csv_rows(path, RESULT_COLUMNS, [
+            {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
+            for row in rows], replace)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": list(self.rows)}

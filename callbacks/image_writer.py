@@ -9,20 +9,22 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from callbacks.run_directory import run_directory
+from callbacks.chunk_end import ChunkEndCallback
+from callbacks.run_directory import continues_run, run_directory
 from callbacks.sheets import make_sheet
 from datamodules.images import save_png
 from lightning_modules.errors import UserInputError
 
 
-class ImageWriter(pl.Callback):
+class ImageWriter(ChunkEndCallback):
     """Saves each job's image every ``every_n_steps`` steps and at the end, plus a sheet.
 
     Files, in the run directory: ``snapshots/<job>_step<k>.png``, ``<job>.png`` (the result) and
     ``<job>_sheet.png`` (the inputs and the result side by side). Results are written when the job's
-    chunk ends (each epoch is one chunk, see ``lightning_modules.image_optimization``), by the
-    process that optimized the job. Existing files are never overwritten; a resumed run keeps the
-    files that the interrupted one already wrote (they hold the same pictures).
+    chunk ends (see :class:`~callbacks.chunk_end.ChunkEndCallback`), by the
+    process that optimized the job. Existing files are never overwritten, except by a resumed run:
+    the files its interrupted part wrote are its own, and it writes them again (the same
+    pictures). Every file is written whole or not at all (see ``datamodules.files``).
 
     Args:
         every_n_steps: Snapshot period in steps; 0 turns snapshots off.
@@ -33,11 +35,13 @@ class ImageWriter(pl.Callback):
         self.every_n_steps = every_n_steps
         self.sheet_height = sheet_height
         self.directory: Path | None = None
-        self.resumed = False
+        self.replace = False  # whether existing files are this run's own (a resumed run)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)
-        self.resumed = trainer.ckpt_path is not None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.replace = continues_run(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -47,8 +51,9 @@ class ImageWriter(pl.Callback):
             for index, slot in enumerate(pl_module.slots):
                 self._save(pl_module.result_pixels(index),
                            self.directory / "snapshots" / f"{slot.name}_step{step:06d}.png")
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not pl_module.idle:
             self.write_results(pl_module)
 
@@ -63,9 +68,7 @@ class ImageWriter(pl.Callback):
         return written
 
     def _save(self, picture: torch.Tensor | Image.Image, path: Path) -> Path:
-        if self.resumed and path.exists():
-            return path
-        return save_png(picture, path)
+        return save_png(picture, path, overwrite=self.replace)
 
 
 def require_image_writer(trainer: pl.Trainer, report: pl.Callback, uses: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from callbacks.chunk_end import is_last_step_of_chunk
 from callbacks.image_writer import ImageWriter
 from callbacks.run_directory import run_directory
 
@@ -21,7 +22,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class SaveOnInterrupt(pl.Callback):
     """On SIGINT or SIGTERM, finish the step, save the images and a checkpoint, then exit.
 
-    Every process stops after the same step. The run directory gets
+    Every process stops after the same step. At a chunk's last step the chunk's results are
+    written as usual; at any other the run directory gets
     ``<job>_interrupted_step<k>.png`` (and its sheet) for each job being optimized, ``k``
     being its step, and ``checkpoints/last.ckpt`` (the checkpoint callback's folder), from
     which ``--ckpt_path last`` continues. One line on stderr says where they are; the exit
@@ -55,20 +57,28 @@ class SaveOnInterrupt(pl.Callback):
         if not trainer.strategy.reduce_boolean_decision(self.signal_number is not None,
                                                         all=False):
             return
-        signum = self.signal_number or signal.SIGTERM
+        self.signal_number = self.signal_number or signal.SIGTERM
         step = batch_idx + 1  # the step of the jobs being optimized (of this chunk)
+        if is_last_step_of_chunk(trainer, batch_idx):
+            # The writers (before this callback) have just written the chunk's results.
+            self._stop(trainer, f"after the last step of the current jobs (step "
+                                f"{trainer.global_step} of the run); their results are in "
+                                f"{self.directory}")
         suffix = f"_interrupted_step{step:06d}"
         if not getattr(pl_module, "idle", False):
             for callback in trainer.callbacks:
                 if isinstance(callback, ImageWriter):
                     callback.write_results(pl_module, suffix)
+        self._stop(trainer, f"after step {step} of the current jobs (step {trainer.global_step} "
+                            f"of the run); images *{suffix}.png in {self.directory}")
+
+    def _stop(self, trainer: pl.Trainer, where: str) -> None:
+        signum = self.signal_number or signal.SIGTERM
         checkpoint = self.checkpoint_path(trainer)
         trainer.save_checkpoint(checkpoint, weights_only=False)
         if trainer.is_global_zero:
-            print(f"{signal.Signals(signum).name}: stopped after step {step} of the current jobs "
-                  f"(step {trainer.global_step} of the run); images *{suffix}.png in "
-                  f"{self.directory}, checkpoint {checkpoint} (continue with --ckpt_path last)",
-                  file=sys.stderr, flush=True)
+            print(f"{signal.Signals(signum).name}: stopped {where}; checkpoint {checkpoint} "
+                  "(continue with --ckpt_path last)", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     def checkpoint_path(self, trainer: pl.Trainer) -> Path:

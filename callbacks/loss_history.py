@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 
 from callbacks.plots import line_plot
-from callbacks.run_directory import run_directory
+from callbacks.run_directory import continues_run, run_directory
+from datamodules.files import write_csv_rows
 
 
 class LossHistory(pl.Callback):
@@ -51,21 +51,18 @@ class LossHistory(pl.Callback):
         if hasattr(pl_module, "take_loss_rows"):
             self.rows.extend(pl_module.take_loss_rows())  # the last steps, read at the chunk's end
         if trainer.is_global_zero and self.rows:
-            self.write_csv(self.directory / "losses.csv")
-            self.plot(self.directory / "loss_curve.png")
+            replace = continues_run(trainer)
+            self.write_csv(self.directory / "losses.csv", replace)
+            self.plot(self.directory / "loss_curve.png", replace)
 
-    def write_csv(self, path: Path) -> None:
-        """Write the recorded rows; never overwrites an existing file."""
+    def write_csv(self, path: Path, replace: bool = False) -> None:
+        """Write the recorded rows; an existing file is replaced only with ``replace``."""
         columns = list(self.rows[0])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "x", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}")
-                                 for k, v in row.items()})
+        lines = [{k: (int(v) if k == "step" else f"{v:.6g}") for k, v in row.items()}
+                 for row in self.rows]
+        write_csv_rows(path, columns, lines, replace)
 
-    def plot(self, path: Path) -> None:
+    def plot(self, path: Path, replace: bool = False) -> None:
         """Draw each loss term against the step, on a log scale."""
         # A log axis cannot show zeros (the content loss at step 1 of a run started from the
         # content image): leave those points out rather than the whole term.
@@ -76,4 +73,4 @@ class LossHistory(pl.Callback):
             if name != "step" and any(v > 0 for v in values):
                 series[name.replace("_", " ")] = values
         line_plot(path, [row["step"] for row in self.rows], series, "loss (per job)",
-                  log_scale=True, bold=("loss",))
+                  log_scale=True, bold=("loss",), replace=replace)

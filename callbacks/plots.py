@@ -1,22 +1,22 @@
-"""Line plots of per-step values (losses, probabilities), written once and never overwritten."""
+"""Line plots of per-step values (losses, probabilities)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from lightning_modules.errors import UserInputError
+from datamodules.files import write_file
 
 
 def line_plot(path: Path, steps: Sequence[float], series: dict[str, Sequence[float]],
               ylabel: str, log_scale: bool = False, ylim: Optional[tuple[float, float]] = None,
               bold: Sequence[str] = (), bold_color: Optional[str] = None,
               linewidth: float = 1.5, legend: bool = True,
-              legend_options: Optional[dict] = None) -> Path:
+              legend_options: Optional[dict] = None, replace: bool = False) -> Path:
     """Draw each series against the step into a new PNG file.
 
     Args:
-        path: The file to create; an existing file is never replaced.
+        path: The file to create.
         steps: The x values.
         series: Each line's label and values (NaN leaves a gap).
         ylabel: The y axis's label.
@@ -27,6 +27,7 @@ def line_plot(path: Path, steps: Sequence[float], series: dict[str, Sequence[flo
         linewidth: The width of the other lines.
         legend: Draw a legend.
         legend_options: Passed to ``Axes.legend`` (e.g. ``fontsize``, ``loc``).
+        replace: Replace an existing file (a resumed run's own).
 
     Returns:
         ``path``.
@@ -51,19 +52,21 @@ def line_plot(path: Path, steps: Sequence[float], series: dict[str, Sequence[flo
     if legend:
         axes.legend(**(legend_options or {}))
     figure.tight_layout()
-    return save_figure(figure, path)
+    return save_figure(figure, path, replace)
 
 
-def save_figure(figure: Any, path: Path) -> Path:
-    """Write a matplotlib figure to a new PNG file (never over an existing one), then close it."""
+def save_figure(figure: Any, path: Path, replace: bool = False) -> Path:
+    """Write a matplotlib figure to a PNG file, then close it.
+
+    Args:
+        figure: The figure.
+        path: The file; an existing one is replaced only with ``replace``.
+        replace: Replace an existing file (a resumed run's own).
+    """
     from matplotlib import pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(path, "xb") as handle:
-            figure.savefig(handle, format="png")
-    except FileExistsError:
-        raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
+        return write_file(path, lambda handle: figure.savefig(handle, format="png"), replace,
+                          what="plot")
     finally:
         plt.close(figure)
-    return path

@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from callbacks.plots import save_figure
 from callbacks.run_directory import run_directory
+from datamodules.files import write_file
 from datamodules.images import save_png
 from lightning_modules.errors import UserInputError
 from lightning_modules.naming import short_title
@@ -65,12 +66,7 @@ def overlay(pixels: torch.Tensor, scaled: torch.Tensor, colormap: str = "hot",
 
 def save_npy(array: np.ndarray, path: Path) -> Path:
     """Save an array, refusing to overwrite an existing file."""
-    try:
-        with open(path, "xb") as handle:
-            np.save(handle, array)
-    except FileExistsError:
-        raise UserInputError(f"Refusing to overwrite existing file: {path}.") from None
-    return path
+    return write_file(path, lambda handle: np.save(handle, array), what="array file")
 
 
 class SaliencyWriter(BasePredictionWriter):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from datamodules.files import write_file
 from lightning_modules.errors import UserInputError
 
 SAMPLE_PREFIX = "sample:"
@@ -172,30 +173,8 @@ def save_png(
     else:
         image = _to_rgb(tensor_or_image)
 
-    shown = os.fspath(path)
-    path = Path(path)
-    if path.is_dir():
-        raise UserInputError(f"Output path is a directory: {shown}.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserInputError(
-            f"Cannot create the folder for output file: {shown} ({_one_line(exc)})."
-        ) from None
-    try:
-        # Exclusive create closes the race between checking and writing.
-        with open(path, "wb" if overwrite else "xb") as file:
-            try:
-                image.save(file, format="PNG")
-            except BaseException:
-                file.close()
-                path.unlink(missing_ok=True)  # never leave a half-written PNG behind
-                raise
-    except FileExistsError:
-        raise UserInputError(f"Refusing to overwrite existing file: {shown}.") from None
-    except OSError as exc:
-        raise UserInputError(f"Cannot write image file: {shown} ({_one_line(exc)}).") from None
-    return path
+    return write_file(path, lambda handle: image.save(handle, format="PNG"), replace=overwrite,
+                      what="image file")
 
 
 def _load_sample(source: str) -> Image.Image:

@@ -69,6 +69,8 @@ def final_images(run: Path) -> dict[str, torch.Tensor]:
     """Each job's image in the run's last checkpoint (and its other processes' shards)."""
     images = {}
     for path in sorted((run / "checkpoints").glob("last*.ckpt")):
+        if ".previous." in path.name:
+            continue  # the checkpoint before the last (callbacks.checkpoint)
         checkpoint = torch.load(path, weights_only=True)
         for name, group, row in checkpoint["image_jobs"]["slots"]:
             assert name not in images, f"{name} is in two processes' checkpoints"

@@ -231,6 +231,10 @@ class ImageOptimization(pl.LightningModule):
             self.prepare_targets()
 
     def on_train_epoch_start(self) -> None:
+        self._follow_epoch()
+
+    def _follow_epoch(self) -> None:
+        """Begin the chunk of the current epoch, unless it is under way."""
         if self.current_epoch != self.plan.chunk:
             self.plan.chunk = self.current_epoch
             self._start_images()
@@ -239,6 +243,9 @@ class ImageOptimization(pl.LightningModule):
             self.trainer.strategy.setup_optimizers(self.trainer)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
+        # Resumed from a chunk's last step, Lightning goes on at the next epoch's first batch
+        # without starting that epoch (see callbacks.checkpoint.RunCheckpoint).
+        self._follow_epoch()
         if self._finish_chunk:
             self._finish_chunk = False
             return -1  # Lightning ends the epoch: the next chunk starts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
-import pytest
 import torch
 
 from datamodules import StyleTransferData

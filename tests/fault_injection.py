@@ -1,0 +1,30 @@
+"""Callbacks that kill the process they run in, for fault tests in child processes.
+
+    python tests/tiny_cli.py fit ... --trainer.callbacks '[{"class_path":
+        "fault_injection.KillAtStep", "init_args": {"step": 7}}]'
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytorch_lightning as pl
+
+
+class KillAtStep(pl.Callback):
+    """SIGKILLs this process after run step ``step``, or while it saves the checkpoint of
+    that step (``during_checkpoint``): an interruption that no handler can see."""
+
+    def __init__(self, step: int, during_checkpoint: bool = False) -> None:
+        self.step = step
+        self.during_checkpoint = during_checkpoint
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step and not self.during_checkpoint:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step and self.during_checkpoint:
+            os.kill(os.getpid(), signal.SIGKILL)
