@@ -383,6 +383,9 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     # does not apply to an image parameter; left on, it buries the useful lines.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # A resumed run's metrics.csv was set aside before the logger started (_resume_in_place).
+    warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be "
+                                              r"deleted.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
     try:
         ImageCLI(

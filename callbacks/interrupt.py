@@ -76,6 +76,8 @@ class SaveOnInterrupt(pl.Callback):
         signum = self.signal_number or signal.SIGTERM
         checkpoint = self.checkpoint_path(trainer)
         trainer.save_checkpoint(checkpoint, weights_only=False)
+        for logger in trainer.loggers:
+            logger.save()  # metrics.csv of the part that ran (kept by a resumed run)
         if trainer.is_global_zero:
             print(f"{signal.Signals(signum).name}: stopped {where}; checkpoint {checkpoint} "
                   "(continue with --ckpt_path last)", file=sys.stderr, flush=True)

@@ -29,22 +29,52 @@ def class_file_name(index: int, category: str) -> str:
     return f"{index:04d}_{class_slug(category)}"
 
 
+# The files a run writes beside each job's <name>.png are <name><suffix>.png (callbacks): a job
+# named like another's derived file would overwrite it (styles "x" and "x_sheet").
+DERIVED_SUFFIX = re.compile(
+    r"_(sheet|heatmap|overlay|saliency|attributions|interrupted_step\d+(_sheet)?)$")
+# The run's own files (callbacks, loggers, folders), and the saliency writer's batch sheets.
+RUN_FILES = frozenset({"loss_curve", "losses", "classes_sheet", "class_probability",
+                       "fooling_results", "config", "hparams", "metrics", "checkpoints",
+                       "snapshots"})
+RUN_FILE_PATTERN = re.compile(r"(sheet_\d+|config_resumed(_\d+)?|\w+_before_resume(_\d+)?)$")
+
+
 def unique_names(names: Iterable[str]) -> list[str]:
     """The names in order, the second ``x`` as ``x_2``, the third as ``x_3``, and so on.
 
-    A generated name never collides with a name given later either (``["a", "a", "a_2"]`` ->
-    ``["a", "a_2", "a_2_2"]``).
+    A name is also renamed when one of its files would be another job's or the run's own:
+    ``["x", "x_sheet"]`` -> ``["x", "x_sheet_2"]`` (``x_sheet.png`` is ``x``'s sheet),
+    ``["loss_curve"]`` -> ``["loss_curve_2"]``. Names differing only in case count as the same
+    (they are on case-insensitive file systems). A generated name never collides with a name
+    given later either (``["a", "a", "a_2"]`` -> ``["a", "a_2", "a_2_2"]``).
     """
     taken: set[str] = set()
+    derived: set[str] = set()  # the names that taken names' files were derived from
     result = []
     for name in names:
         candidate, copy = name, 1
-        while candidate in taken:
+        while _collides(candidate.casefold(), taken, derived):
             copy += 1
             candidate = f"{name}_{copy}"
-        taken.add(candidate)
+        taken.add(candidate.casefold())
+        base = _derived_from(candidate.casefold())
+        if base is not None:
+            derived.add(base)
         result.append(candidate)
     return result
+
+
+def _derived_from(name: str) -> str | None:
+    """The job name whose file ``name`` would be (``x_sheet`` -> ``x``), if any."""
+    match = DERIVED_SUFFIX.search(name)
+    return name[:match.start()] if match and match.start() > 0 else None
+
+
+def _collides(name: str, taken: set[str], derived: set[str]) -> bool:
+    return (name in taken or name in derived or name in RUN_FILES
+            or RUN_FILE_PATTERN.fullmatch(name) is not None
+            or _derived_from(name) in taken)
 
 
 def short_title(text: str, width: int = 24) -> str:

@@ -28,3 +28,15 @@ class KillAtStep(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step and self.during_checkpoint:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TerminateAtStep(pl.Callback):
+    """Sends this process SIGTERM after run step ``step``: a stop that ``SaveOnInterrupt``
+    handles (it saves a checkpoint and raises ``SystemExit``), usable in the test process."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

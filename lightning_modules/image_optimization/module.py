@@ -355,5 +355,13 @@ class ImageOptimization(pl.LightningModule):
         if [[s.name, s.group, s.row] for s in self.slots] != saved["slots"]:
             raise UserInputError("The checkpoint holds other jobs than this run: resume with the "
                                  "same data options as the interrupted run.")
+        for index, group in enumerate(self.images):
+            stored = checkpoint["state_dict"].get(f"images.{index}")
+            if stored is None or tuple(stored.shape) != tuple(group.shape):
+                had = "none" if stored is None else "x".join(map(str, stored.shape[-2:]))
+                raise UserInputError(
+                    f"The checkpoint's images are {had} pixels, this run's "
+                    f"{'x'.join(map(str, group.shape[-2:]))}: resume with the interrupted run's "
+                    "options (image_size, ...; they are in its config.yaml).")
         checkpoint["state_dict"].update(
             {f"backbone.{key}": value for key, value in self.backbone.state_dict().items()})

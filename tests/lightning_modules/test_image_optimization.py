@@ -177,6 +177,17 @@ def test_one_rule_for_names() -> None:
     assert unique_names(["a", "b", "a", "a", "a_2"]) == ["a", "b", "a_2", "a_3", "a_2_2"]
 
 
+def test_unique_names_never_write_over_a_derived_file_or_a_run_file() -> None:
+    # x_sheet.png is x's sheet; loss_curve.png is the run's; A.png is a.png on a Mac.
+    assert unique_names(["x", "x_sheet"]) == ["x", "x_sheet_2"]
+    assert unique_names(["x_sheet", "x"]) == ["x_sheet", "x_2"]
+    assert unique_names(["c__x", "c__x_interrupted_step000003"]) == [
+        "c__x", "c__x_interrupted_step000003_2"]
+    assert unique_names(["loss_curve", "losses", "classes_sheet", "sheet_0001"]) == [
+        "loss_curve_2", "losses_2", "classes_sheet_2", "sheet_0001_2"]
+    assert unique_names(["A", "a"]) == ["A", "a_2"]
+
+
 # --------------------------------------------------------------------------- layering
 def test_functional_code_imports_no_lightning() -> None:
     code = ("import sys\n"

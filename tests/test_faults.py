@@ -1,0 +1,378 @@
+"""Faults, in real processes: SIGKILL at any step, full disks, bad checkpoints, runs that must
+not touch earlier ones. Each test reproduces a defect that was found by hand (issue 16)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_test_image
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CLI = str(REPO / "tests" / "tiny_cli.py")
+STEPS = 6  # per chunk; 3 chunks of one job each
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(3):
+        write_test_image(folder / f"c{seed}.png", seed=seed)
+    write_test_image(tmp_path / "style.png", seed=7)
+    return tmp_path
+
+
+def style_args(root: Path, *extra: str) -> list[str]:
+    """Three content photos, one chunk each, STEPS steps: snapshots and checkpoints every 2."""
+    return [
+        "fit", "--config", str(REPO / "configs" / "style_transfer.yaml"),
+        "--model.backbone", "tiny", "--model.weights", "random",
+        "--model.content_layers", "[2]", "--model.style_layers", "[0, 1, 2, 3]",
+        "--model.style_weights", "[1, 1, 1, 1]",
+        "--data.content", str(root / "photos"), "--data.style", str(root / "style.png"),
+        "--data.image_size", "24", "--data.batch_size", "1",
+        "--trainer.max_steps", str(STEPS), "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu",
+        "--images.every_n_steps", "2", "--checkpoint.every_n_train_steps", "2", *extra,
+    ]
+
+
+def kill_at(step: int, during_checkpoint: bool = False) -> list[str]:
+    callback = {"class_path": "fault_injection.KillAtStep",
+                "init_args": {"step": step, "during_checkpoint": during_checkpoint}}
+    return ["--trainer.callbacks", json.dumps([callback])]
+
+
+def run(args: list[str], cwd: Path, limit_file_bytes: int | None = None
+        ) -> subprocess.CompletedProcess:
+    def limit() -> None:
+        if limit_file_bytes is not None:  # a full disk, for files larger than this
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
+    return subprocess.run([sys.executable, TINY_CLI, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit)
+
+
+def runs(root: Path) -> list[Path]:
+    return sorted((root / "runs" / "style_transfer").glob("version_*"))
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def assert_same_results(run: Path, reference: Path) -> None:
+    for name in ("c0__style", "c1__style", "c2__style"):
+        assert np.array_equal(pixels(run / f"{name}.png"), pixels(reference / f"{name}.png")), name
+    snapshots = sorted(p.name for p in (reference / "snapshots").glob("*.png"))
+    assert sorted(p.name for p in (run / "snapshots").glob("*.png")) == snapshots
+    for snapshot in snapshots:
+        assert np.array_equal(pixels(run / "snapshots" / snapshot),
+                              pixels(reference / "snapshots" / snapshot)), snapshot
+    rows = [list(csv.reader(open(r / "losses.csv"))) for r in (run, reference)]
+    assert rows[0] == rows[1]
+
+
+def one_error_line(completed: subprocess.CompletedProcess) -> str:
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert lines and lines[-1].startswith("error: "), completed.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, errors
+    return lines[-1]
+
+
+def main(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """``cli.main`` in this process (for faults before or between runs: quicker than a child)."""
+    import cli
+
+    capsys.readouterr()
+    status = cli.main(args)
+    return status, capsys.readouterr().err
+
+
+def one_error(status_and_err: tuple[int, str]) -> str:
+    status, err = status_and_err
+    return one_error_line(subprocess.CompletedProcess([], status, "", err))
+
+
+@pytest.fixture
+def in_photos(photos: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``photos``, as the working folder of in-process runs."""
+    monkeypatch.chdir(photos)
+    monkeypatch.setattr("sys.argv", ["cli.py"])
+    return photos
+
+
+def interrupted_run(photos: Path, capsys: pytest.CaptureFixture, step: int = 3,
+                    extra: Sequence[str] = ()) -> Path:
+    """A run stopped by SIGTERM after ``step`` steps, in this process; its folder."""
+    terminate = [{"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": step}}]
+    with pytest.raises(SystemExit) as stopped:
+        main([*style_args(photos, *extra), "--trainer.callbacks", json.dumps(terminate)], capsys)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    [run_folder] = runs(photos)
+    return run_folder
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
+
+
+# --------------------------------------------------------------------------- SIGKILL, resume
+def test_sigkill_at_random_steps_then_last_finishes_like_an_uninterrupted_run(
+        in_photos: Path, capsys) -> None:
+    """Killed three times (once while saving a checkpoint), the run still ends with an
+    uninterrupted run's pictures and losses; --ckpt_path last always finds the newest."""
+    photos = in_photos
+    assert main(style_args(photos), capsys)[0] == 0
+    [reference] = runs(photos)
+    total = 3 * STEPS
+    kills = sorted(random.Random(16).sample(range(2, total, 2), 3))  # checkpoints every 2
+    kills[0] += 1  # one between checkpoints, one while saving one, one right after
+    attempts = [kill_at(kills[0]), kill_at(kills[1], during_checkpoint=True), kill_at(kills[2])]
+    for number, kill in enumerate(attempts):
+        resume = ["--ckpt_path", "last"] if number else []
+        killed = run([*style_args(photos), *kill, *resume], photos)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    finished = run([*style_args(photos), "--ckpt_path", "last"], photos)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    [_, resumed] = runs(photos)
+    assert_same_results(resumed, reference)
+    checkpoints = sorted(p.name for p in (resumed / "checkpoints").iterdir())
+    assert checkpoints == ["last.ckpt", "last.previous.ckpt"]  # no last-v1.ckpt
+    assert checkpoint_step(resumed / "checkpoints" / "last.ckpt") == total
+    assert not list(resumed.rglob(".*partial*"))  # no temporary file left by the kills
+
+
+def test_a_checkpoint_cut_short_falls_back_to_the_previous_one(in_photos: Path,
+                                                              capsys) -> None:
+    photos = in_photos
+    interrupted = interrupted_run(photos, capsys, step=9)  # saved at 8 (previous) and at 9
+    assert main(style_args(photos), capsys)[0] == 0
+    reference = runs(photos)[1]
+    last = interrupted / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # what a full disk did to non-atomic writes
+    status, err = main([*style_args(photos), "--ckpt_path", str(last)], capsys)
+    assert status == 0, err[-3000:]
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "not a readable checkpoint" in warnings[0], warnings
+    assert "going on from step 8" in warnings[0], warnings
+    assert_same_results(interrupted, reference)
+
+
+def test_no_usable_checkpoint_is_one_sentence(in_photos: Path, capsys) -> None:
+    photos = in_photos
+    interrupted = interrupted_run(photos, capsys)
+    for name in ("last.ckpt", "last.previous.ckpt"):
+        (interrupted / "checkpoints" / name).write_bytes(b"PK\x03\x04 not really")
+    line = one_error(main([*style_args(photos), "--ckpt_path", "last"], capsys))
+    assert "No usable checkpoint in" in line and "not a readable checkpoint" in line, line
+
+
+def test_full_disk_while_checkpointing_leaves_the_good_checkpoint(in_photos: Path,
+                                                                 capsys) -> None:
+    """A checkpoint that no longer fits: one sentence, and the last checkpoint is the previous
+    good one (never a truncated file); after space is freed, last goes on."""
+    photos = in_photos
+    small_sheets = ["--images.sheet_height", "24"]  # smaller than a checkpoint
+    interrupted = interrupted_run(photos, capsys, step=5, extra=small_sheets)
+    assert main(style_args(photos, *small_sheets), capsys)[0] == 0
+    reference = runs(photos)[1]
+    last = interrupted / "checkpoints" / "last.ckpt"
+    size, step = last.stat().st_size, checkpoint_step(last)
+    # The images written before the next checkpoint (the loss curve comes at the end).
+    largest_other = max(p.stat().st_size for p in reference.rglob("*.png")
+                        if p.name != "loss_curve.png")
+    assert largest_other < size  # so that the checkpoint is the file that does not fit
+    full = run([*style_args(photos, *small_sheets), "--ckpt_path", str(last)], photos,
+               limit_file_bytes=(largest_other + size) // 2)  # a disk that is full (a child)
+    line = one_error_line(full)
+    assert "Cannot write checkpoint" in line and "File too large" in line, line
+    assert checkpoint_step(last) == step  # still the good one, whole
+    assert not list(interrupted.rglob(".*partial*"))
+    status, err = main([*style_args(photos, *small_sheets), "--ckpt_path", str(last)], capsys)
+    assert status == 0, err[-3000:]
+    assert_same_results(interrupted, reference)
+
+
+# --------------------------------------------------------------------------- earlier runs kept
+def test_an_existing_version_is_refused_and_left_as_it_was(in_photos: Path, capsys) -> None:
+    photos = in_photos
+    assert main(style_args(photos, "--trainer.max_steps", "2"), capsys)[0] == 0
+    [first] = runs(photos)
+    before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    line = one_error(main([*style_args(photos), "--trainer.logger.init_args.version", "0"],
+                          capsys))
+    assert "already holds a run" in line and "--ckpt_path" in line, line
+    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+
+
+def test_resume_keeps_the_interrupted_parts_hparams_and_metrics(in_photos: Path, capsys) -> None:
+    photos = in_photos
+    interrupted = interrupted_run(photos, capsys, step=7)  # metrics logged at 6
+    hparams = (interrupted / "hparams.yaml").read_text()
+    metrics = (interrupted / "metrics.csv").read_text()
+    status, err = main([*style_args(photos), "--model.tv_weight", "0.5", "--ckpt_path", "last"],
+                       capsys)
+    assert status == 0, err[-3000:]
+    assert (interrupted / "hparams_before_resume.yaml").read_text() == hparams
+    assert "tv_weight: 0.5" in (interrupted / "hparams.yaml").read_text()
+    assert (interrupted / "metrics_before_resume.csv").read_text() == metrics
+
+
+def test_runs_started_together_get_their_own_folders(photos: Path) -> None:
+    short = style_args(photos, "--trainer.max_steps", "2")
+    processes = [subprocess.Popen([sys.executable, TINY_CLI, *short], cwd=photos,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+    first, second = runs(photos)
+    assert_same_results(first, second)
+
+
+# --------------------------------------------------------------------------- bad checkpoints
+def jpeg(root: Path) -> Path:
+    path = root / "photo.ckpt"
+    Image.new("RGB", (8, 8)).save(path, format="JPEG")
+    return path
+
+
+def state_dict(root: Path) -> Path:
+    path = root / "weights.ckpt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), path)
+    return path
+
+
+class Unsafe:
+    """A pickled object that ``weights_only`` loading refuses."""
+
+
+def unsafe_pickle(root: Path) -> Path:
+    path = root / "unsafe.ckpt"
+    torch.save({"payload": Unsafe()}, path)
+    return path
+
+
+BAD_CHECKPOINTS = {
+    "a JPEG": (jpeg, "not a readable checkpoint"),
+    "a plain state dict": (state_dict, "not a checkpoint of an image-optimization run"),
+    "a pickle weights_only refuses": (unsafe_pickle, "not a readable checkpoint"),
+    "a folder": (lambda root: root / "photos", "is a folder"),
+    "a URL": (lambda root: "http://example.com/last.ckpt", "not a URL: http://example.com/"),
+    "a missing file": (lambda root: root / "nope.ckpt", "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
+def test_bad_checkpoint_is_one_sentence_and_leaves_nothing(case: str, in_photos: Path,
+                                                          capsys) -> None:
+    photos = in_photos
+    make, expected = BAD_CHECKPOINTS[case]
+    line = one_error(main([*style_args(photos), "--ckpt_path", str(make(photos))], capsys))
+    assert expected in line, line
+    assert "weights_only" not in line
+    assert runs(photos) == []  # no empty version_N
+
+
+def test_failed_resume_leaves_the_run_as_it_was(in_photos: Path, capsys) -> None:
+    photos = in_photos
+    interrupted = interrupted_run(photos, capsys)
+    before = {p.relative_to(interrupted): p.read_bytes() for p in interrupted.rglob("*")
+              if p.is_file()}
+    line = one_error(main([*style_args(photos), "--data.image_size", "32", "--ckpt_path",
+                           "last"], capsys))
+    assert "checkpoint's images are 24x" in line and "config.yaml" in line, line
+    assert {p.relative_to(interrupted): p.read_bytes() for p in interrupted.rglob("*")
+            if p.is_file()} == before
+    status, err = main([*style_args(photos), "--ckpt_path", "last"], capsys)
+    assert status == 0, err[-3000:]
+    assert sorted(p.name for p in interrupted.glob("config*.yaml")) == [
+        "config.yaml", "config_resumed.yaml"]
+
+
+def test_checkpoint_hyperparameters_never_choose_a_class(in_photos: Path, capsys) -> None:
+    """Options come from the command line: a class named in a checkpoint is never built."""
+    photos = in_photos
+    interrupted = interrupted_run(photos, capsys)
+    path = interrupted / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["_class_path"] = "subprocess.Popen"
+    checkpoint["hyper_parameters"]["tv_weight"] = 123.0
+    torch.save(checkpoint, path)
+    status, err = main([*style_args(photos), "--ckpt_path", str(path)], capsys)
+    assert status == 0, err[-3000:]
+    assert "tv_weight: 123" not in (interrupted / "hparams.yaml").read_text()
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder(in_photos: Path,
+                                                                capsys) -> None:
+    photos = in_photos
+    failed = main([*style_args(photos), "--data.content", str(photos / "missing.png")], capsys)
+    assert "Image file not found" in one_error(failed)
+    assert runs(photos) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_runs_folder_is_one_sentence(photos: Path) -> None:
+    (photos / "runs").mkdir()
+    (photos / "runs").chmod(0o555)
+    try:
+        line = one_error_line(run(style_args(photos), photos))
+    finally:
+        (photos / "runs").chmod(0o755)
+    assert "Cannot create a run folder" in line and "Permission denied" in line, line
+
+
+def test_a_runs_folder_that_cannot_be_made_is_one_sentence(in_photos: Path, capsys) -> None:
+    photos = in_photos
+    (photos / "runs").mkdir()
+    (photos / "runs" / "style_transfer").write_text("a file where the runs' folder should be")
+    line = one_error(main(style_args(photos), capsys))
+    assert "Cannot create a run folder" in line, line
+
+
+# --------------------------------------------------------------------------- colliding names
+def test_job_names_that_would_collide_are_told_apart_before_the_first_step(in_photos: Path,
+                                                                          capsys) -> None:
+    """Styles "x" and "x_sheet" (x's sheet is x_sheet.png), and a texture named like the
+    run's loss curve: every job's result is kept, and the run's own files too."""
+    photos = in_photos
+    styles = photos / "styles"
+    styles.mkdir()
+    for seed, name in enumerate(("x", "x_sheet", "loss_curve")):
+        write_test_image(styles / f"{name}.png", seed=seed)
+    status, err = main([*style_args(photos, "--trainer.max_steps", "2"), "--data.content",
+                        str(photos / "photos" / "c0.png"), "--data.style", str(styles),
+                        "--data.style_mode", "each"], capsys)
+    assert status == 0, err[-3000:]
+    [run_folder] = runs(photos)
+    written = {p.name for p in run_folder.glob("*.png")}
+    assert {"c0__x.png", "c0__x_sheet.png", "c0__x_sheet_2.png", "c0__x_sheet_2_sheet.png",
+            "c0__loss_curve.png", "loss_curve.png"} <= written, written
+    texture = ["fit", "--config", str(REPO / "configs" / "texture_synthesis.yaml"),
+               "--model.backbone", "tiny", "--model.weights", "random",
+               "--model.style_layers", "[0, 1]", "--model.style_weights", "[1, 1]",
+               "--data.style", str(styles / "loss_curve.png"), "--data.image_size", "16",
+               "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false"]
+    status, err = main(texture, capsys)
+    assert status == 0, err[-3000:]
+    textures = photos / "runs" / "texture_synthesis" / "version_0"
+    assert (textures / "loss_curve_2.png").is_file() and (textures / "loss_curve.png").is_file()
