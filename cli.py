@@ -13,8 +13,10 @@ Bad input ends with one sentence on stderr and a non-zero exit, never a tracebac
 
 Several processes get ``ImageDDPStrategy`` unless a strategy is given. ``--ckpt_path last``
 continues the most recently checkpointed run of the config's logger name *in its own run
-directory*: files already there are kept, the config is saved as ``config_resumed.yaml`` and the
-interrupted part's ``metrics.csv`` becomes ``metrics_before_resume.csv``.
+directory*: the config is saved as ``config_resumed.yaml``, the interrupted part's ``metrics.csv``
+and ``hparams.yaml`` become ``*_before_resume.*``, and the run writes again the images its
+interrupted part wrote. Options come from the command line, never from the checkpoint. A run
+(or a resume) that fails before its first step leaves the runs folder as it was.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
 from callbacks.checkpoint import PREVIOUS, RunCheckpoint, choose_checkpoint, previous_path, written_by
-from datamodules.files import describe
+from datamodules.files import TEMPORARY_MARK, describe
 from lightning_modules.errors import DivergedError, UserInputError
 
 # `--model FoolingImage` finds the class among the imported LightningModule subclasses, and the
@@ -215,9 +217,12 @@ class ImageCLI(LightningCLI):
         self._undo.append(delete_new_files)
 
     def _took_a_step(self) -> bool:
+        """Whether the run optimized (fit) or explained (predict) anything: then it keeps all."""
         trainer = getattr(self, "trainer", None)
-        return (trainer is not None and self._start_step is not None
-                and trainer.global_step > self._start_step)
+        if trainer is None or self._start_step is None:
+            return False
+        return (trainer.global_step > self._start_step
+                or trainer.predict_loop.batch_progress.total.ready > 0)
 
     def _undo_unstarted_run(self) -> None:
         """Leave the runs folder as it was: a run that failed before its first step leaves no
@@ -288,6 +293,9 @@ class ImageCLI(LightningCLI):
             run = path.parent.parent
             init_args.save_dir, init_args.name, init_args.version = (
                 str(run.parent.parent), run.parent.name, run.name)
+            if not is_launched_process():
+                for partial in run.rglob(f".*{TEMPORARY_MARK}*"):
+                    partial.unlink()  # what a killed process was writing when it died
             self._forget_new_files(run)
             self.save_config_kwargs = {**self.save_config_kwargs,
                                        "config_filename": free_name(run, "config_resumed.yaml")}

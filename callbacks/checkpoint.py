@@ -21,7 +21,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from datamodules.files import write_file
+from datamodules.files import TEMPORARY_MARK, write_file
 from lightning_modules.errors import UserInputError
 from lightning_modules.image_optimization.strategy import shard_path
 
@@ -58,7 +58,7 @@ def _keep_previous(path: Path) -> None:
     if not path.is_file():
         return
     previous = previous_path(path)
-    staged = previous.with_name(f".{previous.name}.{os.getpid()}")
+    staged = previous.with_name(f".{previous.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
         staged.unlink(missing_ok=True)
         os.link(path, staged)

@@ -376,3 +376,54 @@ def test_job_names_that_would_collide_are_told_apart_before_the_first_step(in_ph
     assert status == 0, err[-3000:]
     textures = photos / "runs" / "texture_synthesis" / "version_0"
     assert (textures / "loss_curve_2.png").is_file() and (textures / "loss_curve.png").is_file()
+
+
+# --------------------------------------------------------------------------- reports on resume
+def terminate_at(step: int) -> list[str]:
+    callback = {"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": step}}
+    return ["--trainer.callbacks", json.dumps([callback])]
+
+
+def stop_and_resume(args: list[str], steps: Sequence[int], capsys) -> None:
+    """Run ``args`` stopped by SIGTERM after each of ``steps``, resuming each time, to the end."""
+    for number, step in enumerate(steps):
+        with pytest.raises(SystemExit) as stopped:
+            main([*args, *terminate_at(step), *(["--ckpt_path", "last"] if number else [])],
+                 capsys)
+        assert stopped.value.code == 128 + signal.SIGTERM
+    status, err = main([*args, "--ckpt_path", "last"], capsys)
+    assert status == 0, err[-3000:]
+
+
+def test_class_report_of_a_run_stopped_at_and_between_chunk_ends(in_photos: Path,
+                                                                 capsys) -> None:
+    """Stopped at the last step of a chunk and in the middle of the next: the sheet of every
+    class, each class once, as in an uninterrupted run."""
+    args = ["fit", "--config", str(REPO / "configs" / "class_visualization.yaml"),
+            "--model.backbone", "tiny", "--model.weights", "random", "--model.image_size", "16",
+            "--model.max_jitter", "2", "--data.classes", "[76, 78, 113]",
+            "--data.batch_size", "1", "--trainer.max_steps", "3",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    stop_and_resume(args, [3, 5], capsys)
+    assert main(args, capsys)[0] == 0
+    resumed, reference = sorted((in_photos / "runs" / "class_visualization").glob("version_*"))
+    for name in ("0076_tarantula", "0078_tick", "0113_snail", "classes_sheet",
+                 "class_probability"):
+        assert np.array_equal(pixels(resumed / f"{name}.png"),
+                              pixels(reference / f"{name}.png")), name
+
+
+def test_fooling_report_of_a_stopped_run_lists_each_job_once(in_photos: Path, capsys) -> None:
+    args = ["fit", "--config", str(REPO / "configs" / "fooling.yaml"), "--model.backbone",
+            "tiny", "--model.weights", "random", "--model.target", "[23, 10]",
+            "--data.image_size", "32", "--data.batch_size", "2", "--trainer.max_steps", "60",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    stop_and_resume(args, [2], capsys)
+    assert main(args, capsys)[0] == 0
+    resumed, reference = sorted((in_photos / "runs" / "fooling").glob("version_*"))
+    rows = [list(csv.DictReader(open(run_folder / "fooling_results.csv")))
+            for run_folder in (resumed, reference)]
+    assert len(rows[1]) == 6 and rows[0] == rows[1]
+    for row in rows[1]:
+        assert np.array_equal(pixels(resumed / f"{row['name']}.png"),
+                              pixels(reference / f"{row['name']}.png"))
