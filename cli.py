@@ -305,6 +305,12 @@ class ImageCLI(LightningCLI):
                 for name in ("metrics.csv", "hparams.yaml"):
                     self._set_aside(run / name)
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        if config.get("enable_checkpointing") is False:
+            # Lightning refuses a checkpoint callback then; ours is always added.
+            callbacks = [c for c in callbacks if not isinstance(c, RunCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_fit(self) -> None:
         trainer = self.trainer
         if trainer.max_steps is None or trainer.max_steps <= 0:

@@ -427,3 +427,12 @@ def test_fooling_report_of_a_stopped_run_lists_each_job_once(in_photos: Path, ca
     for row in rows[1]:
         assert np.array_equal(pixels(resumed / f"{row['name']}.png"),
                               pixels(reference / f"{row['name']}.png"))
+
+
+def test_checkpointing_can_be_turned_off(in_photos: Path, capsys) -> None:
+    status, err = main(style_args(in_photos, "--trainer.max_steps", "2",
+                                  "--trainer.enable_checkpointing", "false"), capsys)
+    assert status == 0, err[-3000:]
+    [run_folder] = runs(in_photos)
+    assert (run_folder / "c0__style.png").is_file()
+    assert not (run_folder / "checkpoints").exists()
