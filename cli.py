@@ -30,14 +30,18 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import torch
 from jsonargparse import Namespace
+from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
 from callbacks.checkpoint import PREVIOUS, RunCheckpoint, choose_checkpoint, previous_path, written_by
 from datamodules.files import TEMPORARY_MARK, describe
-from lightning_modules.errors import DivergedError, UserInputError
+from lightning_modules.errors import DivergedError, UserInputError, format_bytes
 
 # `--model FoolingImage` finds the class among the imported LightningModule subclasses, and the
 # package exports are lazy: import the techniques (their costly imports stay lazy inside).
@@ -114,9 +118,16 @@ class ImageCLI(LightningCLI):
         parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning seeds right after parsing, before any hook, and says so with a traceback.
+        subcommand = self.config.get("subcommand")
+        check_seed((self.config[subcommand] if subcommand else self.config).get("seed_everything"))
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         trainer = config.trainer
+        check_hardware(trainer.accelerator, trainer.devices)
         processes = process_count(trainer.devices, trainer.num_nodes)
         if trainer.strategy == "auto" and processes != 1:
             trainer.strategy = "image_ddp"
@@ -311,7 +322,35 @@ class ImageCLI(LightningCLI):
             callbacks = [c for c in callbacks if not isinstance(c, RunCheckpoint)]
         return super()._instantiate_trainer(config, callbacks)
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The Trainer; the option combinations Lightning refuses become one sentence."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:
+            raise UserInputError(" ".join(str(error).split())) from None
+        except ModuleNotFoundError as error:  # e.g. --trainer.accelerator tpu without torch_xla
+            raise UserInputError(f"The Trainer's options need a package that is not installed: "
+                                 f"{' '.join(str(error).split())}") from None
+
+    def _check_subcommand(self, needs: str, runs_with: str) -> None:
+        """Refuse a technique that the subcommand cannot run (``predict`` on style transfer).
+
+        Args:
+            needs: The step the subcommand runs (``training_step``, ``predict_step``).
+            runs_with: The subcommand that runs the technique instead.
+        """
+        if is_overridden(needs, self.model):
+            return
+        configs = self.config[self.subcommand].get("config") or []
+        again = f" --config {configs[-1]}" if configs else " with the same options"
+        raise UserInputError(f"{type(self.model).__name__} is run with {runs_with}, not "
+                             f"{self.subcommand}: python cli.py {runs_with}{again}.")
+
+    def before_predict(self) -> None:
+        self._check_subcommand("predict_step", "fit")
+
     def before_fit(self) -> None:
+        self._check_subcommand("training_step", "predict")
         trainer = self.trainer
         if trainer.max_steps is None or trainer.max_steps <= 0:
             raise UserInputError(
@@ -376,6 +415,58 @@ def process_count(devices: Any, num_nodes: int) -> Optional[int]:
     return None if per_node is None else per_node * num_nodes
 
 
+def check_seed(seed: Any) -> None:
+    """Refuse a seed outside Lightning's range (numpy's: 0 to 2**32 - 1, no negatives).
+
+    ``true`` (a random seed), ``false`` (no seeding) and None are left to Lightning.
+    """
+    if seed is None or isinstance(seed, bool):
+        return
+    if not isinstance(seed, int) or not min_seed_value <= seed <= max_seed_value:
+        raise UserInputError(f"--seed_everything must be a whole number from {min_seed_value} to "
+                             f"{max_seed_value} (or true for a random one), got {seed}.")
+
+
+def check_hardware(accelerator: Any, devices: Any) -> None:
+    """Refuse an accelerator this machine lacks and device counts Lightning cannot read.
+
+    Lightning refuses both deep inside the Trainer, with a traceback (``devices abc`` on a CPU
+    is a TypeError).
+    """
+    if not isinstance(accelerator, str):
+        return  # an Accelerator object: Lightning's to judge
+    mps = torch.backends.mps.is_available()  # Apple's GPU: what "gpu" and "auto" pick there
+    if accelerator in ("gpu", "cuda") and not (torch.cuda.is_available()
+                                               or (accelerator == "gpu" and mps)):
+        raise UserInputError(f"--trainer.accelerator {accelerator} needs a GPU, but no GPU is "
+                             f"available on this machine; use --trainer.accelerator cpu or auto.")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (torch.cuda.is_available()
+                                                                       or mps))
+    if not _devices_valid(devices, on_cpu):
+        indices = "" if on_cpu else ", or GPU indices such as [0, 1]"
+        raise UserInputError(f"--trainer.devices must be a positive number of devices, -1 (all) "
+                             f"or auto{indices}, got {devices!r}.")
+
+
+def _devices_valid(devices: Any, on_cpu: bool) -> bool:
+    """Whether Lightning accepts ``devices``: a count, -1, ``auto``, or (GPU) indices."""
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices > 0 or devices == -1
+    if isinstance(devices, (list, tuple)):
+        return not on_cpu and bool(devices) and all(
+            isinstance(index, int) and not isinstance(index, bool) and index >= 0
+            for index in devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1") or (text.isdigit() and int(text) > 0):
+        return True
+    # "0,1" or "0,": GPU indices
+    indices = [part.strip() for part in text.split(",")]
+    return (not on_cpu and "," in text and any(indices)
+            and all(part.isdigit() for part in indices if part))
+
+
 def free_name(directory: Path, name: str) -> str:
     """``name``, or ``<stem>_2<suffix>``, ``_3``, ... whichever does not exist in ``directory``."""
     stem, suffix = Path(name).stem, Path(name).suffix
@@ -413,9 +504,16 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         )
     except Exception as error:  # noqa: BLE001 - only the user's own mistakes are caught below
         if type(error).__name__ == "ArgumentError":  # jsonargparse's, raised with exit_on_error off
-            print(f"error: {condensed_parse_error(str(error))}", file=sys.stderr)
+            message = condensed_parse_error(str(error))
+            if "'fit' does not accept option 'return_predictions'" in message:
+                # A predict config (saliency) given to fit: its predict-only key says so.
+                argv = list(sys.argv[1:] if args is None else args)
+                config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else "..."
+                message += (f"; this config is run with predict: python cli.py predict "
+                            f"--config {config}")
+            print(f"error: {message}", file=sys.stderr)
             return 2
-        cause = user_facing_cause(error)
+        cause = user_facing_cause(error) or out_of_memory(error) or config_kept(error)
         if cause is None:
             raise
         print(f"error: {cause}", file=sys.stderr)
@@ -466,6 +564,53 @@ def user_facing_cause(error: BaseException) -> Optional[BaseException]:
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
+    return None
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions behind it (``__cause__`` / ``__context__``), in order."""
+    chain: list[BaseException] = []
+    current: Optional[BaseException] = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def out_of_memory(error: BaseException) -> Optional[str]:
+    """One sentence for running out of memory, or None for any other error.
+
+    The checks before allocating count only the images, so a run can still exhaust memory in
+    the backbone's features: Python's MemoryError, torch's OutOfMemoryError (CUDA) and the CPU
+    allocator's RuntimeError all end here.
+    """
+    for link in _chain(error):
+        text = str(link)
+        if not (isinstance(link, (MemoryError, torch.OutOfMemoryError))
+                or isinstance(link, RuntimeError) and ("can't allocate memory" in text
+                                                       or "out of memory" in text)):
+            continue
+        cpu = re.search(r"tried to allocate (\d+) bytes", text)
+        cuda = re.search(r"Tried to allocate ([\d.]+ [KMGTP]iB)", text)
+        size = format_bytes(int(cpu.group(1))) if cpu else cuda.group(1) if cuda else None
+        failed = f" (an allocation of {size} failed)" if size else ""
+        return (f"Ran out of memory{failed}: try smaller images (--data.image_size) or fewer at "
+                f"once (--data.batch_size).")
+    return None
+
+
+def config_kept(error: BaseException) -> Optional[str]:
+    """One sentence for Lightning's SaveConfigCallback refusing to overwrite a config.yaml.
+
+    Runs get fresh directories, except without a logger (``--trainer.logger false``): then
+    they write into ``--trainer.default_root_dir``, the current folder by default.
+    """
+    for link in _chain(error):
+        match = re.search(r"SaveConfigCallback expected (.+?) to NOT exist", str(link))
+        if match:
+            return (f"Refusing to overwrite {match.group(1)}, an earlier run's config: give this "
+                    f"run another folder (--trainer.default_root_dir without a logger, else the "
+                    f"logger's save_dir, name or version).")
     return None
 
 

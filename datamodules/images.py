@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from datamodules.files import write_file
-from lightning_modules.errors import UserInputError
+from lightning_modules.errors import UserInputError, check_fits_in_memory
 
 SAMPLE_PREFIX = "sample:"
 
@@ -36,6 +37,10 @@ _SAMPLES = (
 )
 
 _WHITE = (255, 255, 255, 255)
+
+# Reading an image costs a pixel 19 bytes at the peak, all alive at once: Pillow's RGB (4 bytes),
+# the uint8 array (3) and the float32 tensor (12) of image_to_tensor.
+READ_BYTES_PER_PIXEL = 4 + 3 + 12
 _UINT16_MAX = 65535.0
 
 
@@ -62,9 +67,10 @@ def load_image(source: str | os.PathLike[str]) -> Image.Image:
         An RGB image.
 
     Raises:
-        UserInputError: If the file is missing, a directory, unreadable, not
-            an image, truncated or corrupt, larger than Pillow's
-            decompression-bomb limit, or the sample name is unknown.
+        UserInputError: If the file is missing, a directory, not a regular file
+            (a named pipe, a device), unreadable, not an image, truncated or
+            corrupt, larger than Pillow's decompression-bomb limit, or the
+            sample name is unknown.
     """
     if isinstance(source, str) and source.startswith(SAMPLE_PREFIX):
         return _load_sample(source)
@@ -73,6 +79,7 @@ def load_image(source: str | os.PathLike[str]) -> Image.Image:
     path = Path(source)
     if path.is_dir():
         raise UserInputError(f"Expected an image file but got a directory: {shown}.")
+    _check_regular_file(path, shown)
     try:
         with _strict_decoding(), Image.open(path) as image:
             # Decode now so truncated files fail here, not deep inside training.
@@ -93,24 +100,31 @@ def load_image(source: str | os.PathLike[str]) -> Image.Image:
         ) from None
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+def resize_shorter_side(image: Image.Image, size: int, name: str = "The image") -> Image.Image:
     """Resize so the shorter side is ``size`` pixels, keeping the aspect ratio.
 
     Args:
         image: The image to resize.
         size: Target length of the shorter side, in pixels.
+        name: What the image is called in an error message (e.g. its path).
 
     Returns:
         The resized image (Lanczos filtering, which antialiases when shrinking).
 
     Raises:
-        UserInputError: If ``size`` is not positive.
+        UserInputError: If ``size`` is not positive, or the resized image could not fit in
+            this machine's memory (a long thin image grows with its shorter side).
     """
     if size <= 0:
         raise UserInputError(f"Image size must be a positive number of pixels, got {size}.")
     width, height = image.size
     scale = size / min(width, height)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Before Pillow allocates it: past RAM, Pillow raises MemoryError or OverflowError.
+    check_fits_in_memory(
+        f"{name} resized to a shorter side of {size:,} px is {new_size[0]:,} x {new_size[1]:,} "
+        f"pixels, and reading it (before its features)",
+        new_size[0] * new_size[1] * READ_BYTES_PER_PIXEL, "give a smaller image size")
     return image.resize(new_size, Image.Resampling.LANCZOS)
 
 
@@ -124,7 +138,8 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
         A float32 tensor of shape ``[3, H, W]`` with values in ``[0, 1]``.
     """
     pixels = np.array(_to_rgb(image), dtype=np.uint8)
-    return torch.from_numpy(pixels).permute(2, 0, 1).float().div(255.0)
+    # In place: a second float copy would be the largest allocation of reading a big image.
+    return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
 
 
 def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
@@ -186,6 +201,23 @@ def _load_sample(source: str) -> Image.Image:
     import skimage.data
 
     return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+# What ``stat`` calls the kinds of file that are not regular files.
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular_file(path: Path, shown: str) -> None:
+    """Refuse a named pipe, device or socket: reading one may never end (a FIFO with no writer
+    blocks in ``open``; ``/dev/zero`` never runs out)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: opening it says which, in one sentence
+    if not stat.S_ISREG(mode):
+        kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+        raise UserInputError(f"Not a regular file ({kind}): {shown}; give an image file.")
 
 
 @contextmanager

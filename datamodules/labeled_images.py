@@ -15,10 +15,11 @@ from typing import Any, Optional, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.images import SAMPLE_PREFIX, image_to_tensor, load_image, resize_shorter_side
+from datamodules.images import (READ_BYTES_PER_PIXEL, SAMPLE_PREFIX, image_to_tensor, load_image,
+                                resize_shorter_side)
 from datamodules.jobs import JobData
 from datamodules.sources import expand_sources, image_files, source_stem
-from lightning_modules.errors import UserInputError
+from lightning_modules.errors import UserInputError, check_image_side
 from lightning_modules.naming import safe_name, unique_names
 
 Label = Union[int, str]
@@ -66,7 +67,8 @@ def preprocess(source: str, size: int) -> torch.Tensor:
     Returns:
         0-1 pixels ``[3, size, size]``: shorter side resized to ``size``, centre-cropped.
     """
-    return center_square(image_to_tensor(resize_shorter_side(load_image(source), size)), size)
+    return center_square(image_to_tensor(resize_shorter_side(load_image(source), size, source)),
+                         size)
 
 
 def folder_label(name: str) -> Label:
@@ -125,6 +127,7 @@ class LabeledImageData(JobData):
         if not image_size > 0:
             raise UserInputError(f"image_size must be a positive number of pixels, got "
                                  f"{image_size}.")
+        check_image_side("image_size", image_size, READ_BYTES_PER_PIXEL)
         if folder_labels and labels is not None:
             raise UserInputError("Give labels or folder_labels=true, not both.")
         if folder_labels and images is None:
@@ -143,7 +146,7 @@ class LabeledImageData(JobData):
             if self.labels is not None:
                 raise UserInputError("labels need images: give --data.images too.")
             return [SAMPLE_PREFIX + name for name in SAMPLE_LABELS], list(SAMPLE_LABELS.values())
-        sources = expand_sources(self.images)
+        sources = expand_sources(self.images, "--data.images")
         if not sources:
             raise UserInputError("No images given.")
         if self.labels is None:
@@ -161,6 +164,8 @@ class LabeledImageData(JobData):
 
     def _from_class_folders(self) -> tuple[list[str], list[Optional[Label]]]:
         roots = [self.images] if isinstance(self.images, (str, Path)) else list(self.images)
+        if any(not str(root).strip() for root in roots):  # Path("") is the current folder
+            raise UserInputError("--data.images is empty: give a folder of class subfolders.")
         sources: list[str] = []
         labels: list[Optional[Label]] = []
         for root in map(Path, roots):

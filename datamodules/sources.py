@@ -20,20 +20,28 @@ def image_files(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def expand_sources(sources: Sources) -> list[str]:
+def expand_sources(sources: Sources, option: str = "An image source") -> list[str]:
     """Turn a path, a list of paths, folders (their images, sorted) and globs into paths.
 
     Args:
         sources: A path, ``sample:NAME``, a folder, a glob pattern, or a list of these.
+        option: Where the sources were given (``"--data.content"``), for error messages.
 
     Returns:
         The image sources in order.
+
+    Raises:
+        UserInputError: If a source is empty, a folder holds no images or a glob matches
+            nothing.
     """
     if sources is None:
         return []
     items = [sources] if isinstance(sources, (str, Path)) else list(sources)
     expanded: list[str] = []
     for item in map(str, items):
+        if not item.strip():
+            # Path("") is the current folder: it would take whatever images lie there.
+            raise UserInputError(f"{option} is empty: give an image file, folder or glob.")
         if item.startswith(SAMPLE_PREFIX):
             expanded.append(item)
         elif Path(item).is_dir():

@@ -7,10 +7,15 @@ from typing import Literal, Optional
 
 import torch
 
-from datamodules.images import image_to_tensor, load_image, resize_shorter_side
+from datamodules.images import (
+    READ_BYTES_PER_PIXEL,
+    image_to_tensor,
+    load_image,
+    resize_shorter_side,
+)
 from datamodules.jobs import JobData, StepLoader  # noqa: F401 - StepLoader's old home
 from datamodules.sources import IMAGE_SUFFIXES, Sources, expand_sources, source_stem  # noqa: F401
-from lightning_modules.errors import UserInputError, check_positive
+from lightning_modules.errors import UserInputError, check_image_side, check_positive
 from lightning_modules.naming import unique_names
 
 
@@ -72,6 +77,8 @@ class StyleTransferData(JobData):
         check_positive("image_size", image_size)
         check_positive("style_size", style_size)
         check_positive("style_scale", style_scale)
+        check_image_side("image_size", image_size, READ_BYTES_PER_PIXEL)
+        check_image_side("style_size", style_size, READ_BYTES_PER_PIXEL)
         if style_mode not in ("blend", "each"):
             raise UserInputError(f"Unknown style_mode '{style_mode}'; choose 'blend' or 'each'.")
         if style_mode == "each" and style_blend_weights is not None:
@@ -85,13 +92,13 @@ class StyleTransferData(JobData):
         self.style_mode = style_mode
 
     def _load(self, source: str, size: int) -> torch.Tensor:
-        return image_to_tensor(resize_shorter_side(load_image(source), size))
+        return image_to_tensor(resize_shorter_side(load_image(source), size, source))
 
     def setup(self, stage: str) -> None:
         if self.jobs:
             return
-        content_sources = expand_sources(self.content)
-        style_sources = expand_sources(self.style)
+        content_sources = expand_sources(self.content, "--data.content")
+        style_sources = expand_sources(self.style, "--data.style")
         if not content_sources and not style_sources:
             raise UserInputError("Give at least one content (--data.content) or style image "
                                  "(--data.style).")

@@ -100,6 +100,22 @@ def wrong_weights(tmp_path: Path) -> Path:
     return path
 
 
+def thin_image(tmp_path: Path) -> Path:
+    """1 x 20000 pixels: small on disk, enormous once its shorter side is resized up."""
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (20000, 1), (10, 200, 30)).save(path)
+    return path
+
+
+def fifo(tmp_path: Path) -> Path:
+    """A named pipe with a picture's name: opening it for reading waits for a writer forever."""
+    import os
+
+    path = tmp_path / "pipe.png"
+    os.mkfifo(path)
+    return path
+
+
 BAD_INPUTS = {
     "missing file": (lambda t, c, s: ["--data.content", str(t / "nope.jpg")], "not found"),
     "not an image": (lambda t, c, s: ["--data.content", str(t / "notes.txt")], "Not a recognised image"),
@@ -118,6 +134,23 @@ BAD_INPUTS = {
     "missing weights file": (lambda t, c, s: ["--model.weights", str(t / "w.pth")], "Weights file not found"),
     "weights of another network": (lambda t, c, s: ["--model.backbone", "resnet18",
                                                     "--model.weights", str(wrong_weights(t))], "does not fit"),
+    "zero devices": (lambda t, c, s: ["--trainer.devices", "0"], "--trainer.devices"),
+    "devices not a number": (lambda t, c, s: ["--trainer.devices", "abc"], "--trainer.devices"),
+    "negative seed": (lambda t, c, s: ["--seed_everything", "-1"], "0 to 4294967295"),
+    "seed over 2**32-1": (lambda t, c, s: ["--seed_everything", "99999999999999999999"],
+                          "0 to 4294967295"),
+    "lr 1e38": (lambda t, c, s: ["--model.lr", "1e38"], "lr must be"),
+    "lr 1e300": (lambda t, c, s: ["--model.lr", "1e300"], "lr must be"),
+    "image size 100000": (lambda t, c, s: ["--data.image_size", "100000"], "GiB"),
+    "image size 10**12": (lambda t, c, s: ["--data.image_size", str(10**12)], "of memory"),
+    "style size 100000": (lambda t, c, s: ["--data.style_size", "100000"], "GiB"),
+    "thin image made huge": (lambda t, c, s: ["--data.content", str(thin_image(t)),
+                                              "--data.image_size", "4096"], "GiB"),
+    "empty content": (lambda t, c, s: ["--data.content", ""],
+                      "--data.content is empty: give an image file, folder or glob"),
+    "empty style": (lambda t, c, s: ["--data.style", ""], "--data.style is empty"),
+    "content is a FIFO": (lambda t, c, s: ["--data.content", str(fifo(t))], "named pipe"),
+    "content is /dev/zero": (lambda t, c, s: ["--data.content", "/dev/zero"], "Not a regular file"),
 }
 
 

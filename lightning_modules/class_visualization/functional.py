@@ -25,7 +25,13 @@ import torch
 from torch import nn
 
 from lightning_modules.backbones.normalization import pixel_range, preprocessing_of
-from lightning_modules.errors import UserInputError, check_choice, check_non_negative
+from lightning_modules.errors import (
+    UserInputError,
+    check_choice,
+    check_image_side,
+    check_learning_rate,
+    check_non_negative,
+)
 from lightning_modules.image_optimization.parameterizations import (
     Parameterization,
     make_parameterization,
@@ -137,8 +143,7 @@ def check_options(l2_reg: float, learning_rate: Optional[float], blur_every: int
     """The options the function and the module share, each with its one-sentence error."""
     check_non_negative("l2_reg", l2_reg)
     check_non_negative("init_std", init_std)
-    if learning_rate is not None and not learning_rate > 0:
-        raise UserInputError(f"learning_rate must be positive, got {learning_rate}.")
+    check_learning_rate("learning_rate", learning_rate)
     if blur_every < 0:
         raise UserInputError(f"blur_every must be zero (never) or positive, got {blur_every}.")
     if not blur_sigma > 0:
@@ -147,6 +152,7 @@ def check_options(l2_reg: float, learning_rate: Optional[float], blur_every: int
         raise UserInputError(f"max_jitter must be zero or positive, got {max_jitter}.")
     if image_size < 8:
         raise UserInputError(f"image_size must be at least 8 pixels, got {image_size}.")
+    check_image_side("image_size", image_size)
     check_choice("step", step, STEPS)
 
 

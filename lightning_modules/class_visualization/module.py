@@ -18,7 +18,7 @@ from lightning_modules.class_visualization.functional import (
     make_optimizer,
     regularize,
 )
-from lightning_modules.errors import UserInputError, check_positive
+from lightning_modules.errors import UserInputError, check_learning_rate, check_positive
 from lightning_modules.image_optimization.metrics import StepBuffer
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.image_optimization.parameterizations import make_parameterization
@@ -85,6 +85,7 @@ class ClassVisualization(ImageOptimization):
         clamp: Optional[float] = None,
         **kwargs: Any,
     ) -> None:
+        check_learning_rate("lr", lr)  # by the option's name here; check_options says learning_rate
         check_options(l2_reg, lr, blur_every, blur_sigma, max_jitter, image_size, step, init_std)
         check_positive("clamp", clamp, " (or null for the pixel range)")
         super().__init__(**kwargs)

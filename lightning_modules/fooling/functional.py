@@ -29,7 +29,12 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import torch
 
 from lightning_modules.backbones.normalization import denormalize, normalize
-from lightning_modules.errors import UserInputError, check_choice
+from lightning_modules.errors import (
+    MAX_LEARNING_RATE,
+    UserInputError,
+    check_choice,
+    check_learning_rate,
+)
 from lightning_modules.fooling.steps import (  # noqa: F401 - re-exported: the seed's API
     Norm,
     ProjectedStep,
@@ -113,17 +118,19 @@ class FoolingAttack:
         for name, allowed in {"method": ("seed", "pgd"), "norm": ("linf", "l2"),
                               "loss": ("ce", "margin")}.items():
             check_choice(name, getattr(self, name), allowed)
-        if not self.eps > 0:  # also catches NaN
+        # Past MAX_LEARNING_RATE the step overflows float32 (a traceback, not a result).
+        if not 0 < self.eps <= MAX_LEARNING_RATE:  # also catches NaN
             raise UserInputError(
-                f"eps must be positive, in 0-1 pixel units (2/255 is 0.00784), got {self.eps}."
+                f"eps must be positive and at most {MAX_LEARNING_RATE:g}, in 0-1 pixel units "
+                f"(2/255 is 0.00784), got {self.eps:g}."
             )
         if self.step_size is None:
             self.step_size = self.eps / 4
-        if not self.step_size > 0:
-            raise UserInputError(f"step_size must be positive, in 0-1 pixel units, got "
-                                 f"{self.step_size}.")
-        if not self.lr > 0:
-            raise UserInputError(f"lr must be positive, got {self.lr}.")
+        if not 0 < self.step_size <= MAX_LEARNING_RATE:
+            raise UserInputError(f"step_size must be positive and at most "
+                                 f"{MAX_LEARNING_RATE:g}, in 0-1 pixel units, got "
+                                 f"{self.step_size:g}.")
+        check_learning_rate("lr", self.lr)
         if (self.mean is None) != (self.std is None):
             raise UserInputError("Give both mean and std of the normalization, or neither.")
         if self.mean is None and (self.method == "pgd" or self.quantize):

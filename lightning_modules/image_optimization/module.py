@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
-from lightning_modules.errors import UserInputError
+from lightning_modules.errors import UserInputError, check_fits_in_memory
 from lightning_modules.image_optimization.fast_path import fast_path_mode
 from lightning_modules.image_optimization.jobs import ImageSlot, JobPlan, size_groups
 from lightning_modules.image_optimization.metrics import LossRecord
@@ -152,6 +152,7 @@ class ImageOptimization(pl.LightningModule):
                                               [self.job_size(job) for job in self.jobs])
         groups = [self._in_memory_format(group) for group in self.create_images(self.jobs)]
         if len(self.images) == 0:
+            self._check_memory(groups)
             for group in groups:
                 self.images.append(nn.Parameter(group.detach().clone()))
             return
@@ -165,6 +166,29 @@ class ImageOptimization(pl.LightningModule):
                     parameter.copy_(group)
             else:
                 parameter.data = group.clone()
+
+    def _check_memory(self, groups: list[torch.Tensor]) -> None:
+        """Refuse images whose optimization could not fit in the memory left, before making it.
+
+        Past that memory the kernel kills the process, with no message. The least a step needs:
+        the parameters and their gradients (two copies of ``groups``), and the backbone's first
+        layer's output on every pixel, kept for the backward pass. Deeper features and the
+        optimizer's state come on top.
+        """
+        values = sum(group.numel() * group.element_size() for group in groups)
+        pixels = sum(group.shape[0] * group.shape[-2] * group.shape[-1] for group in groups
+                     if group.dim() == 4)  # a spectrum (Fourier) is not in pixels: left out
+        try:
+            with torch.no_grad():
+                probe = self.backbone.features[0](torch.zeros(1, 3, 32, 32,
+                                                              device=self.backbone.mean.device))
+            first_layer = probe.numel() * probe.element_size() / (32 * 32)  # bytes a pixel
+        except RuntimeError:  # a network of one's own that will not take 32 px: count no features
+            first_layer = 0
+        check_fits_in_memory(
+            f"Optimizing {len(self.jobs)} image(s) (their values, gradients and first layer's "
+            f"features)", 2 * values + pixels * first_layer,
+            "give smaller images or fewer at once (batch_size)")
 
     # ----------------------------------------------------------------- results
     def result_pixels(self, index: int) -> torch.Tensor:

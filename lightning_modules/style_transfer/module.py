@@ -17,7 +17,8 @@ from typing import Any, Hashable, Literal, Optional, Sequence
 
 import torch
 
-from lightning_modules.errors import UserInputError, check_choice, check_non_negative
+from lightning_modules.errors import (UserInputError, check_choice, check_learning_rate,
+                                      check_non_negative)
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.style_transfer.functional import (
     content_loss,
@@ -83,8 +84,8 @@ class StyleTransfer(ImageOptimization):
         **kwargs: Any,
     ) -> None:
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
-        if not lr > 0 or (lr_drop_to is not None and not lr_drop_to > 0):
-            raise UserInputError("Learning rates must be positive.")
+        check_learning_rate("lr", lr)
+        check_learning_rate("lr_drop_to", lr_drop_to)
         if clamp is not None and not clamp > 0:
             raise UserInputError(f"clamp must be positive (or null for the pixel range), got {clamp}.")
         super().__init__(**kwargs)
