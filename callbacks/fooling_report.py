@@ -62,16 +62,22 @@ class FoolingReport(ChunkEndCallback):
                                         "p_target")})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+        after = "".join(f", {key[len('success_'):]} {sum(r[key] for r in rows)}"
+                        for key in rows[0] if key.startswith("success_")) if rows else ""
         rank_zero_info(
-            f"Fooled {sum(r['success'] for r in rows)} of {len(rows)} images (PNG read back); "
+            f"Fooled {sum(r['success'] for r in rows)} of {len(rows)} images (PNG read back"
+            f"{'; still after ' + after[2:] if after else ''}); "
             f"mean ||δ||₂ {metrics['l2_mean']:.4g}, max ||δ||∞ {metrics['linf_max']:.4g} "
             f"(0-1 pixels); results in {self.directory / RESULTS_FILE}."
         )
 
     @staticmethod
     def write_csv(rows: list[dict[str, Any]], path: Path, replace: bool = False) -> None:
-        """One line per job; an existing file is replaced only with ``replace``."""
-        write_csv_rows(path, RESULT_COLUMNS, [
+        """One line per job (the fixed columns, then ``success_<check>`` and
+        ``success_on_<judge>``); an existing file is replaced only with ``replace``."""
+        columns = [*RESULT_COLUMNS, *(key for key in (rows[0] if rows else {})
+                                      if key not in RESULT_COLUMNS)]
+        write_csv_rows(path, columns, [
             {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
             for row in rows], replace)
 

@@ -35,6 +35,7 @@ from lightning_modules.errors import (
     check_choice,
     check_learning_rate,
 )
+from lightning_modules.fooling.robustness import diverse_input, fools, transformation
 from lightning_modules.fooling.steps import (  # noqa: F401 - re-exported: the seed's API
     Norm,
     ProjectedStep,
@@ -102,6 +103,20 @@ class FoolingAttack:
         std: Per-channel standard deviation of the normalization.
         quantize: Count an image as fooled only when its 8-bit version (as saved to a PNG) is
             classified as the target.
+        confidence: The least p(target) that counts as fooled (0: the target only has to win).
+            An image stops at its first success, so without it a fooled image sits just past
+            the decision boundary, where JPEG or a resize takes it back.
+        robust_to: Transformations to survive (names as in
+            :func:`~lightning_modules.fooling.robustness.transformation`, e.g. ``jpeg75``,
+            ``resize0.5-1.5``, ``blur1``, ``shift4``): each step's loss is the mean over
+            ``eot_samples`` random draws among them and the identity (expectation over
+            transformations, Athalye et al. 2018), and an image counts as fooled only when it
+            also fools after each one's check (the real JPEG, the smallest scale, the blur).
+        eot_samples: Draws per step with ``robust_to``.
+        momentum: PGD only: MI-FGSM's momentum (1.0 in Dong et al. 2018; 0: none).
+        diversity: The probability of input diversity (DI, Xie et al. 2019; 0.5 in the paper)
+            at each step: see :func:`~lightning_modules.fooling.robustness.diverse_input`.
+        seed: Seed of the random draws (transformations, diversity).
     """
 
     method: Method = "seed"
@@ -113,6 +128,12 @@ class FoolingAttack:
     mean: Any = None
     std: Any = None
     quantize: bool = False
+    confidence: float = 0.0
+    robust_to: Sequence[str] = ()
+    eot_samples: int = 4
+    momentum: float = 0.0
+    diversity: float = 0.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         for name, allowed in {"method": ("seed", "pgd"), "norm": ("linf", "l2"),
@@ -124,6 +145,25 @@ class FoolingAttack:
                 f"eps must be positive and at most {MAX_LEARNING_RATE:g}, in 0-1 pixel units "
                 f"(2/255 is 0.00784), got {self.eps:g}."
             )
+        if self.norm == "linf" and self.eps > 1:
+            raise UserInputError(f"eps is in 0-1 pixel units: an L∞ budget above 1 allows any "
+                                 f"image, got {self.eps:g}.")
+        if not 0 <= self.confidence < 1:  # also catches NaN
+            raise UserInputError(f"confidence is the p(target) to reach, from 0 up to (not "
+                                 f"including) 1, got {self.confidence:g}.")
+        self.transformations = [transformation(name) for name in self.robust_to]
+        if not (isinstance(self.eot_samples, int) and 1 <= self.eot_samples <= 1000):
+            raise UserInputError(f"eot_samples must be a whole number from 1 to 1000, got "
+                                 f"{self.eot_samples}.")
+        if not 0 <= self.momentum <= 10:  # also catches NaN
+            raise UserInputError(f"momentum must be from 0 to 10 (MI-FGSM uses 1), got "
+                                 f"{self.momentum:g}.")
+        if self.momentum and self.method != "pgd":
+            raise UserInputError("momentum is MI-FGSM's, a PGD option: add method: pgd.")
+        if not 0 <= self.diversity <= 1:
+            raise UserInputError(f"diversity is a probability, from 0 to 1, got "
+                                 f"{self.diversity:g}.")
+        self.generator = torch.Generator().manual_seed(self.seed)
         if self.step_size is None:
             self.step_size = self.eps / 4
         if not 0 < self.step_size <= MAX_LEARNING_RATE:
@@ -133,8 +173,10 @@ class FoolingAttack:
         check_learning_rate("lr", self.lr)
         if (self.mean is None) != (self.std is None):
             raise UserInputError("Give both mean and std of the normalization, or neither.")
-        if self.mean is None and (self.method == "pgd" or self.quantize):
-            needs = "PGD" if self.method == "pgd" else "quantize"
+        if self.mean is None and (self.method == "pgd" or self.quantize or self.robust_to
+                                  or self.diversity):
+            needs = ("PGD" if self.method == "pgd" else "quantize" if self.quantize
+                     else "robust_to" if self.robust_to else "diversity")
             raise UserInputError(f"{needs} needs the mean and std of the normalization, to work "
                                  "in 0-1 pixel units.")
 
@@ -169,21 +211,45 @@ class FoolingAttack:
             return rows
         probabilities = model(self.judged(images[rows])).float().softmax(dim=1)  # bf16 autocast
         progress.p_target[rows] = probabilities.gather(1, target_y[rows, None]).squeeze(1)
-        fooled = probabilities.argmax(dim=1) == target_y[rows]
+        fooled = fools(probabilities, target_y[rows], self.confidence)
+        checks = [t.check for t in self.transformations if t.check is not None]
+        if checks and fooled.any():
+            # Fooled only if what JPEG, resizing or blur leave of the saved picture fools too.
+            pixels = quantize_pixels(self.to_pixels(images[rows]))
+            for check in checks:
+                changed = torch.stack([check(picture) for picture in pixels]).to(images)
+                fooled &= fools(model(self.to_inputs(changed)).float().softmax(dim=1),
+                                target_y[rows], self.confidence)
         progress.fooled[rows] = fooled
         return rows[~fooled]
 
     def attack_loss(self, images: torch.Tensor, target_y: torch.Tensor,
                     model: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """What the optimizer descends: minus the objective, summed over the images."""
+        """What the optimizer descends: minus the objective, summed over the images (with
+        ``robust_to``: its mean over random transformations)."""
         objective = "score" if self.method == "seed" else self.loss
-        return -target_objective(model(images), target_y, objective).sum()
+        if not self.transformations and not self.diversity:
+            return -target_objective(model(images), target_y, objective).sum()
+        pixels = self.to_pixels(images)
+        total = images.new_zeros(())
+        draws = self.eot_samples if self.transformations else 1
+        for _ in range(draws):
+            # The identity is one of the draws: the saved picture itself must fool as well.
+            choice = int(torch.randint(len(self.transformations) + 1, (),
+                                       generator=self.generator))
+            changed = (pixels if choice == len(self.transformations)
+                       else self.transformations[choice].sample(pixels, self.generator))
+            changed = diverse_input(changed, self.diversity, self.generator)
+            total = total - target_objective(model(self.to_inputs(changed)), target_y,
+                                             objective).sum()
+        return total / draws
 
     def optimizer(self, params: Any) -> torch.optim.Optimizer:
         """The optimizer that takes this attack's step on ``params`` (normalized images)."""
         if self.method == "seed":
             return SeedStep(params, self.lr, self.mean, self.std)
-        return ProjectedStep(params, self.eps, self.step_size, self.norm, self.mean, self.std)
+        return ProjectedStep(params, self.eps, self.step_size, self.norm, self.mean, self.std,
+                             self.momentum)
 
     # ----------------------------------------------------------------- whole steps
     def update(self, images: torch.Tensor, origin: torch.Tensor, target_y: torch.Tensor,
@@ -252,6 +318,36 @@ class FoolingAttack:
             if progress.fooled.all():
                 break
         return images, progress
+
+
+class Ensemble(torch.nn.Module):
+    """Several classifiers as one, for attacks that transfer: the mean of their logits on the
+    same pixels (Liu et al. 2017), each network given the pixels in its own normalization.
+
+    Args:
+        primary: The network whose normalized inputs this ensemble takes.
+        others: The other networks (same classes).
+    """
+
+    def __init__(self, primary: Any, others: Sequence[Any]) -> None:
+        super().__init__()
+        for other in others:
+            if len(other.categories) != len(primary.categories):
+                raise UserInputError(
+                    f"An ensemble needs networks with the same classes: '{other.name}' has "
+                    f"{len(other.categories)}, '{primary.name}' {len(primary.categories)}.")
+        self.primary = primary
+        self.others = torch.nn.ModuleList(others)
+        self.name = "+".join([primary.name, *(other.name for other in others)])
+        self.categories = primary.categories
+        # Inputs are the primary network's.
+        self.normalize, self.denormalize = primary.normalize, primary.denormalize
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        pixels = self.primary.denormalize(inputs)
+        logits = [self.primary(inputs).float()]
+        logits += [other(other.normalize(pixels)).float() for other in self.others]
+        return torch.stack(logits).mean(dim=0)
 
 
 # --------------------------------------------------------------------------- the seed's functions
@@ -332,15 +428,19 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         rows: Per-job results.
 
     Returns:
-        Success rate, mean and largest steps, mean and largest ``||δ||₂`` and ``||δ||∞``, mean
+        Success rate (read back, and ``success_<check>_rate`` after each check or judge),
+        mean and largest steps, mean and largest ``||δ||₂`` and ``||δ||∞``, mean
         SSIM and PSNR.
     """
     def column(key: str) -> list[float]:
         return [float(row[key]) for row in rows]
 
     finite_psnr = [v for v in column("psnr") if math.isfinite(v)]
+    after = {f"{key}_rate": sum(column(key)) / len(rows) for key in rows[0]
+             if key.startswith("success_")}
     return {
         "success_rate": sum(column("success")) / len(rows),
+        **after,
         "steps_mean": sum(column("steps")) / len(rows),
         "steps_max": max(column("steps")),
         "l2_mean": sum(column("l2")) / len(rows),

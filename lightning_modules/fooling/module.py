@@ -10,6 +10,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_modules.errors import UserInputError
 from lightning_modules.fooling.functional import (
+    Ensemble,
     FoolingAttack,
     FoolingProgress,
     Loss,
@@ -17,6 +18,8 @@ from lightning_modules.fooling.functional import (
     Norm,
     quantize_pixels,
 )
+from lightning_modules.backbones import available_backbones, load_backbone
+from lightning_modules.fooling.robustness import CHECKS, check_names, fools, robustness
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.naming import class_slug, short_title
 
@@ -62,6 +65,22 @@ class FoolingImage(ImageOptimization):
         eps: PGD budget in 0-1 pixel units (2/255 is 0.00784).
         step_size: PGD step in 0-1 pixel units (None: ``eps / 4``).
         loss: What PGD raises: ``"ce"`` or ``"margin"``.
+        confidence: The least p(target) an image (its 8-bit version) must reach to count as
+            fooled and stop; 0: the target only has to win.
+        robust_to: Transformations the image must survive (``jpeg75``, ``resize0.5-1.5``,
+            ``blur1``, ``shift4``, ...): expectation over transformations, see
+            :class:`~lightning_modules.fooling.functional.FoolingAttack`.
+        eot_samples: Random transformations averaged per step with ``robust_to``.
+        checks: What the report tries on each saved PNG (``fooling_results.csv`` gets a
+            ``success_<check>`` column each): ``jpeg90``, ``jpeg75`` (Pillow's encoder),
+            ``resize0.75`` (down and back up), ``blur1`` (Gaussian, sigma 1 pixel).
+        ensemble: More backbones attacked together with ``backbone`` (the mean of their
+            logits must reach the target): images that fool several networks transfer better.
+        momentum: PGD's MI-FGSM momentum (1.0 is the paper's; 0: none).
+        diversity: The probability of input diversity (DI) at each step (0.5 is the paper's).
+        judges: Other backbones that judge each saved PNG (``success_on_<judge>``): whether
+            the image fools a network it was not made on. An attacked backbone (``backbone``
+            or one in ``ensemble``) is marked ``_not_held_out``.
         **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
             :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
@@ -79,13 +98,35 @@ class FoolingImage(ImageOptimization):
         eps: float = 2 / 255,
         step_size: Optional[float] = None,
         loss: Loss = "ce",
+        confidence: float = 0.0,
+        robust_to: Sequence[str] = (),
+        eot_samples: int = 4,
+        ensemble: Sequence[str] = (),
+        momentum: float = 0.0,
+        diversity: float = 0.0,
+        checks: Sequence[str] = tuple(CHECKS),
+        judges: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.attack = FoolingAttack(method, lr=lr, norm=norm, eps=eps, step_size=step_size,
                                     loss=loss, mean=self.backbone.mean, std=self.backbone.std,
-                                    quantize=True)
+                                    quantize=True, confidence=confidence,
+                                    robust_to=tuple(robust_to), eot_samples=eot_samples,
+                                    momentum=momentum, diversity=diversity,
+                                    seed=torch.initial_seed() % 2**63)
+        unknown = [name for name in (*ensemble, *judges) if name not in available_backbones()]
+        if unknown:
+            kind = "ensemble" if unknown[0] in ensemble else "judge"
+            raise UserInputError(f"Unknown {kind} backbone {unknown[0]!r} (known: "
+                                 f"{', '.join(available_backbones())}).")
+        self.ensemble_names = [n for n in dict.fromkeys(ensemble) if n != self.backbone.name]
+        # Not a submodule: frozen, rebuilt from the names, and kept out of the checkpoints.
+        self._attacked: list[Any] = []
+        self.checks = check_names(checks)
+        self.judge_names = list(dict.fromkeys(judges))
+        self._judges: Optional[dict[str, Any]] = None
         self.targets = list(target) if isinstance(target, (list, tuple)) else [target]
         if not self.targets:
             raise UserInputError("target must name at least one class.")
@@ -155,9 +196,10 @@ class FoolingImage(ImageOptimization):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         image, progress = self.images[0], self.progress
-        rows = self.attack.check(image.detach(), self._target_y, self.backbone, progress)
+        model = self.attacked()
+        rows = self.attack.check(image.detach(), self._target_y, model, progress)
         if rows.numel():
-            loss = self.attack.attack_loss(image[rows], self._target_y[rows], self.backbone)
+            loss = self.attack.attack_loss(image[rows], self._target_y[rows], model)
             progress.steps[rows] += 1
         else:
             loss = image.sum() * 0.0  # every image is fooled: no gradient, nothing moves
@@ -173,7 +215,8 @@ class FoolingImage(ImageOptimization):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["fooling"] = {"progress": vars(self.progress)}
+        checkpoint["fooling"] = {"progress": vars(self.progress),
+                                 "generator": self.attack.generator.get_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "finished" in checkpoint.get("fooling", {}):
@@ -182,13 +225,17 @@ class FoolingImage(ImageOptimization):
                                  "the run again.")
         super().on_load_checkpoint(checkpoint)
         self._restored_progress = checkpoint["fooling"]["progress"]
+        if "generator" in checkpoint["fooling"]:
+            self.attack.generator.set_state(checkpoint["fooling"]["generator"])
 
     # ----------------------------------------------------------------- results
     @torch.no_grad()
-    def _classify(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[N, C]`` of 0-1 pixels ``[N, 3, H, W]``, on the CPU."""
-        inputs = self.backbone.normalize(pixels.to(self.device))
-        return self.backbone(inputs).softmax(dim=1).cpu()
+    def _classify(self, pixels: torch.Tensor, backbone: Any = None) -> torch.Tensor:
+        """Class probabilities ``[N, C]`` of 0-1 pixels ``[N, 3, H, W]``, on the CPU, by this
+        module's backbone or ``backbone``."""
+        backbone = self.backbone if backbone is None else backbone
+        inputs = backbone.normalize(pixels.to(self.device))
+        return backbone(inputs).float().softmax(dim=1).cpu()
 
     def fooled_pixels(self, index: int) -> torch.Tensor:
         """Job ``index``'s fooled image as its 8-bit PNG will hold it, 0-1 ``[3, H, W]``."""
@@ -200,12 +247,21 @@ class FoolingImage(ImageOptimization):
         before, after = self._classify(torch.stack([job.pixels, fooled]))
         predicted = int(before.argmax())
         categories = self.backbone.categories
-        return [
+        panels = [
             (f"{short_title(categories[predicted], 18)} p={before[predicted]:.2f}", job.pixels),
             (f"{short_title(categories[job.target_class], 18)} p={after[job.target_class]:.2f}",
              fooled),
             ("difference x10", ((fooled - job.pixels) * 10 + 0.5).clamp(0, 1)),
         ]
+        # What each check leaves of the picture, and whether that still fools.
+        for name in self.checks:
+            changed = CHECKS[name](fooled)
+            probabilities = self._classify(changed[None])
+            still = bool(fools(probabilities, torch.tensor([job.target_class]),
+                               self.attack.confidence)[0])
+            panels.append((f"{name}: {'fools' if still else 'fails'} "
+                           f"p={probabilities[0, job.target_class]:.2f}", changed))
+        return panels
 
     @torch.no_grad()
     def score(self, saved: torch.Tensor) -> list[dict[str, Any]]:
@@ -224,12 +280,22 @@ class FoolingImage(ImageOptimization):
 
         originals = torch.stack([job.pixels for job in self.jobs])
         delta = (saved - originals).flatten(1)
-        probabilities = self._classify(saved)
+        def classify(pixels: torch.Tensor) -> torch.Tensor:
+            return self._classify(pixels, self.attacked())  # what the attack had to fool
+        probabilities = classify(saved)
         ssim = structural_similarity_index_measure(saved, originals, data_range=1.0,
                                                    reduction="none")
         psnr = peak_signal_noise_ratio(saved, originals, data_range=1.0, reduction="none",
                                        dim=(1, 2, 3))
         categories = self.backbone.categories
+        target = torch.tensor([job.target_class for job in self.jobs])
+        success = fools(probabilities, target, self.attack.confidence)
+        after = robustness(saved, target, classify, self.attack.confidence, self.checks)
+        for name, judge in self.judges().items():
+            attacked = name == self.backbone.name or name in self.ensemble_names
+            column = f"{name}_not_held_out" if attacked else name
+            after[f"on_{column}"] = fools(self._classify(saved, judge), target,
+                                          self.attack.confidence)
         rows = []
         for i, job in enumerate(self.jobs):
             predicted = int(probabilities[i].argmax())
@@ -237,7 +303,7 @@ class FoolingImage(ImageOptimization):
                 "name": job.name,
                 "true_class": "" if job.true_class is None else categories[job.true_class],
                 "target_class": categories[job.target_class],
-                "success": predicted == job.target_class,
+                "success": bool(success[i]),
                 "steps": int(self.progress.steps[i]) if self.progress is not None else 0,
                 "l2": float(delta[i].norm()),
                 "linf": float(delta[i].abs().max()),
@@ -245,5 +311,33 @@ class FoolingImage(ImageOptimization):
                 "psnr": float(psnr[i]),
                 "p_target": float(probabilities[i, job.target_class]),
                 "predicted_class": categories[predicted],
+                **{f"success_{name}": bool(passed[i]) for name, passed in after.items()},
             })
         return rows
+
+    def attacked(self) -> Any:
+        """What the attack fools: the backbone, or the ensemble of it and ``ensemble``."""
+        if not self.ensemble_names:
+            return self.backbone
+        if not self._attacked:
+            others = [load_backbone(name, "default").to(self.device).eval().requires_grad_(False)
+                      for name in self.ensemble_names]
+            self._attacked = [Ensemble(self.backbone, others)]
+        return self._attacked[0]
+
+    def judges(self) -> dict[str, Any]:
+        """The judge backbones, built on first use, on this module's device, frozen."""
+        if self._judges is None:
+            self._judges = {}
+            for name in self.judge_names:
+                members = {self.backbone.name: self.backbone}
+                if self.ensemble_names:
+                    members.update(zip(self.ensemble_names, self.attacked().others))
+                judge = members.get(name) or load_backbone(name, "default").to(self.device).eval()
+                if judge.categories != self.backbone.categories:
+                    raise UserInputError(f"Judge '{name}' has other classes than "
+                                         f"'{self.backbone.name}': it cannot say whether an "
+                                         "image shows the target.")
+                judge.requires_grad_(False)
+                self._judges[name] = judge
+        return self._judges

@@ -22,6 +22,9 @@ from datamodules.images import image_to_tensor, load_image
 from datamodules.labeled_images import LabeledImageData
 from lightning_modules.backbones import Backbone, load_backbone, register_backbone
 from lightning_modules.errors import UserInputError
+from lightning_modules.fooling.functional import Ensemble
+from lightning_modules.fooling.robustness import diverse_input, fools, robustness
+from lightning_modules.fooling.steps import ProjectedStep
 from callbacks import FoolingReport, ImageWriter
 from callbacks.fooling_report import RESULTS_FILE
 from lightning_modules.fooling import (
@@ -52,6 +55,10 @@ def tiny_fooling_backbone(weights: str = "random") -> Backbone:
 
 
 register_backbone(TINY, tiny_fooling_backbone, "test: tiny random CNN")
+OTHER = "tiny_fooling_other"  # the same classes, other weights: a held-out judge
+register_backbone(OTHER, lambda weights="random": two_layer_backbone(OTHER, 12, 4, CATEGORIES,
+                                                                     MEAN, STD),
+                  "test: another tiny random CNN")
 
 
 @pytest.fixture(scope="module")
@@ -340,10 +347,141 @@ def test_cli_end_to_end_writes_a_fresh_run(tmp_path: Path, monkeypatch: pytest.M
     assert len(list(run.glob("*_sheet.png"))) == 6
 
 
+def test_cli_confidence_checks_and_judges_in_the_report(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    assert _cli("--model.target", "[stingray, flamingo]", "--model.confidence", "0.3",
+                "--model.judges", f"[{TINY}, {OTHER}]", "--trainer.max_steps", "60") == 0
+    run = tmp_path / "runs" / "fooling" / "version_0"
+    with open(run / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    checks = ["success_jpeg90", "success_jpeg75", "success_resize0.75", "success_blur1"]
+    assert list(rows[0])[-6:] == [*checks, f"success_on_{TINY}_not_held_out",
+                                  f"success_on_{OTHER}"]
+    assert any(row["success"] == "True" for row in rows)
+    for row in rows:
+        # Fooled means p(target) >= 0.3 on the PNG read back; the attacked net judges the same.
+        assert (row["success"] == "True") == (float(row["p_target"]) >= 0.3
+                                              and row["predicted_class"] == row["target_class"])
+        assert row[f"success_on_{TINY}_not_held_out"] == row["success"]
+        assert all(row[column] in ("True", "False") for column in checks)
+    from PIL import Image
+    assert Image.open(run / f"{rows[0]['name']}_sheet.png").width > 6 * 32  # + 4 check panels
+
+
+def test_cli_robust_attack_survives_the_checks_it_trains_against(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With robust_to, an image counts as fooled only once JPEG 75 and a 0.75 resize of its
+    PNG fool too: the report, reading the PNG back and applying them, agrees."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    assert _cli("--model.target", "[stingray, flamingo]", "--model.method", "pgd",
+                "--model.eps", "0.2", "--model.step_size", "0.02",
+                "--model.robust_to", "[jpeg75, resize0.75-1.25, shift2]",
+                "--model.eot_samples", "2", "--trainer.max_steps", "60") == 0
+    with open(tmp_path / "runs" / "fooling" / "version_0" / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sum(row["success"] == "True" for row in rows) >= 4
+    for row in rows:
+        if row["success"] == "True":
+            assert row["success_jpeg75"] == "True" and row["success_resize0.75"] == "True", row
+
+
+def test_cli_ensemble_momentum_and_diversity_run_and_mark_what_was_attacked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    assert _cli("--model.target", "[stingray, flamingo]", "--model.method", "pgd",
+                "--model.eps", "0.2", "--model.step_size", "0.02", "--model.ensemble",
+                f"[{OTHER}]", "--model.momentum", "1.0", "--model.diversity", "0.5",
+                "--model.judges", f"[{OTHER}]", "--model.checks", "[]",
+                "--trainer.max_steps", "60") == 0
+    with open(tmp_path / "runs" / "fooling" / "version_0" / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[-1] == f"success_on_{OTHER}_not_held_out"
+    assert sum(row["success"] == "True" for row in rows) >= 3
+
+
+def test_ensemble_is_the_mean_of_its_networks_logits_on_the_same_pixels(model) -> None:
+    other = load_backbone(OTHER, "random")
+    pixels = torch.rand(2, 3, 16, 16)
+    inputs = model.normalize(pixels)
+    expected = (model(inputs) + other(other.normalize(pixels))) / 2
+    torch.testing.assert_close(Ensemble(model, [other])(inputs), expected)
+    with pytest.raises(UserInputError, match="same classes"):
+        Ensemble(model, [load_backbone("tiny", "random")])
+
+
+def test_momentum_keeps_the_direction_of_earlier_steps() -> None:
+    """MI-FGSM: after a step up everywhere, a gradient that points down on half the pixels
+    (weakly) moves them up still with momentum 1, and down without."""
+    def two_steps(momentum: float) -> torch.Tensor:
+        image = torch.full((1, 1, 2, 2), 0.5, requires_grad=True)
+        step = ProjectedStep([image], eps=1.0, step_size=0.01, norm="linf", mean=(0.0,),
+                             std=(1.0,), momentum=momentum)
+        for ascent in ([1.0, 1.0, 1.0, 1.0], [-0.5, -0.5, 1.5, 1.5]):
+            image.grad = -torch.tensor(ascent).view(1, 1, 2, 2)  # the loss descends
+            step.step()
+        return image.detach().flatten() - 0.5
+    torch.testing.assert_close(two_steps(1.0), torch.full((4,), 0.02))
+    torch.testing.assert_close(two_steps(0.0), torch.tensor([0.0, 0.0, 0.02, 0.02]))
+
+
+def test_input_diversity_resizes_and_pads_or_leaves_alone() -> None:
+    pixels = torch.rand(2, 3, 20, 20) + 1  # no zeros: the padding shows
+    generator = torch.Generator().manual_seed(0)
+    assert diverse_input(pixels, 0.0, generator) is pixels
+    diverse = diverse_input(pixels, 1.0, generator)
+    assert diverse.shape == (2, 3, 22, 22)
+    inside = (diverse != 0).all(dim=1)[0]
+    assert 20 * 20 <= int(inside.sum()) <= 22 * 22 and not bool(inside.all())
+
+
+def high_frequency_classifier(pixels: torch.Tensor) -> torch.Tensor:
+    """Class 1 for pictures with fine detail (a checkerboard), class 0 for smooth ones."""
+    blurred = nn.functional.avg_pool2d(pixels, 3, 1, 1, count_include_pad=False)
+    detail = (pixels - blurred).abs().mean(dim=(1, 2, 3))
+    logit = (detail - 0.05) * 100
+    return torch.stack([-logit, logit], dim=1).softmax(dim=1)
+
+
+def test_robustness_checks_on_pictures_whose_answers_are_known() -> None:
+    """A grey checkerboard keeps its detail through JPEG but not through a resize or a blur;
+    a checkerboard of colours alone (equal brightness) loses it to JPEG's chroma subsampling."""
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    odd = ((ys + xs) % 2).bool()
+    grey = torch.where(odd, torch.tensor(0.7), torch.tensor(0.3)).expand(3, 32, 32)
+    colours = torch.where(odd, torch.tensor([0.7, 0.4, 0.5])[:, None, None],
+                          torch.tensor([0.3, 0.6037, 0.5])[:, None, None])
+    saved = torch.stack([grey, colours])
+    target = torch.tensor([1, 1])
+    assert fools(high_frequency_classifier(saved), target, 0.0).tolist() == [True, True]
+    after = robustness(saved, target, high_frequency_classifier)
+    assert {name: passed.tolist() for name, passed in after.items()} == {
+        "jpeg90": [True, False], "jpeg75": [True, False],
+        "resize0.75": [False, False], "blur1": [False, False]}
+    # A confidence the detector does not reach counts as not fooled.
+    assert fools(torch.tensor([[0.4, 0.6]]), torch.tensor([1]), 0.7).tolist() == [False]
+    with pytest.raises(UserInputError, match="Unknown robustness check 'jpeg50'"):
+        robustness(saved, target, high_frequency_classifier, checks=["jpeg50"])
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--model.eps", "0"], "eps must be positive"),
     (["--model.method", "pgd", "--model.eps", "-0.01"], "eps must be positive"),
     (["--model.target", "unicorn"], "Unknown class name 'unicorn'"),
+    (["--model.confidence", "1"], "confidence is the p(target) to reach"),
+    (["--model.method", "pgd", "--model.eps", "2"], "an L∞ budget above 1"),
+    (["--model.checks", "[jpeg50]"], "Unknown robustness check 'jpeg50'"),
+    (["--model.judges", "[alexnet9]"], "Unknown judge backbone 'alexnet9'"),
+    (["--model.robust_to", "[jpeg200]"], "Unknown or out-of-range transformation 'jpeg200'"),
+    (["--model.robust_to", "[sharpen]"], "Unknown or out-of-range transformation 'sharpen'"),
+    (["--model.eot_samples", "0"], "eot_samples must be a whole number"),
+    (["--model.momentum", "1"], "momentum is MI-FGSM's, a PGD option"),
+    (["--model.diversity", "2"], "diversity is a probability"),
+    (["--model.ensemble", "[tiny]"], "An ensemble needs networks with the same classes"),
+    (["--model.judges", "[tiny]"], "Judge 'tiny' has other classes"),
     (["--model.target", "42"], "Class index 42 is out of range"),
     (["--model.target", "Egyptian cat", "--model.all_pairs", "false"],
      "is the true class of image 'chelsea'"),

@@ -204,7 +204,9 @@ def test_no_module_imports_callbacks_or_writes_files() -> None:
     for path in (ROOT / "lightning_modules").rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(from|import) callbacks", text, re.M), path
-        assert not re.search(r"save_png|open\(|savefig|\.write_text|\.mkdir", text), path
+        # Opening an in-memory buffer (a JPEG round trip) touches no file.
+        assert not re.search(r"save_png|open\((?!io\.BytesIO)|savefig|\.write_text|\.mkdir",
+                             text), path
 
 
 def test_class_report_needs_the_image_writer_before_it(tmp_path: Path) -> None:
