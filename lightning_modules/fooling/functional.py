@@ -37,6 +37,7 @@ from lightning_modules.errors import (
 )
 from lightning_modules.fooling.robustness import diverse_input, fools, transformation
 from lightning_modules.fooling.steps import (  # noqa: F401 - re-exported: the seed's API
+    CarliniWagnerStep,
     Norm,
     ProjectedStep,
     SeedStep,
@@ -45,7 +46,7 @@ from lightning_modules.fooling.steps import (  # noqa: F401 - re-exported: the s
     target_objective,
 )
 
-Method = Literal["seed", "pgd"]
+Method = Literal["seed", "pgd", "cw"]
 Loss = Literal["ce", "margin"]
 
 RESULT_COLUMNS = ("name", "true_class", "target_class", "success", "steps", "l2", "linf", "ssim",
@@ -116,6 +117,9 @@ class FoolingAttack:
         momentum: PGD only: MI-FGSM's momentum (1.0 in Dong et al. 2018; 0: none).
         diversity: The probability of input diversity (DI, Xie et al. 2019; 0.5 in the paper)
             at each step: see :func:`~lightning_modules.fooling.robustness.diverse_input`.
+        c: ``"cw"`` only: the weight of the logit term against ``||δ||₂²``.
+        kappa: ``"cw"`` only: the logit margin over the best other class to aim for.
+        cw_lr: ``"cw"`` only: Adam's learning rate (0.01 in the paper).
         seed: Seed of the random draws (transformations, diversity).
     """
 
@@ -133,10 +137,13 @@ class FoolingAttack:
     eot_samples: int = 4
     momentum: float = 0.0
     diversity: float = 0.0
+    c: float = 1.0
+    kappa: float = 0.0
+    cw_lr: float = 0.01
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, allowed in {"method": ("seed", "pgd"), "norm": ("linf", "l2"),
+        for name, allowed in {"method": ("seed", "pgd", "cw"), "norm": ("linf", "l2"),
                               "loss": ("ce", "margin")}.items():
             check_choice(name, getattr(self, name), allowed)
         # Past MAX_LEARNING_RATE the step overflows float32 (a traceback, not a result).
@@ -163,6 +170,10 @@ class FoolingAttack:
         if not 0 <= self.diversity <= 1:
             raise UserInputError(f"diversity is a probability, from 0 to 1, got "
                                  f"{self.diversity:g}.")
+        if not 0 < self.c <= 1e6 or not 0 <= self.kappa <= 1e3:  # also catches NaN
+            raise UserInputError(f"c must be in (0, 1e6] and kappa in [0, 1000], got c "
+                                 f"{self.c:g}, kappa {self.kappa:g}.")
+        check_learning_rate("cw_lr", self.cw_lr)
         self.generator = torch.Generator().manual_seed(self.seed)
         if self.step_size is None:
             self.step_size = self.eps / 4
@@ -173,9 +184,9 @@ class FoolingAttack:
         check_learning_rate("lr", self.lr)
         if (self.mean is None) != (self.std is None):
             raise UserInputError("Give both mean and std of the normalization, or neither.")
-        if self.mean is None and (self.method == "pgd" or self.quantize or self.robust_to
+        if self.mean is None and (self.method != "seed" or self.quantize or self.robust_to
                                   or self.diversity):
-            needs = ("PGD" if self.method == "pgd" else "quantize" if self.quantize
+            needs = (self.method.upper() if self.method != "seed" else "quantize" if self.quantize
                      else "robust_to" if self.robust_to else "diversity")
             raise UserInputError(f"{needs} needs the mean and std of the normalization, to work "
                                  "in 0-1 pixel units.")
@@ -227,9 +238,8 @@ class FoolingAttack:
                     model: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """What the optimizer descends: minus the objective, summed over the images (with
         ``robust_to``: its mean over random transformations)."""
-        objective = "score" if self.method == "seed" else self.loss
         if not self.transformations and not self.diversity:
-            return -target_objective(model(images), target_y, objective).sum()
+            return self._loss(model(images), target_y)
         pixels = self.to_pixels(images)
         total = images.new_zeros(())
         draws = self.eot_samples if self.transformations else 1
@@ -240,14 +250,24 @@ class FoolingAttack:
             changed = (pixels if choice == len(self.transformations)
                        else self.transformations[choice].sample(pixels, self.generator))
             changed = diverse_input(changed, self.diversity, self.generator)
-            total = total - target_objective(model(self.to_inputs(changed)), target_y,
-                                             objective).sum()
+            total = total + self._loss(model(self.to_inputs(changed)), target_y)
         return total / draws
+
+    def _loss(self, logits: torch.Tensor, target_y: torch.Tensor) -> torch.Tensor:
+        """The method's loss of these logits, summed over the images."""
+        if self.method == "cw":
+            # c · max(best other - target, -κ): no push once the margin reaches κ.
+            shortfall = -target_objective(logits, target_y, "margin")
+            return (self.c * shortfall.clamp_min(-self.kappa)).sum()
+        objective = "score" if self.method == "seed" else self.loss
+        return -target_objective(logits, target_y, objective).sum()
 
     def optimizer(self, params: Any) -> torch.optim.Optimizer:
         """The optimizer that takes this attack's step on ``params`` (normalized images)."""
         if self.method == "seed":
             return SeedStep(params, self.lr, self.mean, self.std)
+        if self.method == "cw":
+            return CarliniWagnerStep(params, self.cw_lr, self.mean, self.std)
         return ProjectedStep(params, self.eps, self.step_size, self.norm, self.mean, self.std,
                              self.momentum)
 

@@ -59,7 +59,8 @@ class FoolingImage(ImageOptimization):
             image, or with ``all_pairs`` the classes each image is pushed towards.
         all_pairs: Make one job per image and target class in ``target``; pairs whose target
             is the image's true class are skipped.
-        method: ``"seed"`` (the homework's step ``lr * g / ||g||_2``) or ``"pgd"``.
+        method: ``"seed"`` (the homework's step ``lr * g / ||g||_2``), ``"pgd"``, or ``"cw"``
+            (Carlini and Wagner's L2 attack: the smallest change, no budget).
         lr: Step length of the seed's method, in normalized units.
         norm: PGD budget norm, ``"linf"`` or ``"l2"``.
         eps: PGD budget in 0-1 pixel units (2/255 is 0.00784).
@@ -78,6 +79,9 @@ class FoolingImage(ImageOptimization):
             logits must reach the target): images that fool several networks transfer better.
         momentum: PGD's MI-FGSM momentum (1.0 is the paper's; 0: none).
         diversity: The probability of input diversity (DI) at each step (0.5 is the paper's).
+        c: Carlini-Wagner (``method: cw``): the logit term's weight against ``||δ||₂²``.
+        kappa: Carlini-Wagner: the logit margin over the best other class to aim for.
+        cw_lr: Carlini-Wagner: Adam's learning rate on ``w`` (``x = (tanh w + 1) / 2``).
         judges: Other backbones that judge each saved PNG (``success_on_<judge>``): whether
             the image fools a network it was not made on. An attacked backbone (``backbone``
             or one in ``ensemble``) is marked ``_not_held_out``.
@@ -104,6 +108,9 @@ class FoolingImage(ImageOptimization):
         ensemble: Sequence[str] = (),
         momentum: float = 0.0,
         diversity: float = 0.0,
+        c: float = 1.0,
+        kappa: float = 0.0,
+        cw_lr: float = 0.01,
         checks: Sequence[str] = tuple(CHECKS),
         judges: Sequence[str] = (),
         **kwargs: Any,
@@ -114,7 +121,8 @@ class FoolingImage(ImageOptimization):
                                     loss=loss, mean=self.backbone.mean, std=self.backbone.std,
                                     quantize=True, confidence=confidence,
                                     robust_to=tuple(robust_to), eot_samples=eot_samples,
-                                    momentum=momentum, diversity=diversity,
+                                    momentum=momentum, diversity=diversity, c=c,
+                                    kappa=kappa, cw_lr=cw_lr,
                                     seed=torch.initial_seed() % 2**63)
         unknown = [name for name in (*ensemble, *judges) if name not in available_backbones()]
         if unknown:

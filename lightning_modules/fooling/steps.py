@@ -158,3 +158,58 @@ class ProjectedStep(ImageStep):
                         group["norm"])
         # Clamping moves pixels towards the (valid) origin, so δ stays inside the ball.
         param[rows] = normalize((origin_pixels + delta).clamp(0, 1), self.mean, self.std)
+
+
+class CarliniWagnerStep(ImageStep):
+    """Carlini and Wagner's targeted L2 attack (2017), one Adam step at a time.
+
+    The image is ``x = (tanh(w) + 1) / 2`` in 0-1 pixels, so it never leaves the valid range,
+    and Adam descends ``||x - x0||²`` plus the loss it is given (``c · max(best other logit -
+    target logit, -κ)``, see :meth:`FoolingAttack.attack_loss`) with respect to ``w``. ``w``
+    and Adam's moments live in the optimizer's state; the parameter holds the normalized image.
+    The constant ``c`` is fixed (no binary search), as in torchattacks; an image stops at its
+    first success (the module's check), which the growing ``δ`` reaches with a small norm.
+
+    Args:
+        params: Normalized images, batch first.
+        lr: Adam's learning rate on ``w`` (0.01 in the paper).
+        mean: Per-channel mean of the normalization.
+        std: Per-channel standard deviation.
+        betas: Adam's moment decays.
+    """
+
+    def __init__(self, params: Any, lr: float, mean: Any, std: Any,
+                 betas: tuple[float, float] = (0.9, 0.999)) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas})
+        self.mean, self.std = mean, std
+
+    def update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
+        state = self.state[param]
+        pixels = denormalize(param, self.mean, self.std)
+        if "origin" not in state:
+            state["origin"] = param.detach().clone()
+        if "w" not in state:  # atanh of pixels pulled just inside (0, 1), where it is finite
+            state["w"] = torch.atanh((pixels * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+            state["step"] = torch.zeros(param.shape[0], device=param.device)
+        rows = _moving_rows(param.grad)
+        if rows.numel() == 0:
+            return
+        w = state["w"][rows]
+        origin_pixels = denormalize(state["origin"][rows], self.mean, self.std)
+        # d(loss)/d(pixels): the given loss's (through the normalization) plus the L2 term's.
+        pixel_gradient = (param.grad[rows] / channel_values(self.std, param)
+                          + 2 * (pixels[rows] - origin_pixels))
+        gradient = pixel_gradient * (1 - torch.tanh(w).square()) / 2
+        beta1, beta2 = group["betas"]
+        state["step"][rows] += 1
+        step = state["step"][rows].view(-1, *[1] * (param.dim() - 1))
+        exp_avg = state["exp_avg"][rows].mul_(beta1).add_(gradient, alpha=1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(gradient, gradient,
+                                                                    value=1 - beta2)
+        state["exp_avg"][rows], state["exp_avg_sq"][rows] = exp_avg, exp_avg_sq
+        update = (exp_avg / (1 - beta1 ** step)) / ((exp_avg_sq / (1 - beta2 ** step)).sqrt()
+                                                    + 1e-8)
+        state["w"][rows] = w - group["lr"] * update
+        param[rows] = normalize((torch.tanh(state["w"][rows]) + 1) / 2, self.mean, self.std)

@@ -24,7 +24,7 @@ from lightning_modules.backbones import Backbone, load_backbone, register_backbo
 from lightning_modules.errors import UserInputError
 from lightning_modules.fooling.functional import Ensemble
 from lightning_modules.fooling.robustness import diverse_input, fools, robustness
-from lightning_modules.fooling.steps import ProjectedStep
+from lightning_modules.fooling.steps import CarliniWagnerStep, ProjectedStep
 from callbacks import FoolingReport, ImageWriter
 from callbacks.fooling_report import RESULTS_FILE
 from lightning_modules.fooling import (
@@ -428,6 +428,33 @@ def test_momentum_keeps_the_direction_of_earlier_steps() -> None:
     torch.testing.assert_close(two_steps(0.0), torch.tensor([0.0, 0.0, 0.02, 0.02]))
 
 
+def test_carlini_wagner_step_settles_where_the_l2_pull_balances_the_loss() -> None:
+    """With a constant loss gradient g on the pixels, Adam on w settles where
+    g + 2 (x - x0) = 0, i.e. x = x0 - g / 2, and x never leaves (0, 1)."""
+    image = torch.tensor([[[[0.5, 0.9]]]], requires_grad=True)
+    step = CarliniWagnerStep([image], lr=0.01, mean=(0.0,), std=(1.0,))
+    for _ in range(1500):
+        image.grad = torch.tensor([[[[0.2, -1.0]]]])
+        step.step()
+    settled = image.detach().flatten()
+    assert abs(float(settled[0]) - 0.4) < 2e-3
+    assert 0.99 < float(settled[1]) < 1.0  # pushed up past 1 - 0.5 would be: tanh keeps it in
+
+
+def test_cli_carlini_wagner_fools_with_a_small_change(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    assert _cli("--model.target", "[stingray, flamingo]", "--model.method", "cw",
+                "--model.c", "10", "--model.cw_lr", "0.05", "--model.checks", "[]",
+                "--trainer.max_steps", "60") == 0
+    with open(tmp_path / "runs" / "fooling" / "version_0" / RESULTS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fooled = [row for row in rows if row["success"] == "True"]
+    assert len(fooled) >= 4
+    assert all(float(row["linf"]) < 0.5 for row in fooled)
+
+
 def test_input_diversity_resizes_and_pads_or_leaves_alone() -> None:
     pixels = torch.rand(2, 3, 20, 20) + 1  # no zeros: the padding shows
     generator = torch.Generator().manual_seed(0)
@@ -480,6 +507,7 @@ def test_robustness_checks_on_pictures_whose_answers_are_known() -> None:
     (["--model.eot_samples", "0"], "eot_samples must be a whole number"),
     (["--model.momentum", "1"], "momentum is MI-FGSM's, a PGD option"),
     (["--model.diversity", "2"], "diversity is a probability"),
+    (["--model.method", "cw", "--model.c", "0"], "c must be in (0, 1e6]"),
     (["--model.ensemble", "[tiny]"], "An ensemble needs networks with the same classes"),
     (["--model.judges", "[tiny]"], "Judge 'tiny' has other classes"),
     (["--model.target", "42"], "Class index 42 is out of range"),
