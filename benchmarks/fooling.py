@@ -22,9 +22,10 @@ at most 50 steps. The methods:
 
 Success is judged the same way for all: the final pixels rounded to 8 bits (a PNG) classified as
 the target, and that picture after a real Pillow JPEG 75 round trip classified as the target.
-Timing: wall clock of the attack alone (not the judging), after one untimed 1-step warm-up of each
-method; with ``--repeats`` > 1 the methods alternate and the median is printed. Ratios are
-time / time of the plain loop and time / time of torchattacks.
+Timing: one torch thread unless ``--threads`` says otherwise; wall clock of the attack alone (not
+the judging), after one untimed 1-step warm-up of each method; with ``--repeats`` > 1 the methods
+alternate and the median is printed. Ratios are time / time of the plain loop and time / time of
+torchattacks.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def attacks(backbone: Backbone) -> dict[str, Attack]:
     def plain(pixels: torch.Tensor, target: torch.Tensor, steps: int) -> tuple[torch.Tensor, float]:
         return plain_pgd(model, pixels, target, steps), float(steps)
 
-    def theirs(pixels: torch.Tensor, target: torch.Tensor, steps: int) -> tuple[torch.Tensor, float]:
+    def theirs(pixels: torch.Tensor, target: torch.Tensor,
+               steps: int) -> tuple[torch.Tensor, float]:
         attack = torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=steps, random_start=False)
         attack.set_mode_targeted_by_label(quiet=True)
         return attack(pixels, target), float(steps)
@@ -138,7 +140,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 photo, 2 targets, 10 steps")
     parser.add_argument("--steps", type=int, default=None, help="most steps (default 50)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each method")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    # One thread: on a shared 2-core machine a second OpenMP thread waits for a core that another
+    # process holds, and the same step took 0.2 s or 5 s (measured); one thread is steady.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's)")
     parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
     if args.threads:
@@ -157,7 +161,8 @@ def main() -> None:
 
     print(f"{len(pixels)} jobs ({', '.join(photos)} x {', '.join(target_names)}), "
           f"{args.image_size} px, eps 8/255, step 2/255, at most {steps} steps; torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
+          f"{torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}",
           flush=True)
     for attack in methods.values():
         attack(pixels[:1], target[:1], 1)  # warm-up: first-call allocations, lazy imports
@@ -171,8 +176,8 @@ def main() -> None:
             print(f"run {repeat + 1} {name:24s} {seconds[name][-1]:7.2f} s", flush=True)
 
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    header = (f"| method | seconds | images/s | steps/image | success 8-bit | "
-              f"success after JPEG 75 | time / plain loop | time / torchattacks |")
+    header = ("| method | seconds | images/s | steps/image | success 8-bit | "
+              "success after JPEG 75 | time / plain loop | time / torchattacks |")
     print()
     print(header)
     print("|---|---|---|---|---|---|---|---|")
