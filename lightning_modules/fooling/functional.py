@@ -69,18 +69,24 @@ class FoolingProgress:
             its last check; it no longer changes.
         steps: ``[N]`` long: updates applied to the image.
         p_target: ``[N]`` float: the target's probability at the last check.
+        best_l2: ``[N]`` float: Carlini-Wagner only, the ``||δ||₂`` (0-1 pixels, 8-bit) of the
+            smallest change that fooled so far (inf: none yet).
+        best: Carlini-Wagner only: those images, normalized, ``[N, 3, H, W]`` (empty before).
     """
 
     fooled: torch.Tensor
     steps: torch.Tensor
     p_target: torch.Tensor
+    best_l2: Optional[torch.Tensor] = None
+    best: Optional[torch.Tensor] = None
 
     @classmethod
     def start(cls, count: int, device: torch.device | str = "cpu") -> "FoolingProgress":
         """Progress of ``count`` images that have not been checked yet."""
         return cls(torch.zeros(count, dtype=torch.bool, device=device),
                    torch.zeros(count, dtype=torch.long, device=device),
-                   torch.zeros(count, device=device))
+                   torch.zeros(count, device=device),
+                   torch.full((count,), float("inf"), device=device))
 
 
 @dataclass
@@ -208,15 +214,22 @@ class FoolingAttack:
     @torch.no_grad()
     def check(self, images: torch.Tensor, target_y: torch.Tensor,
               model: Callable[[torch.Tensor], torch.Tensor],
-              progress: FoolingProgress) -> torch.Tensor:
-        """Check the images not fooled yet; returns the rows that are still not fooled.
+              progress: FoolingProgress, origin: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Check the images not fooled yet; returns the rows to step on.
+
+        Carlini-Wagner goes on after a first success, shrinking the change while the logit
+        term allows: it checks and steps every image, and keeps (in ``progress.best``) the
+        smallest change of each that fooled, which needs ``origin``.
 
         Args:
             images: Current normalized images ``[N, 3, H, W]``.
             target_y: ``[N]`` target classes.
             model: Maps normalized images to logits.
-            progress: Updated in place (``fooled``, ``p_target``).
+            progress: Updated in place (``fooled``, ``p_target``, ``best``).
+            origin: The unchanged images (Carlini-Wagner).
         """
+        if self.method == "cw" and origin is not None:
+            return self._check_keeping_the_best(images, target_y, model, progress, origin)
         rows = (~progress.fooled).nonzero().squeeze(1)
         if rows.numel() == 0:
             return rows
@@ -233,6 +246,22 @@ class FoolingAttack:
                                 target_y[rows], self.confidence)
         progress.fooled[rows] = fooled
         return rows[~fooled]
+
+    def _check_keeping_the_best(self, images: torch.Tensor, target_y: torch.Tensor,
+                                model: Callable[[torch.Tensor], torch.Tensor],
+                                progress: FoolingProgress, origin: torch.Tensor) -> torch.Tensor:
+        every = torch.arange(len(images), device=images.device)
+        fooled_now = FoolingProgress.start(len(images), images.device)
+        self.check(images, target_y, model, fooled_now)  # the plain check, on every image
+        progress.p_target.copy_(fooled_now.p_target)
+        l2 = (quantize_pixels(self.to_pixels(images)) - self.to_pixels(origin)).flatten(1).norm(dim=1)
+        better = fooled_now.fooled & (l2 < progress.best_l2)
+        if progress.best is None or progress.best.shape != images.shape:
+            progress.best = images.detach().clone()
+        progress.best[better] = images[better].detach()
+        progress.best_l2[better] = l2[better]
+        progress.fooled |= fooled_now.fooled
+        return every
 
     def attack_loss(self, images: torch.Tensor, target_y: torch.Tensor,
                     model: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -310,7 +339,7 @@ class FoolingAttack:
             The next images (a new tensor).
         """
         following = images.detach().clone()
-        rows = self.check(images, target_y, model, progress)
+        rows = self.check(images, target_y, model, progress, origin)
         if rows.numel():
             following[rows] = self.update(images[rows], origin[rows], target_y[rows], model)
             progress.steps[rows] += 1
@@ -319,7 +348,10 @@ class FoolingAttack:
     def run(self, images: torch.Tensor, target_y: int | Sequence[int] | torch.Tensor,
             model: Callable[[torch.Tensor], torch.Tensor],
             max_iter: int = 100) -> tuple[torch.Tensor, FoolingProgress]:
-        """Repeat :meth:`advance` until every image is fooled or ``max_iter`` checks were made.
+        """Check and step until every image is fooled or ``max_iter`` checks were made.
+
+        One optimizer takes every step, so what it carries between steps (MI-FGSM's momentum,
+        Carlini-Wagner's ``w`` and Adam moments) carries; :meth:`advance` is a single step.
 
         Args:
             images: Normalized images ``[N, 3, H, W]``.
@@ -328,16 +360,37 @@ class FoolingAttack:
             max_iter: The most checks (and so steps) per image.
 
         Returns:
-            The fooled images and the progress of each.
+            The fooled images (Carlini-Wagner: each one's smallest fooling change) and the
+            progress of each.
         """
         origin = images.detach()
         targets = _as_targets(target_y, len(images), images.device)
         progress = FoolingProgress.start(len(images), images.device)
+        moving = origin.clone().requires_grad_(True)
+        optimizer = self.optimizer([moving])
+        optimizer.state[moving]["origin"] = origin
         for _ in range(max_iter):
-            images = self.advance(images, origin, targets, model, progress)
-            if progress.fooled.all():
+            rows = self.check(moving.detach(), targets, model, progress, origin)
+            if rows.numel() == 0:
                 break
+            moving.grad = None
+            with torch.enable_grad():
+                self.attack_loss(moving[rows], targets[rows], model).backward()
+            optimizer.step()  # rows without a gradient (fooled) stay exactly as they are
+            progress.steps[rows] += 1
+        images = moving.detach()
+        if self.method == "cw":
+            self.check(images, targets, model, progress, origin)
+            images = self.best_images(images, progress)
         return images, progress
+
+    @staticmethod
+    def best_images(images: torch.Tensor, progress: FoolingProgress) -> torch.Tensor:
+        """Carlini-Wagner's result: each image's smallest fooling change, else the last one."""
+        if progress.best is None:
+            return images
+        found = torch.isfinite(progress.best_l2)
+        return torch.where(found.view(-1, *[1] * (images.dim() - 1)), progress.best, images)
 
 
 class Ensemble(torch.nn.Module):

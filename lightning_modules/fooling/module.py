@@ -143,6 +143,7 @@ class FoolingImage(ImageOptimization):
         self.progress: Optional[FoolingProgress] = None
         self._restored_progress: Optional[dict[str, torch.Tensor]] = None
         self._target_y: Optional[torch.Tensor] = None
+        self._origin: Optional[torch.Tensor] = None
 
     # ----------------------------------------------------------------- jobs and images
     def make_jobs(self, items: Sequence[Any]) -> list[FoolingJob]:
@@ -188,8 +189,11 @@ class FoolingImage(ImageOptimization):
         self._target_y = torch.tensor([job.target_class for job in self.jobs], device=self.device)
         # A resumed run goes on with the progress it left off with (see on_load_checkpoint).
         restored, self._restored_progress = self._restored_progress, None
-        self.progress = (FoolingProgress(**{k: v.to(self.device) for k, v in restored.items()})
+        self.progress = (FoolingProgress(**{k: None if v is None else v.to(self.device)
+                                            for k, v in restored.items()})
                          if restored else FoolingProgress.start(len(self.jobs), self.device))
+        self._origin = self.backbone.normalize(
+            torch.stack([job.pixels for job in self.jobs]).to(self.device))
 
     # ----------------------------------------------------------------- optimization
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -205,7 +209,8 @@ class FoolingImage(ImageOptimization):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         image, progress = self.images[0], self.progress
         model = self.attacked()
-        rows = self.attack.check(image.detach(), self._target_y, model, progress)
+        rows = self.attack.check(image.detach(), self._target_y, model, progress,
+                                 self._origin.to(image))
         if rows.numel():
             loss = self.attack.attack_loss(image[rows], self._target_y[rows], model)
             progress.steps[rows] += 1
@@ -218,8 +223,19 @@ class FoolingImage(ImageOptimization):
         return loss
 
     def chunk_finished(self) -> bool:
-        """Every image is fooled: the chunk (or the run) ends early."""
-        return self.progress is not None and bool(self.progress.fooled.all())
+        """Every image is fooled: the chunk (or the run) ends early (Carlini-Wagner goes on
+        shrinking the changes to the last step)."""
+        return (self.progress is not None and self.attack.method != "cw"
+                and bool(self.progress.fooled.all()))
+
+    def result_pixels(self, index: int) -> torch.Tensor:
+        """Job ``index``'s image; with Carlini-Wagner its smallest change that fooled."""
+        progress = self.progress
+        if (self.attack.method == "cw" and progress is not None and progress.best is not None
+                and bool(torch.isfinite(progress.best_l2[index]))):
+            return self.backbone.denormalize(progress.best[index:index + 1].float())[0].clamp(
+                0, 1).cpu()
+        return super().result_pixels(index)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
