@@ -441,6 +441,21 @@ def test_carlini_wagner_step_settles_where_the_l2_pull_balances_the_loss() -> No
     assert 0.99 < float(settled[1]) < 1.0  # pushed up past 1 - 0.5 would be: tanh keeps it in
 
 
+def test_carlini_wagner_returns_each_images_smallest_fooling_change(model: Backbone) -> None:
+    pixels = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    attack = FoolingAttack("cw", mean=model.mean, std=model.std, quantize=True, c=5.0,
+                           cw_lr=0.05)
+    target = torch.tensor([3, 4, 5, 6])
+    images, progress = attack.run(model.normalize(pixels), target, model, max_iter=40)
+    found = torch.isfinite(progress.best_l2)
+    assert found.sum() >= 3 and bool(progress.fooled.eq(found).all())
+    saved = quantize_pixels(model.denormalize(images))
+    assert bool((model(model.normalize(saved)).argmax(dim=1) == target)[found].all())
+    l2 = (saved - pixels).flatten(1).norm(dim=1)
+    torch.testing.assert_close(l2[found], progress.best_l2[found])
+    assert progress.steps.eq(40).all()  # it goes on after the first success
+
+
 def test_cli_carlini_wagner_fools_with_a_small_change(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
