@@ -285,6 +285,13 @@ class FoolingImage(ImageOptimization):
                                self.attack.confidence)[0])
             panels.append((f"{name}: {'fools' if still else 'fails'} "
                            f"p={probabilities[0, job.target_class]:.2f}", changed))
+        # Whether each judge, a network the picture was (mostly) not made on, sees the target.
+        for name, judge in self.judges().items():
+            probabilities = self._classify(fooled[None], judge)
+            still = bool(fools(probabilities, torch.tensor([job.target_class]),
+                               self.attack.confidence)[0])
+            panels.append((f"{short_title(name, 14)}: {'fools' if still else 'fails'} "
+                           f"p={probabilities[0, job.target_class]:.2f}", fooled))
         return panels
 
     @torch.no_grad()
