@@ -290,7 +290,8 @@ class FoolingImage(ImageOptimization):
             probabilities = self._classify(fooled[None], judge)
             still = bool(fools(probabilities, torch.tensor([job.target_class]),
                                self.attack.confidence)[0])
-            panels.append((f"{short_title(name, 14)}: {'fools' if still else 'fails'} "
+            # Backbone names have no spaces for short_title to cut at: cut them plainly.
+            panels.append((f"{name[:18]}: {'fools' if still else 'fails'} "
                            f"p={probabilities[0, job.target_class]:.2f}", fooled))
         return panels
 
