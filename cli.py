@@ -39,7 +39,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
-from callbacks.checkpoint import PREVIOUS, RunCheckpoint, choose_checkpoint, previous_path, written_by
+from callbacks.checkpoint import RunCheckpoint, choose_checkpoint, previous_path, written_by
 from datamodules.files import TEMPORARY_MARK, describe
 from lightning_modules.errors import DivergedError, UserInputError, format_bytes
 
@@ -96,6 +96,11 @@ class ImageCLI(LightningCLI):
             if not self._took_a_step():
                 self._undo_unstarted_run()
             raise
+        if self.subcommand == "fit" and self._start_step and not self._took_a_step():
+            # A resumed run that had already taken all its steps: leave its folder as it was.
+            self._undo_unstarted_run()
+            print(f"The run had already taken its {self._start_step} steps: nothing to do, "
+                  "and its folder is as it was.", file=sys.stderr)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """``fit`` and ``predict``; only the one asked for when the command line names it.
@@ -375,20 +380,26 @@ class ImageCLI(LightningCLI):
 
 
 def newest_run_checkpoint(root: Path) -> Path:
-    """``version_*/checkpoints/last.ckpt`` of the run under ``root`` that checkpointed last.
+    """``checkpoints/last.ckpt`` of the newest run under ``root`` (the highest version).
+
+    Never an older run's: continuing another run than the one last started would go on with
+    the wrong options and leave the newest unfinished.
 
     Raises:
-        UserInputError: If no run under ``root`` has a checkpoint.
+        UserInputError: If there is no run, or the newest has no checkpoint yet.
     """
-    newest: dict[Path, float] = {}
-    for file in [*root.glob("version_*/checkpoints/last.ckpt"),
-                 *root.glob(f"version_*/checkpoints/last.{PREVIOUS}.ckpt")]:
-        last = file.parent / "last.ckpt"
-        newest[last] = max(newest.get(last, 0.0), file.stat().st_mtime)
-    if not newest:
-        raise UserInputError(f"There is no run to continue: no checkpoint in "
-                             f"{root}/version_*/checkpoints/.")
-    return max(newest, key=newest.__getitem__)
+    runs = [(int(p.name[8:]), p) for p in root.glob("version_*")
+            if p.name[8:].isdigit() and p.is_dir()]
+    if not runs:
+        raise UserInputError(f"There is no run to continue in {root}.")
+    run = max(runs)[1]
+    last = run / "checkpoints" / "last.ckpt"
+    if not last.is_file() and not previous_path(last).is_file():
+        raise UserInputError(
+            f"The newest run, {run}, stopped before its first checkpoint "
+            f"(--checkpoint.every_n_train_steps): start it again without --ckpt_path, or "
+            f"continue an earlier run with --ckpt_path <its folder>/checkpoints/last.ckpt.")
+    return last
 
 
 def is_launched_process() -> bool:

@@ -76,6 +76,11 @@ class SaveOnInterrupt(pl.Callback):
         signum = self.signal_number or signal.SIGTERM
         checkpoint = self.checkpoint_path(trainer)
         trainer.save_checkpoint(checkpoint, weights_only=False)
+        # This step's metrics are logged after the batch-end hooks, where we stop: log them
+        # now (Lightning's own call, which logs only on logging steps), then write them out.
+        connector = getattr(trainer, "_logger_connector", None)
+        if connector is not None and hasattr(connector, "update_train_step_metrics"):
+            connector.update_train_step_metrics()
         for logger in trainer.loggers:
             logger.save()  # metrics.csv of the part that ran (kept by a resumed run)
         if trainer.is_global_zero:

@@ -436,3 +436,79 @@ def test_checkpointing_can_be_turned_off(in_photos: Path, capsys) -> None:
     [run_folder] = runs(in_photos)
     assert (run_folder / "c0__style.png").is_file()
     assert not (run_folder / "checkpoints").exists()
+
+
+# --------------------------------------------------------------------------- found in review
+def folder_bytes(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_chunk_that_ended_early_is_not_stepped_again_after_a_kill(in_photos: Path,
+                                                                   capsys) -> None:
+    """Fooling chunks end when every image is fooled; killed after the checkpoint of that
+    step, the resumed run must not take one more step (losses.csv would gain a row)."""
+    args = ["fit", "--config", str(REPO / "configs" / "fooling.yaml"), "--model.backbone",
+            "tiny", "--model.weights", "random", "--model.target", "[23, 10]",
+            "--data.image_size", "32", "--data.batch_size", "2", "--model.lr", "4",
+            "--trainer.max_steps", "10", "--checkpoint.every_n_train_steps", "2",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    assert main(args, capsys)[0] == 0
+    reference = sorted((in_photos / "runs" / "fooling").glob("version_*"))[0]
+    assert run([*args, *kill_at(5)], in_photos).returncode == -signal.SIGKILL
+    status, err = main([*args, "--ckpt_path", "last"], capsys)
+    assert status == 0, err[-3000:]
+    resumed = sorted((in_photos / "runs" / "fooling").glob("version_*"))[1]
+    assert (resumed / "losses.csv").read_text() == (reference / "losses.csv").read_text()
+    assert ((resumed / "fooling_results.csv").read_text()
+            == (reference / "fooling_results.csv").read_text())
+
+
+def test_last_never_continues_an_older_run_than_the_newest(in_photos: Path, capsys) -> None:
+    assert main(style_args(in_photos, "--trainer.max_steps", "2"), capsys)[0] == 0
+    [finished] = runs(in_photos)
+    before = folder_bytes(finished)
+    killed = run([*style_args(in_photos), *kill_at(1)], in_photos)  # before any checkpoint
+    assert killed.returncode == -signal.SIGKILL
+    line = one_error(main([*style_args(in_photos), "--ckpt_path", "last"], capsys))
+    assert "version_1, stopped before its first checkpoint" in line, line
+    assert folder_bytes(finished) == before
+
+
+def test_resuming_a_finished_run_changes_nothing(in_photos: Path, capsys) -> None:
+    assert main(style_args(in_photos, "--trainer.max_steps", "2"), capsys)[0] == 0
+    [finished] = runs(in_photos)
+    before = folder_bytes(finished)
+    for _ in range(2):
+        status, err = main([*style_args(in_photos, "--trainer.max_steps", "2"), "--ckpt_path",
+                            "last"], capsys)
+        assert status == 0 and "already taken its 6 steps" in err, err[-3000:]
+    assert folder_bytes(finished) == before
+
+
+@pytest.mark.parametrize("change, expected", [
+    (["--data.content", "photos/c0.png"], "other jobs than this run"),  # fewer jobs
+    (["--model.optimizer", "lbfgs"], "optimizer is Adam, this run's LBFGS"),
+])
+def test_resume_with_other_jobs_or_optimizer_is_one_sentence(change: list[str], expected: str,
+                                                             in_photos: Path, capsys) -> None:
+    interrupted = interrupted_run(in_photos, capsys, step=7)
+    before = folder_bytes(interrupted)
+    line = one_error(main([*style_args(in_photos), *change, "--ckpt_path", "last"], capsys))
+    assert expected in line, line
+    assert folder_bytes(interrupted) == before
+
+
+def test_sigterm_at_a_logging_step_keeps_its_metrics_row(in_photos: Path, capsys) -> None:
+    assert main(style_args(in_photos), capsys)[0] == 0
+    [reference] = runs(in_photos)
+    terminate = [{"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": 6}}]
+    with pytest.raises(SystemExit):
+        main([*style_args(in_photos), "--trainer.callbacks", json.dumps(terminate)], capsys)
+    assert main([*style_args(in_photos), "--ckpt_path", "last"], capsys)[0] == 0
+    stopped = runs(in_photos)[1]
+
+    def steps(*files: Path) -> list[str]:
+        return sorted(row["step"] for f in files for row in csv.DictReader(open(f))
+                      if row.get("loss"))
+    assert steps(stopped / "metrics_before_resume.csv", stopped / "metrics.csv") == steps(
+        reference / "metrics.csv")

@@ -76,6 +76,8 @@ class ImageOptimization(pl.LightningModule):
         self.jobs: list[Any] = []  # this process's jobs of the current chunk
         self._data: Optional[tuple[list[Any], Optional[int]]] = None
         self._finish_chunk = False
+        self._restored = False  # set by on_load_checkpoint until the first batch starts
+        self._saved_optimizer: Optional[str] = None
         self.losses = LossRecord()
 
     # ----------------------------------------------------------------- the technique's part
@@ -270,6 +272,12 @@ class ImageOptimization(pl.LightningModule):
         # Resumed from a chunk's last step, Lightning goes on at the next epoch's first batch
         # without starting that epoch (see callbacks.checkpoint.RunCheckpoint).
         self._follow_epoch()
+        if self._restored:
+            # The checkpoint was saved before this flag was set at its step's end (callbacks
+            # run before the module's hook): decide again, or a finished chunk takes a step.
+            self._restored = False
+            self._finish_chunk = self.trainer.strategy.reduce_boolean_decision(
+                self.idle or self.chunk_finished(), all=True)
         if self._finish_chunk:
             self._finish_chunk = False
             return -1  # Lightning ends the epoch: the next chunk starts
@@ -359,8 +367,11 @@ class ImageOptimization(pl.LightningModule):
         state = checkpoint["state_dict"]
         for key in [key for key in state if key.startswith("backbone.")]:
             del state[key]  # frozen and rebuilt from the hyperparameters: keep checkpoints small
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
         checkpoint["image_jobs"] = {"chunk": self.chunk, "world_size": self._world()[0],
-                                    "slots": [[s.name, s.group, s.row] for s in self.slots]}
+                                    "slots": [[s.name, s.group, s.row] for s in self.slots],
+                                    "optimizer": type(optimizers[0]).__name__ if optimizers
+                                    else None}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("image_jobs")
@@ -373,6 +384,9 @@ class ImageOptimization(pl.LightningModule):
                 f"many (--trainer.devices, --trainer.num_nodes), not {world}."
             )
         self.losses.rows = list(checkpoint.get("loss_rows", []))
+        if not 0 <= saved["chunk"] < len(self.plan):
+            raise UserInputError("The checkpoint holds other jobs than this run: resume with the "
+                                 "same data options as the interrupted run.")
         if saved["chunk"] != self.chunk:
             self.plan.chunk = saved["chunk"]
             self._start_images()
@@ -389,3 +403,14 @@ class ImageOptimization(pl.LightningModule):
                     "options (image_size, ...; they are in its config.yaml).")
         checkpoint["state_dict"].update(
             {f"backbone.{key}": value for key, value in self.backbone.state_dict().items()})
+        self._saved_optimizer = saved.get("optimizer")
+        self._restored = True
+
+    def on_train_start(self) -> None:
+        # The optimizers exist only now; another one would be handed the saved one's state.
+        built = type(self.trainer.optimizers[0]).__name__ if self.trainer.optimizers else None
+        if self._saved_optimizer is not None and built is not None \
+                and built != self._saved_optimizer:
+            raise UserInputError(
+                f"The checkpoint's optimizer is {self._saved_optimizer}, this run's {built}: "
+                "resume with the interrupted run's options (its config.yaml).")
