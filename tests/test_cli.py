@@ -246,16 +246,18 @@ def test_default_root_dir_holds_the_run_and_its_resume(workdir, content_image, s
     root = workdir / "elsewhere"
     command = [sys.executable, str(REPO / "tests" / "tiny_cli.py"),
                *tiny_args(content_image, style_image, "--trainer.default_root_dir", str(root))]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    assert first.returncode == 0, first.stderr[-2000:]
+    stop = '[{"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": 2}}]'
+    first = subprocess.run([*command, "--trainer.callbacks", stop], capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert first.returncode == 143, first.stderr[-2000:]
     run = root / "style_transfer" / "version_0"
-    assert (run / "content__style.png").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert not (workdir / "runs").exists()
 
-    resumed = subprocess.run([*command, "--trainer.max_steps", "6", "--ckpt_path", "last"],
+    resumed = subprocess.run([*command, "--ckpt_path", "last"],
                              capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "content__style.png").is_file()
     assert (run / "config_resumed.yaml").is_file()
     assert sorted(p.name for p in (root / "style_transfer").iterdir()) == ["version_0"]
     assert not (workdir / "runs").exists()

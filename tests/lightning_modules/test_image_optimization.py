@@ -164,7 +164,7 @@ def test_checkpoint_holds_images_jobs_and_losses_but_not_the_backbone(
     saved = torch.load(tmp_path / "run.ckpt", weights_only=False)
     assert list(saved["state_dict"]) == ["images.0"]
     assert saved["image_jobs"] == {"chunk": 0, "world_size": 1,
-                                   "slots": [["content__style", 0, 0]]}
+                                   "slots": [["content__style", 0, 0]], "optimizer": "Adam"}
     assert [row["step"] for row in saved["loss_rows"]] == [1.0, 2.0, 3.0]
 
 
