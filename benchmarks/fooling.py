@@ -45,7 +45,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules.labeled_images import SAMPLE_LABELS, preprocess  # noqa: E402
-from lightning_modules.backbones import Backbone, load_backbone  # noqa: E402
+from lightning_modules.backbones import Backbone, PixelInputs, load_backbone  # noqa: E402
 from lightning_modules.fooling import FoolingAttack, quantize_pixels  # noqa: E402
 from lightning_modules.fooling.robustness import fools, jpeg  # noqa: E402
 
@@ -54,17 +54,6 @@ EPS, STEP = 8 / 255, 2 / 255
 
 # An attack: (0-1 pixels [N, 3, H, W], targets [N], steps) -> (0-1 pixels, mean steps taken).
 Attack = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, float]]
-
-
-class PixelModel(nn.Module):
-    """The backbone on 0-1 pixels, as torchattacks and the textbook loop take them."""
-
-    def __init__(self, backbone: Backbone) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.backbone.normalize(pixels))
 
 
 def plain_pgd(model: nn.Module, pixels: torch.Tensor, target: torch.Tensor, steps: int,
@@ -98,7 +87,7 @@ def attacks(backbone: Backbone) -> dict[str, Attack]:
     """Each method, as a function of pixels, targets and the most steps."""
     import torchattacks
 
-    model = PixelModel(backbone).eval()
+    model = PixelInputs(backbone).eval()
 
     def plain(pixels: torch.Tensor, target: torch.Tensor, steps: int) -> tuple[torch.Tensor, float]:
         return plain_pgd(model, pixels, target, steps), float(steps)

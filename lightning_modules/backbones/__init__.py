@@ -1,6 +1,6 @@
 """Frozen ImageNet classifiers: the :class:`Backbone` interface, its preprocessing, the registry."""
 
-from lightning_modules.backbones.backbone import COMPILED_CALLS, Backbone
+from lightning_modules.backbones.backbone import COMPILED_CALLS, Backbone, PixelInputs
 from lightning_modules.backbones.normalization import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,5 +19,6 @@ from lightning_modules.backbones.registry import (
 )
 
 __all__ = ["COMPILED_CALLS", "DEFAULT_BACKBONE", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone",
+           "PixelInputs",
            "available_backbones", "clamp_to_range", "denormalize", "imagenet_categories",
            "load_backbone", "normalize", "pixel_range", "preprocessing_of", "register_backbone"]

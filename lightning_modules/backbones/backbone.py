@@ -233,3 +233,19 @@ class Backbone(nn.Module):
             + (", ..." if len(candidates) > 8 else "")
             + "."
         )
+
+
+class PixelInputs(nn.Module):
+    """A backbone that takes 0-1 pixels and normalizes them itself, as peer libraries
+    (torchattacks, textbook loops) expect their models to.
+
+    Args:
+        backbone: The network, which takes normalized inputs.
+    """
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.backbone.normalize(pixels))

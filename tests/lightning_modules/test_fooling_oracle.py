@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import build_tiny_backbone, two_layer_backbone
-from lightning_modules.backbones import Backbone
+from lightning_modules.backbones import Backbone, PixelInputs
 from lightning_modules.fooling import FoolingAttack, pgd_attack, quantize_pixels
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -53,17 +52,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class PixelModel(nn.Module):
-    """A backbone that takes 0-1 pixels, as torchattacks expects (it normalizes inside)."""
-
-    def __init__(self, backbone: Backbone) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.backbone.normalize(pixels))
-
-
 def _pixels(count: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.rand(count, 3, size, size, generator=generator)
@@ -74,7 +62,7 @@ def _pixels(count: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 def _torchattacks_pgd(backbone: Backbone, pixels: torch.Tensor, target: torch.Tensor,
                       steps: int, step_size: float = STEP) -> torch.Tensor:
-    attack = torchattacks.PGD(PixelModel(backbone), eps=EPS, alpha=step_size, steps=steps,
+    attack = torchattacks.PGD(PixelInputs(backbone), eps=EPS, alpha=step_size, steps=steps,
                               random_start=False)
     attack.set_mode_targeted_by_label(quiet=True)
     return attack(pixels, target)
