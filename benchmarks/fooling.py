@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datamodules.labeled_images import SAMPLE_LABELS, preprocess  # noqa: E402
 from lightning_modules.backbones import Backbone, PixelInputs, load_backbone  # noqa: E402
 from lightning_modules.fooling import FoolingAttack, quantize_pixels  # noqa: E402
-from lightning_modules.fooling.robustness import fools, jpeg  # noqa: E402
+from lightning_modules.fooling.robustness import fools, jpeg, transformation  # noqa: E402
 
 TARGETS = ("stingray", "flamingo", "balloon", "Granny Smith", "snail")
 EPS, STEP = 8 / 255, 2 / 255
@@ -98,6 +98,26 @@ def attacks(backbone: Backbone) -> dict[str, Attack]:
         attack.set_mode_targeted_by_label(quiet=True)
         return attack(pixels, target), float(steps)
 
+    class RandomJpeg(nn.Module):
+        """The network behind a JPEG 75 that happens half the time (straight-through), the
+        random model torchattacks' EOT-PGD averages over: the same EOT as ours."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.jpeg = transformation("jpeg75")
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            if bool(torch.rand(()) < 0.5):
+                pixels = self.jpeg.sample(pixels, None)
+            return model(pixels)
+
+    def theirs_eot(pixels: torch.Tensor, target: torch.Tensor,
+                   steps: int) -> tuple[torch.Tensor, float]:
+        attack = torchattacks.EOTPGD(RandomJpeg().eval(), eps=EPS, alpha=STEP, steps=steps,
+                                     eot_iter=4, random_start=False)
+        attack.set_mode_targeted_by_label(quiet=True)
+        return attack(pixels, target), float(steps)
+
     def ours(robust_to: tuple[str, ...]) -> Attack:
         def run(pixels: torch.Tensor, target: torch.Tensor,
                 steps: int) -> tuple[torch.Tensor, float]:
@@ -108,6 +128,7 @@ def attacks(backbone: Backbone) -> dict[str, Attack]:
         return run
 
     return {"plain loop": plain, "torchattacks": theirs, "ours": ours(()),
+            "torchattacks EOT-PGD, jpeg75": theirs_eot,
             "ours, robust_to jpeg75": ours(("jpeg75",))}
 
 
