@@ -105,11 +105,12 @@ def attacks(backbone: Backbone) -> dict[str, Attack]:
         def __init__(self) -> None:
             super().__init__()
             self.jpeg = transformation("jpeg75")
+            self.model = model  # a submodule, so that torchattacks finds the device
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
             if bool(torch.rand(()) < 0.5):
                 pixels = self.jpeg.sample(pixels, None)
-            return model(pixels)
+            return self.model(pixels)
 
     def theirs_eot(pixels: torch.Tensor, target: torch.Tensor,
                    steps: int) -> tuple[torch.Tensor, float]:
