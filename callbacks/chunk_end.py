@@ -27,6 +27,9 @@ class ChunkEndCallback(pl.Callback):
     def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Write or record the chunk's results."""
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ended_epoch = None  # a second fit with the same callback starts at epoch 0 again
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if is_last_step_of_chunk(trainer, batch_idx):
