@@ -32,6 +32,7 @@ class ClassReport(ChunkEndCallback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)  # a collective call: every process is here
+        self.records = []  # a new fit's own (a resumed one gets them back from the checkpoint)
         if hasattr(pl_module, "class_records"):
             require_image_writer(trainer, self, "lays out")
 

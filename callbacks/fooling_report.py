@@ -36,6 +36,7 @@ class FoolingReport(ChunkEndCallback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)  # a collective call: every process is here
+        self.rows = []  # a new fit's own (a resumed one gets its rows back from the checkpoint)
         if not hasattr(pl_module, "score"):
             return
         require_image_writer(trainer, self, "judges")

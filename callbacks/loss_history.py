@@ -28,6 +28,7 @@ class LossHistory(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)
+        self.rows = []  # a new fit's own (a resumed one gets its rows back from the checkpoint)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -153,18 +153,22 @@ def test_fooling_report_needs_the_image_writer_before_it(tmp_path: Path) -> None
 def test_one_image_writer_writes_the_results_of_every_fit_it_watches(
         content_image: Path, style_image: Path, tmp_path: Path) -> None:
     """A callback that finished chunk 0 of one fit must finish chunk 0 of the next one too."""
-    from callbacks import ImageWriter
+    import csv
 
-    writer = ImageWriter()
+    from callbacks import ImageWriter, LossHistory
+
+    writer, history = ImageWriter(), LossHistory()
     for folder in ("first", "second"):
         module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
                                style_layers=[1, 2], style_weights=[1.0, 1.0])
         trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False,
-                             default_root_dir=tmp_path / folder, callbacks=[writer])
+                             default_root_dir=tmp_path / folder, callbacks=[writer, history])
         trainer.fit(module, StyleTransferData(content=str(content_image),
                                               style=str(style_image), image_size=16))
         assert (tmp_path / folder / "content__style.png").is_file(), folder
+        rows = list(csv.DictReader(open(tmp_path / folder / "losses.csv")))
+        assert [row["step"] for row in rows] == ["1", "2"], folder  # not the first fit's too
 
 
 # --------------------------------------------------------------------------- checkpoints
