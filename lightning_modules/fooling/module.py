@@ -19,7 +19,13 @@ from lightning_modules.fooling.functional import (
     quantize_pixels,
 )
 from lightning_modules.backbones import available_backbones, load_backbone
-from lightning_modules.fooling.robustness import CHECKS, check_names, fools, robustness
+from lightning_modules.fooling.robustness import (
+    DEFAULT_CHECKS,
+    check,
+    check_names,
+    fools,
+    robustness,
+)
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.naming import class_slug, short_title
 
@@ -73,8 +79,9 @@ class FoolingImage(ImageOptimization):
             :class:`~lightning_modules.fooling.functional.FoolingAttack`.
         eot_samples: Random transformations averaged per step with ``robust_to``.
         checks: What the report tries on each saved PNG (``fooling_results.csv`` gets a
-            ``success_<check>`` column each): ``jpeg90``, ``jpeg75`` (Pillow's encoder),
-            ``resize0.75`` (down and back up), ``blur1`` (Gaussian, sigma 1 pixel).
+            ``success_<check>`` column each), named like ``robust_to``: by default ``jpeg90``,
+            ``jpeg75`` (Pillow's encoder), ``resize0.75`` (down and back up), ``blur1``
+            (Gaussian, sigma 1 pixel); any ``jpeg<q>``, ``resize<s>``, ``blur<sigma>`` too.
         ensemble: More backbones attacked together with ``backbone`` (the mean of their
             logits must reach the target): images that fool several networks transfer better.
         momentum: PGD's MI-FGSM momentum (1.0 is the paper's; 0: none).
@@ -111,7 +118,7 @@ class FoolingImage(ImageOptimization):
         c: float = 1.0,
         kappa: float = 0.0,
         cw_lr: float = 0.01,
-        checks: Sequence[str] = tuple(CHECKS),
+        checks: Sequence[str] = DEFAULT_CHECKS,
         judges: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
@@ -279,7 +286,7 @@ class FoolingImage(ImageOptimization):
         ]
         # What each check leaves of the picture, and whether that still fools.
         for name in self.checks:
-            changed = CHECKS[name](fooled)
+            changed = check(name)(fooled)
             probabilities = self._classify(changed[None])
             still = bool(fools(probabilities, torch.tensor([job.target_class]),
                                self.attack.confidence)[0])

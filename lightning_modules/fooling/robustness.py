@@ -57,21 +57,27 @@ def blur(sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return apply
 
 
-# The report's checks: name (a CSV column suffix) -> transformation.
-CHECKS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "jpeg90": jpeg(90),
-    "jpeg75": jpeg(75),
-    "resize0.75": resize(0.75),
-    "blur1": blur(1.0),
-}
+# The report's checks by default: each a transformation name whose fixed instance is tried.
+DEFAULT_CHECKS = ("jpeg90", "jpeg75", "resize0.75", "blur1")
+
+
+def check(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The fixed transformation a report check applies: ``transformation(name).check``.
+
+    Raises:
+        UserInputError: For an unknown name, or a random transformation (a shift).
+    """
+    found = transformation(name).check
+    if found is None:
+        raise UserInputError(f"Transformation {name!r} is random: it has no fixed instance to "
+                             "check (checks: jpeg<q>, resize<scale>, blur<sigma>).")
+    return found
 
 
 def check_names(names: Sequence[str]) -> list[str]:
-    """The check names, refusing unknown ones in one sentence."""
-    unknown = [name for name in names if name not in CHECKS]
-    if unknown:
-        raise UserInputError(f"Unknown robustness check {unknown[0]!r} (known: "
-                             f"{', '.join(CHECKS)}).")
+    """The check names, each refused in one sentence unless :func:`check` knows it."""
+    for name in names:
+        check(name)
     return list(names)
 
 
@@ -93,7 +99,7 @@ def fools(probabilities: torch.Tensor, target: torch.Tensor, confidence: float) 
 @torch.no_grad()
 def robustness(saved: torch.Tensor, target: torch.Tensor,
                classify: Callable[[torch.Tensor], torch.Tensor], confidence: float = 0.0,
-               checks: Sequence[str] = tuple(CHECKS)) -> dict[str, torch.Tensor]:
+               checks: Sequence[str] = DEFAULT_CHECKS) -> dict[str, torch.Tensor]:
     """Which saved images still fool after each check.
 
     Args:
@@ -101,14 +107,15 @@ def robustness(saved: torch.Tensor, target: torch.Tensor,
         target: ``[N]`` target classes.
         classify: Maps 0-1 pixels ``[N, 3, H, W]`` to class probabilities ``[N, C]``.
         confidence: The least p(target) that counts as fooled.
-        checks: Names from :data:`CHECKS`.
+        checks: Transformation names with a fixed instance (see :func:`check`).
 
     Returns:
         Check name -> ``[N]`` bool.
     """
     results = {}
     for name in check_names(checks):
-        changed = torch.stack([CHECKS[name](picture) for picture in saved]).to(saved)
+        apply = check(name)
+        changed = torch.stack([apply(picture) for picture in saved]).to(saved)
         results[name] = fools(classify(changed), target, confidence)
     return results
 

@@ -506,8 +506,13 @@ def test_robustness_checks_on_pictures_whose_answers_are_known() -> None:
         "resize0.75": [False, False], "blur1": [False, False]}
     # A confidence the detector does not reach counts as not fooled.
     assert fools(torch.tensor([[0.4, 0.6]]), torch.tensor([1]), 0.7).tolist() == [False]
-    with pytest.raises(UserInputError, match="Unknown robustness check 'jpeg50'"):
-        robustness(saved, target, high_frequency_classifier, checks=["jpeg50"])
+    with pytest.raises(UserInputError, match="Unknown or out-of-range transformation 'sharpen'"):
+        robustness(saved, target, high_frequency_classifier, checks=["sharpen"])
+    with pytest.raises(UserInputError, match="'shift4' is random"):
+        robustness(saved, target, high_frequency_classifier, checks=["shift4"])
+    # Any quality, scale or blur is a check: JPEG 50 keeps the grey board, kills the colours.
+    assert robustness(saved, target, high_frequency_classifier, checks=["jpeg50"])[
+        "jpeg50"].tolist() == [True, False]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -516,7 +521,8 @@ def test_robustness_checks_on_pictures_whose_answers_are_known() -> None:
     (["--model.target", "unicorn"], "Unknown class name 'unicorn'"),
     (["--model.confidence", "1"], "confidence is the p(target) to reach"),
     (["--model.method", "pgd", "--model.eps", "2"], "an L∞ budget above 1"),
-    (["--model.checks", "[jpeg50]"], "Unknown robustness check 'jpeg50'"),
+    (["--model.checks", "[sharpen]"], "Unknown or out-of-range transformation 'sharpen'"),
+    (["--model.checks", "[shift4]"], "'shift4' is random"),
     (["--model.judges", "[alexnet9]"], "Unknown judge backbone 'alexnet9'"),
     (["--model.robust_to", "[jpeg200]"], "Unknown or out-of-range transformation 'jpeg200'"),
     (["--model.robust_to", "[sharpen]"], "Unknown or out-of-range transformation 'sharpen'"),
