@@ -51,6 +51,11 @@ class ImageWriter(ChunkEndCallback):
             for index, slot in enumerate(pl_module.slots):
                 self._save(pl_module.result_pixels(index),
                            self.directory / "snapshots" / f"{slot.name}_step{step:06d}.png")
+        stage = pl_module.snapshot_name(step) if not pl_module.idle else None
+        if stage is not None:
+            for index, slot in enumerate(pl_module.slots):
+                self._save(pl_module.result_pixels(index),
+                           self.directory / "snapshots" / f"{slot.name}_{stage}.png")
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -79,6 +79,7 @@ class ImageOptimization(pl.LightningModule):
         self._restored = False  # set by on_load_checkpoint until the first batch starts
         self._saved_optimizer: Optional[str] = None
         self.losses = LossRecord()
+        self.steps_per_chunk = 0  # trainer.max_steps: the steps every job gets (set by setup)
 
     # ----------------------------------------------------------------- the technique's part
     def make_jobs(self, items: Sequence[Any]) -> list[Any]:
@@ -110,6 +111,12 @@ class ImageOptimization(pl.LightningModule):
 
     def after_step(self, step: int) -> None:
         """Called after the optimizer took step ``step``."""
+
+    def snapshot_name(self, steps_taken: int) -> Optional[str]:
+        """A name for the images after ``steps_taken`` steps of the chunk, if they are a stage
+        worth keeping (e.g. the end of a coarse scale); the image writer saves them as
+        ``snapshots/<job>_<name>.png``. Default: none."""
+        return None
 
     def chunk_finished(self) -> bool:
         """Whether this process's jobs are done before the chunk's last step (default: never)."""
@@ -243,6 +250,7 @@ class ImageOptimization(pl.LightningModule):
             raise UserInputError(
                 f"trainer.max_steps must be a positive number of steps, got {steps}.")
         trainer.limit_train_batches = steps
+        self.steps_per_chunk = steps
         trainer.fit_loop.max_epochs = len(self.plan)
         trainer.fit_loop.epoch_loop.max_steps = steps * len(self.plan)
 

@@ -13,20 +13,24 @@ jcjohnson/neural-style.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Literal, Optional, Sequence
+from typing import Any, Hashable, Literal, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 
 from lightning_modules.errors import (UserInputError, check_choice, check_learning_rate,
                                       check_non_negative)
 from lightning_modules.image_optimization.module import ImageOptimization
+from lightning_modules.image_optimization.transforms import random_shift
 from lightning_modules.style_transfer.functional import (
+    chrominance,
     content_loss,
     gram_matrix,
     keep_colors,
     style_loss,
     tv_loss,
 )
+from lightning_modules.style_transfer.scales import ScalePlan, resize_pixels
 
 def _as_list(value: float | Sequence[float], count: int, name: str) -> list[float]:
     values = [float(value)] * count if isinstance(value, (int, float)) else list(value)
@@ -44,6 +48,23 @@ class StyleTransfer(ImageOptimization):
         style_layers: Layers whose Gram matrices the result must share with the style.
         style_weights: Weight of each style layer (same count as ``style_layers``).
         tv_weight: Weight of the total-variation (smoothness) loss.
+        chroma_tv_weight: Weight of the total variation of the chrominance (I and Q of YIQ, in
+            0-1 pixel units) alone: it removes single-pixel colour noise ("confetti") without
+            blurring the luminance, where brush strokes and edges live.
+        loss_reduction: ``"mean"``: the content and TV losses are means over their values, so
+            one set of weights serves every image size (and every scale); ``"sum"``: the
+            homework's sums, which grow with the number of pixels.
+        shift: Each step the backbone sees the image shifted by a random whole number of pixels
+            up to ``shift`` each way (transformation robustness): patterns that only the
+            network's stride grid sees cannot settle. 0: off.
+        scales: Coarse to fine: the shorter sides the picture is optimized at in turn, each
+            starting from the previous result upsampled; the last is always the image size
+            (``image_size``), added if missing. ``"auto"``: a ladder of sides growing by
+            ``sqrt(2)`` from 128 px (see :class:`~lightning_modules.style_transfer.scales.ScalePlan`).
+            Style images are resized with the picture, so brush strokes keep their size
+            relative to it. None: the image size only.
+        scale_steps: Steps at each scale (they sum to ``trainer.max_steps``); None: split
+            equally, the remainder to the coarsest scales.
         init: Starting image: ``"content"``, ``"noise"``, or the path of an image file.
         preserve_colors: Keep the content's colours: the result's luminance is combined with
             the content's chrominance (luminance-only transfer, Gatys et al. 2017).
@@ -72,6 +93,11 @@ class StyleTransfer(ImageOptimization):
         style_layers: Sequence[int] = (1, 2, 3, 4),
         style_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
         tv_weight: float = 0.0,
+        chroma_tv_weight: float = 0.0,
+        loss_reduction: Literal["mean", "sum"] = "mean",
+        shift: int = 0,
+        scales: Union[Sequence[int], Literal["auto"], None] = None,
+        scale_steps: Optional[Sequence[int]] = None,
         init: str = "content",
         preserve_colors: bool = False,
         optimizer: Literal["adam", "lbfgs"] = "adam",
@@ -84,6 +110,11 @@ class StyleTransfer(ImageOptimization):
         **kwargs: Any,
     ) -> None:
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
+        check_choice("loss_reduction", loss_reduction, ("mean", "sum"))
+        check_non_negative("chroma_tv_weight", chroma_tv_weight)
+        if not isinstance(shift, int) or shift < 0:
+            raise UserInputError(f"shift must be a whole number of pixels, 0 or more, got {shift}.")
+        self.scale_plan = ScalePlan(scales, scale_steps)
         check_learning_rate("lr", lr)
         check_learning_rate("lr_drop_to", lr_drop_to)
         if clamp is not None and not clamp > 0:
@@ -114,6 +145,11 @@ class StyleTransfer(ImageOptimization):
         if self.uses_style and not self.style_layers:
             raise UserInputError("style_layers must name at least one layer.")
         self.tv_weight = tv_weight
+        self.chroma_tv_weight = chroma_tv_weight
+        self.loss_reduction = loss_reduction
+        self.shift = shift
+        self.scale_index = 0  # the scale the images are at now
+        self._restored_scale: Optional[int] = None
         self.init = init
         self.preserve_colors = preserve_colors
         self._content_targets: list[list[torch.Tensor]] = []
@@ -132,15 +168,39 @@ class StyleTransfer(ImageOptimization):
         return list(items)
 
     def create_images(self, jobs: list[Any]) -> list[torch.Tensor]:
+        # A fresh chunk starts at the coarsest scale; a restored one at its checkpoint's scale.
+        self.scale_index = self._restored_scale or 0
+        self._restored_scale = None
         return [self.backbone.normalize(torch.stack([self._starting_pixels(i) for i in positions]))
                 for positions in self.groups]
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.jobs and self._trainer is not None:
+            # Refuse scales that do not fit the images or the steps before the first step.
+            for index in range(len(self.jobs)):
+                self.scale_plan.sides(min(self.jobs[index].size))
+            self.scale_plan.step_counts(self.steps_per_chunk, self.scale_count())
+
+    def scale_count(self) -> int:
+        """The number of scales of the current jobs (the first job's; they share a shorter side)."""
+        return self.scale_plan.count(self.jobs[0].size if self.jobs else None)
+
+    def scale_size(self, index: int, scale: Optional[int] = None) -> tuple[int, int]:
+        """Job ``index``'s picture size ``(H, W)`` at scale ``scale`` (default: the current one)."""
+        return self.scale_plan.size(self.jobs[index].size,
+                                    self.scale_index if scale is None else scale)
+
+    def _at_scale(self, pixels: torch.Tensor, index: int) -> torch.Tensor:
+        """Pixels of job ``index`` (the content, or anything at its full size) at the scale."""
+        return resize_pixels(pixels, self.scale_size(index))
+
     def _starting_pixels(self, index: int) -> torch.Tensor:
         job = self.jobs[index]
-        height, width = job.size
+        height, width = self.scale_size(index)
         init = self.init if self.uses_content else ("noise" if self.init == "content" else self.init)
         if init == "content":
-            return job.content.clone()
+            return self._at_scale(job.content, index)
         if init == "noise":
             # One generator per job: the same job starts the same way however jobs are split.
             seed = torch.initial_seed() + self.job_indices[index]
@@ -166,8 +226,37 @@ class StyleTransfer(ImageOptimization):
                 group["lr"] = self.lr_drop_to if self.lr_drop_to is not None else group["lr"]
             if self.restart_optimizer_at_drop:
                 optimizer.state.clear()
+        scale = self.scale_plan.scale_at(step, self.steps_per_chunk, self.scale_count())
+        if scale != self.scale_index:
+            self.enter_scale(scale)
         if self.clamp_until is None or step < self.clamp_until:
             self.clamp_images()
+
+    @torch.no_grad()
+    def enter_scale(self, scale: int) -> None:
+        """Go on at scale ``scale``: the images upsampled, new targets, a fresh optimizer state.
+
+        The optimizer keeps its parameters (their tensors change size in place) and forgets its
+        moments or curvature pairs, which belonged to the previous scale's pixels.
+        """
+        self.scale_index = scale
+        for group, positions in enumerate(self.groups):
+            image = self.images[group]
+            size = self.scale_size(positions[0])
+            if tuple(image.shape[-2:]) != size:
+                image.data = self._in_memory_format(resize_pixels(image.detach(), size))
+        if self._trainer is not None:
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
+        self._prepare_targets()
+
+    def snapshot_name(self, steps_taken: int) -> Optional[str]:
+        """``scale<side>`` after a coarse scale's last step: the image writer keeps that picture."""
+        if not self.scale_plan.is_scale_end(steps_taken, self.steps_per_chunk,
+                                            self.scale_count()):
+            return None
+        side = min(self.scale_size(0))
+        return f"scale{side}px"
 
     @torch.no_grad()
     def clamp_images(self) -> None:
@@ -183,7 +272,8 @@ class StyleTransfer(ImageOptimization):
         self._content_targets, self._style_targets = [], []
         for indices in self.groups:
             if self.uses_content:
-                contents = torch.stack([self.jobs[i].content for i in indices]).to(self.device)
+                contents = torch.stack([self._at_scale(self.jobs[i].content, i)
+                                        for i in indices]).to(self.device)
                 self._content_targets.append(
                     self.backbone.extract(self.backbone.normalize(contents), self.content_layers)
                 )
@@ -194,20 +284,29 @@ class StyleTransfer(ImageOptimization):
     def _blended_grams(self, job: Any) -> list[torch.Tensor]:
         """The style target of a job: blend-weighted Gram matrices of its style images."""
         blended = None
+        # The style shrinks with the picture: its strokes keep their size relative to it.
+        factor = self.scale_plan.factor(self.scale_index, job.size)
         for style, weight in zip(job.styles, job.style_blend_weights):
-            pixels = style.to(self.device)[None]
+            pixels = resize_pixels(style, [round(side * factor) for side in style.shape[-2:]])
+            pixels = pixels.to(self.device)[None]
             feats = self.backbone.extract(self.backbone.normalize(pixels), self.style_layers)
             grams = [weight * gram_matrix(f)[0] for f in feats]
             blended = grams if blended is None else [a + b for a, b in zip(blended, grams)]
         return blended
 
+    def _shift_generator(self) -> torch.Generator:
+        # One draw per step from the run's seed: a resumed run shifts as the uninterrupted one.
+        step = self.global_step if self._trainer is not None else 0
+        return torch.Generator().manual_seed(torch.initial_seed() + 7919 * step)
+
     def loss_terms(self, group: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
         layers = sorted(set(self.content_layers + self.style_layers))
-        feats = dict(zip(layers, self.backbone.extract(images, layers)))
+        seen = random_shift(images, self.shift, self._shift_generator()) if self.shift else images
+        feats = dict(zip(layers, self.backbone.extract(seen, layers)))
         terms = {}
         if self.uses_content:
             terms["content"] = sum(
-                content_loss(weight, feats[layer], target)
+                content_loss(weight, feats[layer], target, self.loss_reduction)
                 for layer, weight, target in zip(
                     self.content_layers, self.content_weights, self._content_targets[group]
                 )
@@ -215,15 +314,41 @@ class StyleTransfer(ImageOptimization):
         if self.uses_style:
             terms["style"] = style_loss(feats, self.style_layers, self._style_targets[group],
                                         self.style_weights)
-        terms["tv"] = tv_loss(images, self.tv_weight)
+        terms["tv"] = tv_loss(images, self.tv_weight, self.loss_reduction)
+        if self.chroma_tv_weight:
+            pixels = self.backbone.denormalize(images)
+            terms["chroma_tv"] = tv_loss(chrominance(pixels), self.chroma_tv_weight,
+                                         self.loss_reduction)
         return terms
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["style_scale"] = self.scale_index
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The images must have the checkpoint's scale before the checks and the state load.
+        scale = int(checkpoint.get("style_scale", 0))
+        if not 0 <= scale < self.scale_count():
+            raise UserInputError("The checkpoint was made with other scales: resume with the "
+                                 "interrupted run's options (its config.yaml).")
+        self._restored_scale = scale
+        if scale != self.scale_index and len(self.images):
+            self.scale_index = scale
+            for group, positions in enumerate(self.groups):
+                size = self.scale_size(positions[0])
+                self.images[group].data = self._in_memory_format(
+                    resize_pixels(self.images[group].detach(), size))
+        super().on_load_checkpoint(checkpoint)
+        self.scale_index = scale
+        self._restored_scale = None
 
     # ----------------------------------------------------------------- results
     def result_pixels(self, index: int) -> torch.Tensor:
         pixels = super().result_pixels(index)
         content = self.jobs[index].content if self.jobs else None
         if self.preserve_colors and content is not None:
-            pixels = keep_colors(pixels, content.cpu())
+            pixels = keep_colors(pixels, resize_pixels(content.cpu(), pixels.shape[-2:]))
         return pixels
 
     def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:

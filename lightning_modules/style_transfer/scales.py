@@ -1,0 +1,126 @@
+"""Coarse-to-fine scales: which size a picture is optimized at, at which step.
+
+A picture started at its full size takes on the style's fine texture but not its large forms:
+the network's receptive fields are small against the picture. Optimized first small, then
+upsampled and refined, it gets both (Gatys et al. 2017; crowsonkb's style-transfer-pytorch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from lightning_modules.errors import UserInputError
+
+#: The smallest side of the automatic ladder, and its growth from one scale to the next.
+AUTO_START = 128
+AUTO_GROWTH = math.sqrt(2)
+
+
+def resize_pixels(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize ``[C, H, W]`` or ``[N, C, H, W]`` images to ``size = (H, W)``, bilinearly.
+
+    Shrinking is antialiased (no aliasing of fine texture into the coarse picture); the same
+    size returns the images unchanged.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(images.shape[-2:]) == size:
+        return images
+    batch = images if images.dim() == 4 else images[None]
+    shrinking = size[0] * size[1] < batch.shape[-2] * batch.shape[-1]
+    resized = F.interpolate(batch.float(), size=size, mode="bilinear", align_corners=False,
+                            antialias=shrinking).to(images.dtype)
+    return resized if images.dim() == 4 else resized[0]
+
+
+class ScalePlan:
+    """The scales of a run and the steps each one gets.
+
+    Args:
+        scales: The shorter sides, ascending; the image's own side is always the last (added
+            if missing, and larger ones are refused). ``"auto"``: 128 px, then sides growing by
+            ``sqrt(2)`` while below the image's side, then the image's side. None: one scale.
+        steps: Steps at each scale, summing to the run's ``max_steps``; None: equal parts, the
+            remainder to the coarsest scales.
+    """
+
+    def __init__(self, scales: Union[Sequence[int], Literal["auto"], None] = None,
+                 steps: Optional[Sequence[int]] = None) -> None:
+        if isinstance(scales, str) and scales != "auto":
+            raise UserInputError(f"scales must be a list of shorter sides or 'auto', got '{scales}'.")
+        if scales is not None and not isinstance(scales, str):
+            scales = list(scales)
+            if not scales or any(not isinstance(side, int) or side < 16 for side in scales):
+                raise UserInputError(f"scales must be whole numbers of pixels of at least 16, got "
+                                     f"{scales}.")
+            if any(b <= a for a, b in zip(scales, scales[1:])):
+                raise UserInputError(f"scales must grow from coarse to fine, got {scales}.")
+        if steps is not None:
+            steps = list(steps)
+            if not steps or any(not isinstance(n, int) or n < 1 for n in steps):
+                raise UserInputError(f"scale_steps must be whole numbers of at least 1, got {steps}.")
+        self.scales = scales
+        self.steps = steps
+
+    def sides(self, shorter: int) -> list[int]:
+        """The shorter side at each scale, for a picture whose shorter side is ``shorter``."""
+        if self.scales is None:
+            return [shorter]
+        if self.scales == "auto":
+            sides, side = [], float(AUTO_START)
+            while round(side) < shorter:
+                sides.append(round(side))
+                side *= AUTO_GROWTH
+            return sides + [shorter]
+        if self.scales[-1] > shorter:
+            raise UserInputError(f"The scales {self.scales} go past the image's shorter side "
+                                 f"({shorter} px); the last scale is the image size.")
+        return [side for side in self.scales if side < shorter] + [shorter]
+
+    def count(self, size: Optional[Sequence[int]]) -> int:
+        """The number of scales for a picture of ``size = (H, W)`` (1 without a size)."""
+        return len(self.sides(min(size))) if size else 1
+
+    def factor(self, scale: int, size: Sequence[int]) -> float:
+        """How much smaller than the full picture of ``size`` it is at scale ``scale``."""
+        shorter = min(size)
+        return self.sides(shorter)[scale] / shorter
+
+    def size(self, size: Sequence[int], scale: int) -> tuple[int, int]:
+        """The picture's ``(H, W)`` at scale ``scale``: its aspect ratio kept."""
+        height, width = size
+        if scale == self.count(size) - 1:
+            return int(height), int(width)
+        factor = self.factor(scale, size)
+        return max(1, round(height * factor)), max(1, round(width * factor))
+
+    def step_counts(self, max_steps: int, count: int) -> list[int]:
+        """The steps at each of ``count`` scales, out of ``max_steps``."""
+        if self.steps is not None:
+            if len(self.steps) != count or sum(self.steps) != max_steps:
+                raise UserInputError(
+                    f"scale_steps {self.steps} must have one entry per scale ({count}) and sum "
+                    f"to trainer.max_steps ({max_steps}).")
+            return list(self.steps)
+        if max_steps < count:
+            raise UserInputError(f"{count} scales need at least {count} steps "
+                                 f"(trainer.max_steps is {max_steps}).")
+        base, extra = divmod(max_steps, count)
+        return [base + (1 if k < extra else 0) for k in range(count)]
+
+    def scale_at(self, step: int, max_steps: int, count: int) -> int:
+        """The scale of step ``step`` (counted from 0 in the chunk)."""
+        end = 0
+        for scale, steps in enumerate(self.step_counts(max_steps, count)):
+            end += steps
+            if step < end:
+                return scale
+        return count - 1
+
+    def is_scale_end(self, steps_taken: int, max_steps: int, count: int) -> bool:
+        """Whether ``steps_taken`` steps end a scale that is not the last."""
+        ends = [sum(self.step_counts(max_steps, count)[: k + 1]) for k in range(count - 1)]
+        return steps_taken in ends
