@@ -105,17 +105,24 @@ def style_loss(
     return total
 
 
-def tv_loss(img: torch.Tensor, tv_weight: float | torch.Tensor) -> torch.Tensor:
+def tv_loss(img: torch.Tensor, tv_weight: float | torch.Tensor,
+            wrap: bool = False) -> torch.Tensor:
     """Total-variation loss: ``w * (sum of squared vertical + horizontal neighbour differences)``.
 
     Args:
         img: Images ``[N, 3, H, W]``.
         tv_weight: Scalar weight ``w``.
+        wrap: The image is a torus (a tileable texture): the last row's neighbour is the first
+            row, and the last column's the first column, so those differences count too.
 
     Returns:
         ``[N]`` losses.
     """
     img = at_least_float32(img)
+    if wrap:
+        vertical = (torch.roll(img, 1, 2) - img).pow(2).flatten(1).sum(1)
+        horizontal = (torch.roll(img, 1, 3) - img).pow(2).flatten(1).sum(1)
+        return tv_weight * (vertical + horizontal)
     vertical = (img[:, :, 1:, :] - img[:, :, :-1, :]).pow(2).flatten(1).sum(1)
     horizontal = (img[:, :, :, 1:] - img[:, :, :, :-1]).pow(2).flatten(1).sum(1)
     return tv_weight * (vertical + horizontal)
