@@ -56,6 +56,8 @@ class StyleTransfer(ImageOptimization):
         clamp: Before each step, clamp the image to ``[-clamp, clamp]`` in normalized units (the
             homework uses 1.5); None clamps to the valid pixel range of the backbone.
         clamp_until: Clamp only before steps ``< clamp_until`` (None: every step).
+        tileable: Make a seamless texture: the backbone pads circularly (it sees the image as a
+            torus) and the TV loss wraps around, so the result tiles without a visible edge.
         **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
             :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
@@ -81,6 +83,7 @@ class StyleTransfer(ImageOptimization):
         restart_optimizer_at_drop: bool = False,
         clamp: Optional[float] = None,
         clamp_until: Optional[int] = None,
+        tileable: bool = False,
         **kwargs: Any,
     ) -> None:
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
@@ -97,6 +100,9 @@ class StyleTransfer(ImageOptimization):
         self.restart_optimizer_at_drop = restart_optimizer_at_drop
         self.clamp = clamp
         self.clamp_until = clamp_until
+        self.tileable = tileable
+        if tileable:  # a circular copy: a backbone shared with other modules stays as it was
+            self.backbone = self.backbone.with_circular_padding()
         self.content_layers = list(content_layers) if self.uses_content else []
         self.style_layers = list(style_layers) if self.uses_style else []
         # A term the technique does not use keeps no weights, so its defaults never clash.
@@ -215,7 +221,7 @@ class StyleTransfer(ImageOptimization):
         if self.uses_style:
             terms["style"] = style_loss(feats, self.style_layers, self._style_targets[group],
                                         self.style_weights)
-        terms["tv"] = tv_loss(images, self.tv_weight)
+        terms["tv"] = tv_loss(images, self.tv_weight, wrap=self.tileable)
         return terms
 
     # ----------------------------------------------------------------- results
