@@ -233,3 +233,30 @@ def test_images_too_large_to_optimize_are_refused_before_allocating(
     assert cli.main(tiny_args(content_image, style_image)) == 1
     err = one_error_line(capsys)
     assert err.startswith("error: Optimizing 1 image(s)") and "66.5 KiB" in err, err
+
+
+# ----------------------------------------------------------------- tileable
+def test_tileable_not_a_bool_is_refused_by_the_parser(workdir, content_image, style_image,
+                                                      capsys) -> None:
+    assert cli.main(tiny_args(content_image, style_image, "--model.tileable", "maybe")) == 2
+    assert "tileable" in one_error_line(capsys)
+
+
+def test_a_backbone_that_cannot_wrap_around_is_one_sentence(workdir, content_image, style_image,
+                                                           capsys, monkeypatch) -> None:
+    from torch import nn
+
+    from lightning_modules.backbones import Backbone, registry
+
+    def transposed(weights: str) -> Backbone:
+        layers = [nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                  nn.ConvTranspose2d(4, 4, 3, padding=1)]
+        return Backbone("transposed", layers, nn.Flatten(1), (0.5,) * 3, (0.5,) * 3,
+                        [str(i) for i in range(1000)])
+
+    monkeypatch.setitem(registry._REGISTRY, "transposed", registry._Entry(transposed, ""))
+    args = tiny_args(content_image, style_image, "--model.backbone", "transposed",
+                     "--model.tileable", "true")
+    assert cli.main(args) == 1
+    err = one_error_line(capsys)
+    assert "'transposed' cannot be made tileable" in err and "features.3 (ConvTranspose2d)" in err

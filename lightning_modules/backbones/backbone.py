@@ -177,6 +177,35 @@ class Backbone(nn.Module):
         self.memory_format = torch.channels_last
         return self.to(memory_format=torch.channels_last)
 
+    @property
+    def circular_padding(self) -> bool:
+        """Whether the network sees its input as a torus (see :meth:`with_circular_padding`)."""
+        return self.__dict__.get("_circular_padding", False)
+
+    def with_circular_padding(self) -> "Backbone":
+        """A copy of this backbone, sharing its weights, that pads every layer circularly.
+
+        Every convolution, pooling and padding layer wraps around the edges, so the network
+        sees the image as a torus and an image optimized through it tiles seamlessly. This
+        backbone is not changed (another technique may share it); the copy has the same state
+        dict keys and tensors, is not compiled (compile it anew) and keeps the memory format.
+
+        Returns:
+            The circular backbone (this one if it already pads circularly).
+
+        Raises:
+            UserInputError: A layer of the network pads in a way that cannot be made circular.
+        """
+        if self.circular_padding:
+            return self
+        from lightning_modules.backbones.circular import circular_copy
+
+        circular = circular_copy(self, self.name)
+        circular._circular_padding = True
+        circular._compiled_run, circular._compiled_calls = None, set()
+        circular._warned_eager, circular.compile_mode = False, None
+        return circular
+
     def compile_network(self, mode: str = "default") -> "Backbone":
         """Run the network through ``torch.compile`` in every call that takes gradients.
 

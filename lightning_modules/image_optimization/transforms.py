@@ -25,35 +25,6 @@ def jitter(images: torch.Tensor, ox: int, oy: int) -> torch.Tensor:
     return torch.roll(images, shifts=(oy, ox), dims=(2, 3))
 
 
-def random_shift(images: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None,
-                 circular: bool = False) -> torch.Tensor:
-    """Shift images by a random whole number of pixels in ``[-max_shift, max_shift]`` each way.
-
-    The same shift for every image of the batch. Without ``circular`` the image is
-    reflect-padded and cropped, so no content wraps from one edge to the other; with it, the
-    image is rolled (a torus, for tileable pictures).
-
-    Args:
-        images: ``[N, C, H, W]``.
-        max_shift: The largest shift in pixels (0: the images unchanged).
-        generator: The random numbers' source (seed it for reproducible runs).
-        circular: Roll instead of reflect.
-
-    Returns:
-        The shifted images, of the same size.
-    """
-    if max_shift <= 0:
-        return images
-    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=generator))
-    if circular:
-        return torch.roll(images, shifts=(dy, dx), dims=(2, 3))
-    height, width = images.shape[-2:]
-    pad = min(max_shift, height - 1, width - 1)  # reflection needs a pad smaller than the side
-    dy, dx = max(-pad, min(pad, dy)), max(-pad, min(pad, dx))
-    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    return padded[:, :, pad - dy : pad - dy + height, pad - dx : pad - dx + width]
-
-
 def blur_image(images: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
     """Gaussian blur of each channel, as ``scipy.ndimage.gaussian_filter1d`` along H then W.
 
@@ -133,3 +104,36 @@ def random_transforms(images: torch.Tensor, pad_value: torch.Tensor,
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
                                align_corners=False)
     return _random_crop(images, 4, generator)
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None,
+                 circular: bool = False) -> torch.Tensor:
+    """Shift images by a random offset of up to ``max_shift`` pixels each way, keeping the size.
+
+    One draw for the whole batch: ``dy`` and ``dx`` uniform in ``[-max_shift, max_shift]``,
+    pixel ``(y, x)`` of the result is pixel ``(y - dy, x - dx)`` of the input.
+
+    Args:
+        images: ``[N, C, H, W]``.
+        max_shift: The largest shift in pixels, zero or more; without ``circular`` less than
+            the image's height and width.
+        generator: Random source of the draws.
+        circular: Roll the images (``torch.roll``): what comes out one side comes in the other,
+            as a tileable image expects. Otherwise the shifted-in border is the image
+            reflected about its edge (reflect padding, then a crop).
+
+    Returns:
+        The shifted images (a new tensor, the same size).
+    """
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be zero or more, got {max_shift}.")
+    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=generator))
+    if circular:
+        return torch.roll(images, shifts=(dy, dx), dims=(2, 3))
+    if max_shift >= min(images.shape[2], images.shape[3]):
+        raise ValueError(f"max_shift {max_shift} must be less than the image's height and width "
+                         f"({images.shape[2]} x {images.shape[3]}) to reflect-pad.")
+    height, width = images.shape[2], images.shape[3]
+    padded = F.pad(images, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="reflect")
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[:, :, top : top + height, left : left + width]

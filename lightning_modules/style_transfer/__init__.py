@@ -6,4 +6,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "StyleTransfer": ".module", "FeatureInversion": ".module", "TextureSynthesis": ".module",
     "content_loss": ".functional", "gram_matrix": ".functional", "style_loss": ".functional",
     "tv_loss": ".functional", "extract_features": ".functional", "keep_colors": ".functional",
+    "seam_ratio": ".tiling", "tile": ".tiling",
 })

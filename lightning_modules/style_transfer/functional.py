@@ -110,7 +110,7 @@ def style_loss(
 
 
 def tv_loss(img: torch.Tensor, tv_weight: float | torch.Tensor,
-            reduction: str = "sum") -> torch.Tensor:
+            reduction: str = "sum", wrap: bool = False) -> torch.Tensor:
     """Total-variation loss: ``w * (sum of squared vertical + horizontal neighbour differences)``.
 
     Args:
@@ -118,13 +118,19 @@ def tv_loss(img: torch.Tensor, tv_weight: float | torch.Tensor,
         tv_weight: Scalar weight ``w``.
         reduction: ``"sum"`` (the homework's) or ``"mean"``: divided by the number of pixel
             values ``C * H * W``, so that one weight serves every image size.
+        wrap: The image is a torus (a tileable texture): the last row's neighbour is the first
+            row, and the last column's the first column, so those differences count too.
 
     Returns:
         ``[N]`` losses.
     """
     img = at_least_float32(img)
-    vertical = (img[:, :, 1:, :] - img[:, :, :-1, :]).pow(2).flatten(1).sum(1)
-    horizontal = (img[:, :, :, 1:] - img[:, :, :, :-1]).pow(2).flatten(1).sum(1)
+    if wrap:
+        vertical = (torch.roll(img, 1, 2) - img).pow(2).flatten(1).sum(1)
+        horizontal = (torch.roll(img, 1, 3) - img).pow(2).flatten(1).sum(1)
+    else:
+        vertical = (img[:, :, 1:, :] - img[:, :, :-1, :]).pow(2).flatten(1).sum(1)
+        horizontal = (img[:, :, :, 1:] - img[:, :, :, :-1]).pow(2).flatten(1).sum(1)
     total = vertical + horizontal
     if reduction == "mean":
         total = total / img[0].numel()

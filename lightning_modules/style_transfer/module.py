@@ -77,6 +77,8 @@ class StyleTransfer(ImageOptimization):
         clamp: Before each step, clamp the image to ``[-clamp, clamp]`` in normalized units (the
             homework uses 1.5); None clamps to the valid pixel range of the backbone.
         clamp_until: Clamp only before steps ``< clamp_until`` (None: every step).
+        tileable: Make a seamless texture: the backbone pads circularly (it sees the image as a
+            torus) and the TV loss wraps around, so the result tiles without a visible edge.
         **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
             :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
@@ -107,6 +109,7 @@ class StyleTransfer(ImageOptimization):
         restart_optimizer_at_drop: bool = False,
         clamp: Optional[float] = None,
         clamp_until: Optional[int] = None,
+        tileable: bool = False,
         **kwargs: Any,
     ) -> None:
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
@@ -128,6 +131,9 @@ class StyleTransfer(ImageOptimization):
         self.restart_optimizer_at_drop = restart_optimizer_at_drop
         self.clamp = clamp
         self.clamp_until = clamp_until
+        self.tileable = tileable
+        if tileable:  # a circular copy: a backbone shared with other modules stays as it was
+            self.backbone = self.backbone.with_circular_padding()
         self.content_layers = list(content_layers) if self.uses_content else []
         self.style_layers = list(style_layers) if self.uses_style else []
         # A term the technique does not use keeps no weights, so its defaults never clash.
@@ -301,7 +307,9 @@ class StyleTransfer(ImageOptimization):
 
     def loss_terms(self, group: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
         layers = sorted(set(self.content_layers + self.style_layers))
-        seen = random_shift(images, self.shift, self._shift_generator()) if self.shift else images
+        shift = min(self.shift, min(images.shape[-2:]) - 1)  # a reflection needs a smaller pad
+        seen = (random_shift(images, shift, self._shift_generator(), circular=self.tileable)
+                if shift > 0 else images)
         feats = dict(zip(layers, self.backbone.extract(seen, layers)))
         terms = {}
         if self.uses_content:
@@ -314,11 +322,11 @@ class StyleTransfer(ImageOptimization):
         if self.uses_style:
             terms["style"] = style_loss(feats, self.style_layers, self._style_targets[group],
                                         self.style_weights)
-        terms["tv"] = tv_loss(images, self.tv_weight, self.loss_reduction)
+        terms["tv"] = tv_loss(images, self.tv_weight, self.loss_reduction, wrap=self.tileable)
         if self.chroma_tv_weight:
             pixels = self.backbone.denormalize(images)
             terms["chroma_tv"] = tv_loss(chrominance(pixels), self.chroma_tv_weight,
-                                         self.loss_reduction)
+                                         self.loss_reduction, wrap=self.tileable)
         return terms
 
     # ----------------------------------------------------------------- checkpoints
