@@ -254,6 +254,9 @@ class StyleTransfer(ImageOptimization):
         if self._trainer is not None:
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
+                if isinstance(optimizer, torch.optim.LBFGS):
+                    # L-BFGS flattens its parameters and caches their size; it must count again.
+                    optimizer._numel_cache = None
         self._prepare_targets()
 
     def snapshot_name(self, steps_taken: int) -> Optional[str]:
