@@ -27,6 +27,14 @@ from lightning_modules.style_transfer.functional import (
     style_loss,
     tv_loss,
 )
+from lightning_modules.style_transfer.style_losses import (
+    STYLE_LOSSES,
+    blended_targets,
+    layered_style_loss,
+    make_style_loss,
+    masked_style_loss,
+    style_regions,
+)
 
 def _as_list(value: float | Sequence[float], count: int, name: str) -> list[float]:
     values = [float(value)] * count if isinstance(value, (int, float)) else list(value)
@@ -43,6 +51,11 @@ class StyleTransfer(ImageOptimization):
         content_weight: Weight of the content loss, one for all content layers or one each.
         style_layers: Layers whose Gram matrices the result must share with the style.
         style_weights: Weight of each style layer (same count as ``style_layers``).
+        style_loss: The style statistics matched: ``"gram"`` (Gatys et al., the homework's),
+            ``"mean_std"`` (per-channel mean and std, AdaIN's) or ``"sliced_wasserstein"``
+            (sorted random projections, Heitz et al. 2021); see
+            :mod:`~lightning_modules.style_transfer.style_losses`. With style masks
+            (``--data.style_masks``) each style is matched in its own region.
         tv_weight: Weight of the total-variation (smoothness) loss.
         init: Starting image: ``"content"``, ``"noise"``, or the path of an image file.
         preserve_colors: Keep the content's colours: the result's luminance is combined with
@@ -71,6 +84,7 @@ class StyleTransfer(ImageOptimization):
         content_weight: float | Sequence[float] = 1.0,
         style_layers: Sequence[int] = (1, 2, 3, 4),
         style_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        style_loss: str = "gram",
         tv_weight: float = 0.0,
         init: str = "content",
         preserve_colors: bool = False,
@@ -84,6 +98,7 @@ class StyleTransfer(ImageOptimization):
         **kwargs: Any,
     ) -> None:
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
+        check_choice("style_loss", style_loss, STYLE_LOSSES)
         check_learning_rate("lr", lr)
         check_learning_rate("lr_drop_to", lr_drop_to)
         if clamp is not None and not clamp > 0:
@@ -114,10 +129,13 @@ class StyleTransfer(ImageOptimization):
         if self.uses_style and not self.style_layers:
             raise UserInputError("style_layers must name at least one layer.")
         self.tv_weight = tv_weight
+        self.style_criterion = make_style_loss(style_loss)
         self.init = init
         self.preserve_colors = preserve_colors
         self._content_targets: list[list[torch.Tensor]] = []
-        self._style_targets: list[list[torch.Tensor]] = []
+        self._style_targets: list[list[Any]] = []
+        # Per group: None, or with style masks (per region per layer targets, masks, weights).
+        self._style_regions: list[Optional[tuple[Any, torch.Tensor, torch.Tensor]]] = []
 
     # ----------------------------------------------------------------- jobs and images
     def job_size(self, job: Any) -> Hashable:
@@ -180,7 +198,7 @@ class StyleTransfer(ImageOptimization):
 
     # ----------------------------------------------------------------- losses
     def prepare_targets(self) -> None:
-        self._content_targets, self._style_targets = [], []
+        self._content_targets, self._style_targets, self._style_regions = [], [], []
         for indices in self.groups:
             if self.uses_content:
                 contents = torch.stack([self.jobs[i].content for i in indices]).to(self.device)
@@ -188,18 +206,20 @@ class StyleTransfer(ImageOptimization):
                     self.backbone.extract(self.backbone.normalize(contents), self.content_layers)
                 )
             if self.uses_style:
-                per_job = [self._blended_grams(self.jobs[i]) for i in indices]
-                self._style_targets.append([torch.stack(layer) for layer in zip(*per_job)])
+                jobs = [self.jobs[i] for i in indices]
+                statistics = [self._style_statistics(job) for job in jobs]
+                self._style_targets.append(blended_targets(self.style_criterion, statistics, jobs))
+                self._style_regions.append(
+                    style_regions(self.style_criterion, statistics, jobs, self.device))
 
-    def _blended_grams(self, job: Any) -> list[torch.Tensor]:
-        """The style target of a job: blend-weighted Gram matrices of its style images."""
-        blended = None
-        for style, weight in zip(job.styles, job.style_blend_weights):
+    def _style_statistics(self, job: Any) -> list[list[Any]]:
+        """The style loss's statistics of each style image of a job, at each style layer."""
+        statistics = []
+        for style in job.styles:
             pixels = style.to(self.device)[None]
             feats = self.backbone.extract(self.backbone.normalize(pixels), self.style_layers)
-            grams = [weight * gram_matrix(f)[0] for f in feats]
-            blended = grams if blended is None else [a + b for a, b in zip(blended, grams)]
-        return blended
+            statistics.append([self.style_criterion.target(f) for f in feats])
+        return statistics
 
     def loss_terms(self, group: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
         layers = sorted(set(self.content_layers + self.style_layers))
@@ -213,8 +233,14 @@ class StyleTransfer(ImageOptimization):
                 )
             )
         if self.uses_style:
-            terms["style"] = style_loss(feats, self.style_layers, self._style_targets[group],
-                                        self.style_weights)
+            regions = self._style_regions[group]
+            if regions is None:
+                terms["style"] = layered_style_loss(self.style_criterion, feats, self.style_layers,
+                                                    self._style_targets[group], self.style_weights,
+                                                    self.global_step)
+            else:
+                terms["style"] = masked_style_loss(self.style_criterion, feats, self.style_layers,
+                                                   self.style_weights, *regions, self.global_step)
         terms["tv"] = tv_loss(images, self.tv_weight)
         return terms
 
@@ -234,6 +260,8 @@ class StyleTransfer(ImageOptimization):
         if self.uses_style:
             panels += [(f"style {k + 1}" if len(job.styles) > 1 else "style", s)
                        for k, s in enumerate(job.styles)]
+            panels += [(f"mask {k + 1}", mask.expand(3, -1, -1))
+                       for k, mask in enumerate(getattr(job, "style_masks", []))]
         return panels + [("result", self.result_pixels(index))]
 
 
