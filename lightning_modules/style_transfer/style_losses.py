@@ -14,13 +14,15 @@ the current image's statistics to a region, as in Gatys et al. 2017, "Controllin
 Factors in Neural Style Transfer": every position counts with its mask value as weight.
 
 Magnitudes, at one layer with ``C`` channels of activations of size ``a``: the Gram loss (the
-homework's, features normalized by ``C * H * W``) sums ``C^2`` squared differences of second
-moments, each about ``a^2 / C`` in size, so it grows like ``a^4``; ``mean_std`` and
-``sliced_wasserstein`` are means of squared differences of first moments and of projected
-values, so they grow like ``a^2``. On EfficientNet-Lite0 at the default style layers, from
-the content photo to the style (``sample:chelsea`` to ``sample:immunohistochemistry``) the three
-start within a factor of about 3 of each other (see :data:`STYLE_LOSSES` users'
-``docs/style_losses.png``), so the same ``style_weights`` give a comparable stylization.
+homework's, Gram matrices normalized by ``C * H * W``) sums ``C^2`` squared differences of
+entries about ``a^2 / C`` in size, so it grows like ``a^4`` and does not grow with ``C``;
+``mean_std`` and ``sliced_wasserstein`` are squared distances in the ``C``-dimensional feature
+space (of the mean and std vectors; of the feature distributions), so they grow like
+``C * a^2``. Where activations are of size 1 to 10, as in ImageNet classifiers, the three
+meet: on EfficientNet-Lite0 at 128 px, ``sample:chelsea`` against
+``sample:immunohistochemistry``, layers 1 to 4 (16 to 80 channels) give gram 104, 255, 169,
+402; mean_std 157, 257, 362, 1264; sliced_wasserstein about 103, 203, 430, 1440 (random). So the same
+``style_weights`` suit all three, the new ones leaning on the deeper layers.
 """
 
 from __future__ import annotations
@@ -143,9 +145,8 @@ def _weighted_mean_std(features: torch.Tensor, mask: Optional[torch.Tensor],
 class MeanStdLoss(StyleLoss):
     """AdaIN's statistics (Huang & Belongie 2017): per-channel mean and standard deviation.
 
-    ``loss = (sum_c (mu_c - mu'_c)^2 + sum_c (sigma_c - sigma'_c)^2) / C`` per image: the sum of
-    squared differences, divided by the channel count so layers of different widths weigh
-    alike (the Gram loss's ``1 / C`` normalization does the same). ``sigma = sqrt(var + eps)``
+    ``loss = sum_c (mu_c - mu'_c)^2 + sum_c (sigma_c - sigma'_c)^2`` per image: the sum of
+    squared differences (see the module's notes on its size). ``sigma = sqrt(var + eps)``
     (``eps = 1e-5``, AdaIN's), so a channel that is zero everywhere still has a gradient. With a
     mask, the mean and variance are the mask-weighted ones.
 
@@ -164,8 +165,7 @@ class MeanStdLoss(StyleLoss):
     def loss(self, features: torch.Tensor, target: torch.Tensor,
              mask: Optional[torch.Tensor] = None, seed: int = 0) -> torch.Tensor:
         statistics = _weighted_mean_std(features, mask, self.eps)
-        channels = features.shape[1]
-        return (statistics - at_least_float32(target)).pow(2).flatten(1).sum(1) / channels
+        return (statistics - at_least_float32(target)).pow(2).flatten(1).sum(1)
 
 
 def _quantiles(sorted_values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -189,7 +189,10 @@ class SlicedWassersteinLoss(StyleLoss):
     Each step, the features ``[N, C, H*W]`` of the image and of the style are projected onto
     ``projections`` random unit directions of the ``C``-dimensional feature space, each set of
     projections is sorted, and the loss is the mean squared difference of the image's sorted
-    projections and the style's quantiles at the same levels: ``mean_(p,i) (x_p(i) - y_p(i))^2``.
+    projections and the style's quantiles at the same levels, times ``C``:
+    ``C * mean_(p,i) (x_p(i) - y_p(i))^2``. A random unit direction keeps ``1 / C`` of a squared
+    length on average, so the factor makes the loss estimate the squared distance in the whole
+    feature space, whatever the number of projections (and of the size of ``mean_std``'s).
     When the pixel counts differ, the style's quantile function is interpolated at the image's
     levels ``(i + 1/2) / (H*W)``. The directions are renewed every step, drawn from ``seed``
     (see :func:`projection_seed`) on the CPU, so a run is reproducible on any device.
@@ -253,7 +256,7 @@ class SlicedWassersteinLoss(StyleLoss):
                 expected = quantiles if expected is None else expected + quantiles
             squared = (projected[image] - expected).pow(2) * weights[image]
             losses.append((squared.sum(-1) / totals[image, :, 0]).mean())
-        return torch.stack(losses)
+        return channels * torch.stack(losses)
 
 
 #: The style losses by name, for ``--model.style_loss``.

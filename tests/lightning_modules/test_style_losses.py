@@ -62,12 +62,12 @@ def test_mean_std_by_hand() -> None:
     style = features([0, 0], [1, 5])    # means 0, 3; variances 0, 4
     criterion = MeanStdLoss()
     std = lambda var: math.sqrt(var + eps)  # noqa: E731
-    expected = ((2 - 0) ** 2 + (2 - 3) ** 2 + (std(1) - std(0)) ** 2 + (std(0) - std(4)) ** 2) / 2
+    expected = (2 - 0) ** 2 + (2 - 3) ** 2 + (std(1) - std(0)) ** 2 + (std(0) - std(4)) ** 2
     assert criterion.loss(current, target_of(criterion, style)).item() == pytest.approx(expected)
     # Weights 3 : 1 on the two positions: mean 1.5, variance (3 * 0.25 + 2.25) / 4 = 0.75.
     mask = torch.tensor([0.6, 0.2]).view(1, 1, 1, 2)
     statistics = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
-    expected = (1.5 ** 2 + 2 ** 2 + std(0.75) ** 2 + std(0) ** 2) / 2
+    expected = 1.5 ** 2 + 2 ** 2 + std(0.75) ** 2 + std(0) ** 2
     assert criterion.loss(current, statistics, mask).item() == pytest.approx(expected)
 
 
@@ -97,7 +97,18 @@ def test_sliced_wasserstein_by_hand_in_two_dimensions() -> None:
         theirs = sorted(a * x + b * y for x, y in [(2, 1), (2, -1), (0, 0)])
         total += sum((m - t) ** 2 for m, t in zip(mine, theirs)) / 3
     loss = criterion.loss(current, target_of(criterion, style), seed=seed)
-    assert loss.item() == pytest.approx(total / 2, rel=1e-5)
+    # The mean over the 2 directions, times C = 2.
+    assert loss.item() == pytest.approx(total / 2 * 2, rel=1e-5)
+
+
+def test_sliced_wasserstein_of_a_shift_is_its_squared_length() -> None:
+    """A style that is the image moved by ``v``: every projection's sorted values differ by
+    ``d . v``, whose square averages ``|v|^2 / C``; the factor ``C`` gives ``|v|^2 = 9``."""
+    current = torch.randn(1, 4, 5, 10, generator=torch.Generator().manual_seed(6))
+    shift = torch.tensor([1.0, 2.0, 0.0, -2.0]).view(1, 4, 1, 1)
+    criterion = SlicedWassersteinLoss(projections=20000)
+    loss = criterion.loss(current, target_of(criterion, current + shift), seed=0)
+    assert loss.item() == pytest.approx(9.0, rel=0.03)
 
 
 def test_sliced_wasserstein_mask_drops_positions_and_blend_is_the_barycenter() -> None:
