@@ -253,9 +253,17 @@ def test_sliced_wasserstein_blends_quantiles_of_each_style(content_image, style_
 
 def test_sliced_wasserstein_runs_are_reproducible_and_resume_alike(content_image, style_image,
                                                                    tmp_path) -> None:
-    """Same seed, same image; another seed, another; a run resumed at step 3 draws the same
-    directions at steps 3 to 5 as the uninterrupted run."""
+    """Same seed, same image; another seed, another; the directions change every step, and a
+    run resumed at step 3 draws the same ones at steps 3 to 5 as the uninterrupted run."""
     from pytorch_lightning.callbacks import ModelCheckpoint
+
+    fixed_losses: dict[int, float] = {}  # step: style loss of one fixed image
+
+    class FixedImageLoss(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            with torch.no_grad():
+                fixed = pl_module.backbone.normalize(pl_module.jobs[0].content[None])
+                fixed_losses[trainer.global_step] = float(pl_module.loss_terms(0, fixed)["style"])
 
     def run(seed: int, callbacks=(), ckpt_path=None) -> torch.Tensor:
         pl.seed_everything(seed, verbose=False)
@@ -268,9 +276,14 @@ def test_sliced_wasserstein_runs_are_reproducible_and_resume_alike(content_image
         return module.images[0].detach().clone()
 
     saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
-    first = run(0, [saver])
+    first = run(0, [saver, FixedImageLoss()])
+    uninterrupted = dict(fixed_losses)
+    assert len(set(uninterrupted.values())) == 6  # new directions every step
     assert torch.equal(first, run(0))
     assert not torch.allclose(first, run(1))
     at_step_3 = next((tmp_path / "ckpt").glob("*step=3*.ckpt"))
-    resumed = run(0, [ModelCheckpoint(dirpath=tmp_path / "again")], ckpt_path=at_step_3)
+    fixed_losses.clear()
+    resumed = run(0, [ModelCheckpoint(dirpath=tmp_path / "again"), FixedImageLoss()],
+                  ckpt_path=at_step_3)
+    assert fixed_losses == {step: uninterrupted[step] for step in (3, 4, 5)}
     assert torch.equal(resumed, first)
