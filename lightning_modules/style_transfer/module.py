@@ -22,9 +22,7 @@ from lightning_modules.errors import (UserInputError, check_choice, check_learni
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.style_transfer.functional import (
     content_loss,
-    gram_matrix,
     keep_colors,
-    style_loss,
     tv_loss,
 )
 from lightning_modules.style_transfer.style_losses import (

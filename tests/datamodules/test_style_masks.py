@@ -20,7 +20,8 @@ def save_mask(path: Path, size: tuple[int, int], white_columns: int, mode: str =
     return str(path)
 
 
-def test_masks_are_greyscale_weights_at_the_content_size(content_image, style_image, tmp_path) -> None:
+def test_masks_are_greyscale_weights_at_the_content_size(content_image, style_image,
+                                                        tmp_path) -> None:
     # Half the width at a quarter of the content's resolution, one mask in RGB.
     left = save_mask(tmp_path / "left.png", (12, 10), 6)
     right = save_mask(tmp_path / "right.png", (12, 10), 6, mode="RGB")

@@ -79,8 +79,10 @@ def test_sliced_wasserstein_by_hand_in_one_dimension(seed) -> None:
     # Same length: sorted [1, 2, 3] against [0, 10, 20].
     loss = criterion.loss(current, target_of(criterion, features([10, 0, 20])), seed=seed)
     assert loss.item() == pytest.approx((1 + 64 + 289) / 3)
-    # Twice as many style pixels: quantiles at levels 1/6, 1/2, 5/6 of [0, 6, ..., 30] are 3, 15, 27.
-    loss = criterion.loss(current, target_of(criterion, features([30, 0, 18, 6, 24, 12])), seed=seed)
+    # Twice as many style pixels: at levels 1/6, 1/2, 5/6 the quantiles of [0, 6, ..., 30] are
+    # 3, 15, 27.
+    style = target_of(criterion, features([30, 0, 18, 6, 24, 12]))
+    loss = criterion.loss(current, style, seed=seed)
     assert loss.item() == pytest.approx((4 + 169 + 576) / 3)
 
 
@@ -119,9 +121,10 @@ def test_sliced_wasserstein_mask_drops_positions_and_blend_is_the_barycenter() -
     masked = criterion.loss(features([1, 2, 3, 100], [0, 1, 0, -50]), style, mask, seed=3)
     assert masked.item() == pytest.approx(kept.item(), rel=1e-5)
     # Quantiles [0, 0, 0] and [3, 6, 9] blended half and half: [1.5, 3, 4.5].
-    blend = criterion.stack([criterion.blend(
-        [criterion.target(features([0, 0, 0])), criterion.target(features([9, 3, 6]))], [0.5, 0.5])])
-    assert criterion.loss(features([3, 1.5, 4.5]), blend, seed=0).item() == pytest.approx(0, abs=1e-10)
+    styles = [criterion.target(features([0, 0, 0])), criterion.target(features([9, 3, 6]))]
+    blend = criterion.stack([criterion.blend(styles, [0.5, 0.5])])
+    barycenter = criterion.loss(features([3, 1.5, 4.5]), blend, seed=0)
+    assert barycenter.item() == pytest.approx(0, abs=1e-10)
     assert criterion.loss(features([0, 0, 0]), blend, seed=0).item() > 1
 
 
@@ -177,8 +180,8 @@ def test_gram_layers_are_the_homeworks_style_loss_bit_for_bit() -> None:
     generator = torch.Generator().manual_seed(3)
     feats = {0: torch.randn(2, 4, 6, 6, generator=generator),
              2: torch.randn(2, 8, 3, 3, generator=generator)}
-    styles = [[torch.randn(1, 4, 5, 5, generator=generator), torch.randn(1, 8, 2, 3, generator=generator)]
-              for _ in range(2)]
+    styles = [[torch.randn(1, 4, 5, 5, generator=generator),
+               torch.randn(1, 8, 2, 3, generator=generator)] for _ in range(2)]
 
     class Job:
         style_blend_weights = [0.75, 0.25]
@@ -201,7 +204,8 @@ def test_masked_style_loss_with_one_white_region_is_the_plain_loss(cls) -> None:
     generator = torch.Generator().manual_seed(4)
     feats = {1: torch.randn(2, 4, 6, 6, generator=generator),
              3: torch.randn(2, 8, 3, 3, generator=generator)}
-    style = [torch.randn(1, 4, 5, 5, generator=generator), torch.randn(1, 8, 2, 3, generator=generator)]
+    style = [torch.randn(1, 4, 5, 5, generator=generator),
+             torch.randn(1, 8, 2, 3, generator=generator)]
 
     class Job:
         styles = [None]
@@ -210,8 +214,8 @@ def test_masked_style_loss_with_one_white_region_is_the_plain_loss(cls) -> None:
 
     statistics = [[[criterion.target(f) for f in style]]] * 2
     regions = style_regions(criterion, statistics, [Job(), Job()])
-    plain = layered_style_loss(criterion, feats, [1, 3],
-                               blended_targets(criterion, statistics, [Job(), Job()]), [1.0, 3.0], step=2)
+    targets = blended_targets(criterion, statistics, [Job(), Job()])
+    plain = layered_style_loss(criterion, feats, [1, 3], targets, [1.0, 3.0], step=2)
     masked = masked_style_loss(criterion, feats, [1, 3], [1.0, 3.0], *regions, step=2)
     assert torch.allclose(masked, plain, rtol=1e-5)
 
