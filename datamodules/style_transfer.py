@@ -15,6 +15,7 @@ from datamodules.images import (
 )
 from datamodules.jobs import JobData, StepLoader  # noqa: F401 - StepLoader's old home
 from datamodules.sources import IMAGE_SUFFIXES, Sources, expand_sources, source_stem  # noqa: F401
+from datamodules.style_masks import load_style_mask, mask_tensor, style_mask_sources
 from lightning_modules.errors import UserInputError, check_image_side, check_positive
 from lightning_modules.naming import unique_names
 
@@ -29,6 +30,8 @@ class StyleJob:
         styles: 0-1 pixels of each style image, each at its own size.
         style_blend_weights: Weight of each style's Gram matrices; they sum to 1.
         size: ``(H, W)`` of the image to optimize.
+        style_masks: 0-1 weights ``[1, H, W]`` of each style's region, at ``size``; empty: every
+            style everywhere.
     """
 
     name: str
@@ -36,6 +39,7 @@ class StyleJob:
     styles: list[torch.Tensor] = field(default_factory=list)
     style_blend_weights: list[float] = field(default_factory=list)
     size: tuple[int, int] = (0, 0)
+    style_masks: list[torch.Tensor] = field(default_factory=list)
 
 
 class StyleTransferData(JobData):
@@ -60,6 +64,12 @@ class StyleTransferData(JobData):
         batch_size: The most jobs one process optimizes at once, in one ``[B, 3, H, W]``
             parameter of one image size; the rest wait for the next chunk, each job getting
             ``trainer.max_steps`` steps. None: all jobs at once.
+        style_masks: One greyscale mask image per style image, in the same order (spatial
+            control, Gatys et al. 2017): white marks where that style paints, stretched to each
+            content image's size. With masks, ``"blend"`` means each style in its own region
+            (``style_blend_weights`` then weigh the regions' losses; a position no mask covers
+            gets no style loss and stays close to the content); with ``"each"``, the job of
+            style ``k`` paints it only in mask ``k``'s region. Needs content images.
     """
 
     def __init__(
@@ -72,6 +82,7 @@ class StyleTransferData(JobData):
         style_scale: float = 1.0,
         style_mode: Literal["blend", "each"] = "blend",
         batch_size: Optional[int] = None,
+        style_masks: Sources = None,
     ) -> None:
         super().__init__(batch_size)
         check_positive("image_size", image_size)
@@ -90,6 +101,7 @@ class StyleTransferData(JobData):
         self.style_size = style_size
         self.style_scale = style_scale
         self.style_mode = style_mode
+        self.style_masks = style_masks
 
     def _load(self, source: str, size: int) -> torch.Tensor:
         return image_to_tensor(resize_shorter_side(load_image(source), size, source))
@@ -109,27 +121,33 @@ class StyleTransferData(JobData):
         if any(not w >= 0 for w in blend) or (style_sources and sum(blend) <= 0):
             raise UserInputError("style_blend_weights must be non-negative and not all zero.")
         blend = [w / sum(blend) for w in blend] if style_sources else []
+        mask_sources = style_mask_sources(self.style_masks, len(style_sources),
+                                          bool(content_sources))
+        masks = [load_style_mask(source) for source in mask_sources]
         style_side = round((self.style_size or self.image_size) * self.style_scale)
         check_positive("style_size * style_scale", style_side)
         styles = [self._load(s, style_side) for s in style_sources]
-        # Each style set is (name part, style images, blend weights).
+        # Each style set is (name part, style images, blend weights, mask positions).
         if self.style_mode == "each" and style_sources:
-            style_sets = [(source_stem(source), [style], [1.0])
-                          for source, style in zip(style_sources, styles)]
+            style_sets = [(source_stem(source), [style], [1.0], [k])
+                          for k, (source, style) in enumerate(zip(style_sources, styles))]
         else:
-            style_sets = [("+".join(source_stem(s) for s in style_sources), styles, blend)]
+            style_sets = [("+".join(source_stem(s) for s in style_sources), styles, blend,
+                           list(range(len(styles))))]
         jobs: list[StyleJob] = []
         if not content_sources:
             # Texture synthesis: the first style's aspect ratio at image_size.
-            for (style_name, style_images, weights), source in zip(style_sets, style_sources):
+            for (style_name, style_images, weights, _), source in zip(style_sets, style_sources):
                 _, h, w = self._load(source, self.image_size).shape
                 jobs.append(StyleJob(style_name, None, style_images, weights, (h, w)))
         for source in content_sources:
             content = self._load(source, self.image_size)
-            for style_name, style_images, weights in style_sets:
+            size = tuple(content.shape[1:])
+            resized = {k: mask_tensor(masks[k], size, mask_sources[k]) for k in range(len(masks))}
+            for style_name, style_images, weights, positions in style_sets:
                 name = "__".join(filter(None, [source_stem(source), style_name]))
-                jobs.append(StyleJob(name, content, style_images, weights,
-                                     tuple(content.shape[1:])))
+                jobs.append(StyleJob(name, content, style_images, weights, size,
+                                     [resized[k] for k in positions if k in resized]))
         # Two photos with one stem: keep both.
         for job, name in zip(jobs, unique_names(job.name for job in jobs)):
             job.name = name

@@ -260,3 +260,53 @@ def test_a_backbone_that_cannot_wrap_around_is_one_sentence(workdir, content_ima
     assert cli.main(args) == 1
     err = one_error_line(capsys)
     assert "'transposed' cannot be made tileable" in err and "features.3 (ConvTranspose2d)" in err
+
+
+# ----------------------------------------------------------------- style losses and style masks
+def write_masks(folder: Path) -> dict[str, str]:
+    """A half-white mask, an all-black one and a text file, each 40 x 32."""
+    from PIL import Image
+
+    half = Image.new("L", (40, 32), 0)
+    half.paste(255, (0, 0, 20, 32))
+    paths = {"half": folder / "half.png", "black": folder / "black.png",
+             "text": folder / "mask.txt"}
+    half.save(paths["half"])
+    Image.new("L", (40, 32), 0).save(paths["black"])
+    paths["text"].write_text("white on the left")
+    return {name: str(path) for name, path in paths.items()}
+
+
+BAD_MASKS = {
+    "unknown style loss": (["--model.style_loss", "cosine"],
+                           "error: Unknown style_loss 'cosine'; choose 'gram', 'mean_std' or "
+                           "'sliced_wasserstein'."),
+    "two masks for one style": (["--data.style_masks", "[{half}, {half}]"],
+                                "style_masks has 2 masks for 1 style image"),
+    "unreadable mask": (["--data.style_masks", "[{text}]"], "Not a recognised image file"),
+    "missing mask": (["--data.style_masks", "[{missing}]"], "Image file not found"),
+    "black mask": (["--data.style_masks", "[{black}]"], "is black everywhere"),
+    "masks without content": (["--data.style_masks", "[{half}]", "--data.content", "null"],
+                              "there is no content image (--data.content)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MASKS))
+def test_bad_style_loss_and_masks_are_one_sentence(case, workdir, content_image, style_image,
+                                                   capsys) -> None:
+    paths = write_masks(workdir)
+    extra, expected = BAD_MASKS[case]
+    extra = [arg.format(missing=workdir / "nope.png", **paths) for arg in extra]
+    assert cli.main(tiny_args(content_image, style_image, *extra)) == 1
+    assert expected in one_error_line(capsys)
+
+
+def test_a_good_mask_runs_with_each_new_loss(workdir, content_image, style_image) -> None:
+    """The control of the cases above: the same command with a good mask succeeds."""
+    paths = write_masks(workdir)
+    for style_loss in ("mean_std", "sliced_wasserstein"):
+        assert cli.main(tiny_args(content_image, style_image, "--model.style_loss", style_loss,
+                                  "--data.style_masks", f"[{paths['half']}]",
+                                  "--trainer.logger", "false",
+                                  "--trainer.default_root_dir", style_loss)) == 0
+        assert (workdir / style_loss / "content__style.png").is_file()

@@ -7,4 +7,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "content_loss": ".functional", "gram_matrix": ".functional", "style_loss": ".functional",
     "tv_loss": ".functional", "extract_features": ".functional", "keep_colors": ".functional",
     "seam_ratio": ".tiling", "tile": ".tiling",
+    "StyleLoss": ".style_losses", "GramLoss": ".style_losses", "MeanStdLoss": ".style_losses",
+    "SlicedWassersteinLoss": ".style_losses", "STYLE_LOSSES": ".style_losses",
+    "make_style_loss": ".style_losses",
 })

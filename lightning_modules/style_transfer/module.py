@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any, Hashable, Literal, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 
 from lightning_modules.errors import (UserInputError, check_choice, check_learning_rate,
                                       check_non_negative)
@@ -25,12 +24,18 @@ from lightning_modules.image_optimization.transforms import random_shift
 from lightning_modules.style_transfer.functional import (
     chrominance,
     content_loss,
-    gram_matrix,
     keep_colors,
-    style_loss,
     tv_loss,
 )
 from lightning_modules.style_transfer.scales import ScalePlan, resize_pixels
+from lightning_modules.style_transfer.style_losses import (
+    STYLE_LOSSES,
+    blended_targets,
+    layered_style_loss,
+    make_style_loss,
+    masked_style_loss,
+    style_regions,
+)
 
 def _as_list(value: float | Sequence[float], count: int, name: str) -> list[float]:
     values = [float(value)] * count if isinstance(value, (int, float)) else list(value)
@@ -47,6 +52,11 @@ class StyleTransfer(ImageOptimization):
         content_weight: Weight of the content loss, one for all content layers or one each.
         style_layers: Layers whose Gram matrices the result must share with the style.
         style_weights: Weight of each style layer (same count as ``style_layers``).
+        style_loss: The style statistics matched: ``"gram"`` (Gatys et al., the homework's),
+            ``"mean_std"`` (per-channel mean and std, AdaIN's) or ``"sliced_wasserstein"``
+            (sorted random projections, Heitz et al. 2021); see
+            :mod:`~lightning_modules.style_transfer.style_losses`. With style masks
+            (``--data.style_masks``) each style is matched in its own region.
         tv_weight: Weight of the total-variation (smoothness) loss.
         chroma_tv_weight: Weight of the total variation of the chrominance (I and Q of YIQ, in
             0-1 pixel units) alone: it removes single-pixel colour noise ("confetti") without
@@ -94,6 +104,7 @@ class StyleTransfer(ImageOptimization):
         content_weight: float | Sequence[float] = 1.0,
         style_layers: Sequence[int] = (1, 2, 3, 4),
         style_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        style_loss: str = "gram",
         tv_weight: float = 0.0,
         chroma_tv_weight: float = 0.0,
         loss_reduction: Literal["mean", "sum"] = "mean",
@@ -118,6 +129,7 @@ class StyleTransfer(ImageOptimization):
         if not isinstance(shift, int) or shift < 0:
             raise UserInputError(f"shift must be a whole number of pixels, 0 or more, got {shift}.")
         self.scale_plan = ScalePlan(scales, scale_steps)
+        check_choice("style_loss", style_loss, STYLE_LOSSES)
         check_learning_rate("lr", lr)
         check_learning_rate("lr_drop_to", lr_drop_to)
         if clamp is not None and not clamp > 0:
@@ -156,10 +168,13 @@ class StyleTransfer(ImageOptimization):
         self.shift = shift
         self.scale_index = 0  # the scale the images are at now
         self._restored_scale: Optional[int] = None
+        self.style_criterion = make_style_loss(style_loss)
         self.init = init
         self.preserve_colors = preserve_colors
         self._content_targets: list[list[torch.Tensor]] = []
-        self._style_targets: list[list[torch.Tensor]] = []
+        self._style_targets: list[list[Any]] = []
+        # Per group: None, or with style masks (per region per layer targets, masks, weights).
+        self._style_regions: list[Optional[tuple[Any, torch.Tensor, torch.Tensor]]] = []
 
     # ----------------------------------------------------------------- jobs and images
     def job_size(self, job: Any) -> Hashable:
@@ -278,7 +293,7 @@ class StyleTransfer(ImageOptimization):
 
     # ----------------------------------------------------------------- losses
     def prepare_targets(self) -> None:
-        self._content_targets, self._style_targets = [], []
+        self._content_targets, self._style_targets, self._style_regions = [], [], []
         for indices in self.groups:
             if self.uses_content:
                 contents = torch.stack([self._at_scale(self.jobs[i].content, i)
@@ -287,21 +302,23 @@ class StyleTransfer(ImageOptimization):
                     self.backbone.extract(self.backbone.normalize(contents), self.content_layers)
                 )
             if self.uses_style:
-                per_job = [self._blended_grams(self.jobs[i]) for i in indices]
-                self._style_targets.append([torch.stack(layer) for layer in zip(*per_job)])
+                jobs = [self.jobs[i] for i in indices]
+                statistics = [self._style_statistics(job) for job in jobs]
+                self._style_targets.append(blended_targets(self.style_criterion, statistics, jobs))
+                self._style_regions.append(
+                    style_regions(self.style_criterion, statistics, jobs, self.device))
 
-    def _blended_grams(self, job: Any) -> list[torch.Tensor]:
-        """The style target of a job: blend-weighted Gram matrices of its style images."""
-        blended = None
+    def _style_statistics(self, job: Any) -> list[list[Any]]:
+        """The style loss's statistics of each style image of a job, at each style layer."""
+        statistics = []
         # The style shrinks with the picture: its strokes keep their size relative to it.
         factor = self.scale_plan.factor(self.scale_index, job.size)
-        for style, weight in zip(job.styles, job.style_blend_weights):
+        for style in job.styles:
             pixels = resize_pixels(style, [round(side * factor) for side in style.shape[-2:]])
             pixels = pixels.to(self.device)[None]
             feats = self.backbone.extract(self.backbone.normalize(pixels), self.style_layers)
-            grams = [weight * gram_matrix(f)[0] for f in feats]
-            blended = grams if blended is None else [a + b for a, b in zip(blended, grams)]
-        return blended
+            statistics.append([self.style_criterion.target(f) for f in feats])
+        return statistics
 
     def _shift_generator(self) -> torch.Generator:
         # One draw per step from the run's seed: a resumed run shifts as the uninterrupted one.
@@ -323,8 +340,14 @@ class StyleTransfer(ImageOptimization):
                 )
             )
         if self.uses_style:
-            terms["style"] = style_loss(feats, self.style_layers, self._style_targets[group],
-                                        self.style_weights)
+            regions = self._style_regions[group]
+            if regions is None:
+                terms["style"] = layered_style_loss(self.style_criterion, feats, self.style_layers,
+                                                    self._style_targets[group], self.style_weights,
+                                                    self.global_step)
+            else:
+                terms["style"] = masked_style_loss(self.style_criterion, feats, self.style_layers,
+                                                   self.style_weights, *regions, self.global_step)
         terms["tv"] = tv_loss(images, self.tv_weight, self.loss_reduction, wrap=self.tileable)
         if self.chroma_tv_weight:
             pixels = self.backbone.denormalize(images)
@@ -370,6 +393,8 @@ class StyleTransfer(ImageOptimization):
         if self.uses_style:
             panels += [(f"style {k + 1}" if len(job.styles) > 1 else "style", s)
                        for k, s in enumerate(job.styles)]
+            panels += [(f"mask {k + 1}", mask.expand(3, -1, -1))
+                       for k, mask in enumerate(getattr(job, "style_masks", []))]
         return panels + [("result", self.result_pixels(index))]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -168,3 +169,121 @@ def test_lbfgs_runs_and_lowers_the_loss(content_image, style_image) -> None:
     module = tiny_module(optimizer="lbfgs", lr=0.5)
     last = float(fit(module, data, 15).callback_metrics["loss"])
     assert last < first
+
+
+# ----------------------------------------------------------------- style losses and masks
+def flat_colour_styles(folder, size=(40, 32)) -> dict[str, str]:
+    """A red and a blue style, and masks of the left and right halves of a ``size`` content."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: str(folder / f"{name}.png") for name in ("red", "blue", "left", "right")}
+    Image.new("RGB", (32, 32), (230, 30, 30)).save(paths["red"])
+    Image.new("RGB", (32, 32), (30, 30, 230)).save(paths["blue"])
+    left = Image.new("L", size, 0)
+    left.paste(255, (0, 0, size[0] // 2, size[1]))
+    left.save(paths["left"])
+    Image.eval(left, lambda value: 255 - value).save(paths["right"])
+    return paths
+
+
+def red_minus_blue(pixels: torch.Tensor) -> float:
+    return float(pixels[0].mean() - pixels[2].mean())
+
+
+@pytest.mark.parametrize("style_loss", ["gram", "mean_std", "sliced_wasserstein"])
+def test_masked_styles_paint_their_own_regions(style_loss, content_image, tmp_path) -> None:
+    """Red style in the left mask, blue in the right: each half moves toward its colour."""
+    paths = flat_colour_styles(tmp_path / "masks")
+    results = {}
+    for order in ("left-right", "right-left"):
+        masks = [paths["left"], paths["right"]][::1 if order == "left-right" else -1]
+        data = StyleTransferData(content=str(content_image), style=[paths["red"], paths["blue"]],
+                                 style_masks=masks, image_size=32)
+        module = tiny_module(style_loss=style_loss, style_weights=[1000.0] * 3, tv_weight=0.0)
+        fit(module, data, 40)
+        results[order] = module.result_pixels(0)
+    content = data.jobs[0].content
+    half = content.shape[2] // 2
+    halves = lambda x: (red_minus_blue(x[:, :, :half]), red_minus_blue(x[:, :, half:]))  # noqa: E731
+    content_left, content_right = halves(content)
+    left, right = halves(results["left-right"])
+    assert left > content_left + 0.15 and right < content_right - 0.15
+    assert left > right + 0.3
+    swapped_left, swapped_right = halves(results["right-left"])
+    assert swapped_left < swapped_right - 0.3
+
+
+@pytest.mark.parametrize("cls", [StyleTransfer, TextureSynthesis])
+@pytest.mark.parametrize("style_loss", ["mean_std", "sliced_wasserstein"])
+def test_new_style_losses_fall(cls, style_loss, content_image, style_image) -> None:
+    options = dict(style_loss=style_loss, style_weights=[100.0] * 3, tv_weight=0.0, lr=0.05)
+    content = str(content_image) if cls is StyleTransfer else None
+    data = StyleTransferData(content=content, style=str(style_image), image_size=32)
+    first = float(fit(tiny_module(cls, **options), data, 1).callback_metrics["style_loss"])
+    module = tiny_module(cls, **options)
+    last = float(fit(module, data, 30).callback_metrics["style_loss"])
+    assert last < 0.5 * first
+
+
+def test_gram_is_the_default_and_the_homeworks_style_loss(content_image, style_image) -> None:
+    from lightning_modules.style_transfer import GramLoss, style_loss
+
+    module = tiny_module()
+    assert isinstance(module.style_criterion, GramLoss)
+    fit(module, StyleTransferData(content=str(content_image), style=str(style_image), image_size=24), 1)
+    images = module.images[0].detach()
+    feats = dict(zip([0, 1, 2], module.backbone.extract(images, [0, 1, 2])))
+    expected = style_loss(feats, module.style_layers, module._style_targets[0], module.style_weights)
+    assert torch.equal(module.loss_terms(0, images)["style"], expected)
+
+
+def test_sliced_wasserstein_blends_quantiles_of_each_style(content_image, style_image, tmp_path) -> None:
+    from conftest import write_test_image
+
+    second = write_test_image(tmp_path / "second.png", (30, 36), seed=5)
+    data = StyleTransferData(content=str(content_image), style=[str(style_image), str(second)],
+                             style_blend_weights=[3, 1], image_size=24)
+    module = tiny_module(style_loss="sliced_wasserstein")
+    fit(module, data, 2)
+    mixture = module._style_targets[0][0][0]  # layer 0, job 0
+    assert [weight for weight, _ in mixture] == [0.75, 0.25]
+    assert [tuple(cloud.shape) for _, cloud in mixture] == [(8, 24 * 24), (8, 24 * 29)]
+
+
+def test_sliced_wasserstein_runs_are_reproducible_and_resume_alike(content_image, style_image,
+                                                                   tmp_path) -> None:
+    """Same seed, same image; another seed, another; the directions change every step, and a
+    run resumed at step 3 draws the same ones at steps 3 to 5 as the uninterrupted run."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    fixed_losses: dict[int, float] = {}  # step: style loss of one fixed image
+
+    class FixedImageLoss(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            with torch.no_grad():
+                fixed = pl_module.backbone.normalize(pl_module.jobs[0].content[None])
+                fixed_losses[trainer.global_step] = float(pl_module.loss_terms(0, fixed)["style"])
+
+    def run(seed: int, callbacks=(), ckpt_path=None) -> torch.Tensor:
+        pl.seed_everything(seed, verbose=False)
+        module = tiny_module(style_loss="sliced_wasserstein", lr=0.1)
+        data = StyleTransferData(content=str(content_image), style=str(style_image), image_size=24)
+        trainer = pl.Trainer(max_steps=6, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu",
+                             callbacks=list(callbacks), enable_checkpointing=bool(callbacks))
+        trainer.fit(module, data, ckpt_path=ckpt_path)
+        return module.images[0].detach().clone()
+
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    first = run(0, [saver, FixedImageLoss()])
+    uninterrupted = dict(fixed_losses)
+    assert len(set(uninterrupted.values())) == 6  # new directions every step
+    assert torch.equal(first, run(0))
+    assert not torch.allclose(first, run(1))
+    at_step_3 = next((tmp_path / "ckpt").glob("*step=3*.ckpt"))
+    fixed_losses.clear()
+    resumed = run(0, [ModelCheckpoint(dirpath=tmp_path / "again"), FixedImageLoss()],
+                  ckpt_path=at_step_3)
+    assert fixed_losses == {step: uninterrupted[step] for step in (3, 4, 5)}
+    assert torch.equal(resumed, first)
