@@ -512,3 +512,22 @@ def test_sigterm_at_a_logging_step_keeps_its_metrics_row(in_photos: Path, capsys
                       if row.get("loss"))
     assert steps(stopped / "metrics_before_resume.csv", stopped / "metrics.csv") == steps(
         reference / "metrics.csv")
+
+
+def test_coarse_to_fine_run_killed_within_each_scale_finishes_like_an_uninterrupted_one(
+        in_photos: Path, capsys) -> None:
+    """Scales 12 then 24 px, 3 steps each: killed at step 5 (the checkpoint of step 4 holds a
+    24 px image) and step 9 (that of step 8 holds a 12 px one), the run still ends as one that
+    never stopped, scale snapshots included."""
+    photos = in_photos
+    scales = ["--model.scales", "[12]"]
+    assert main(style_args(photos, *scales), capsys)[0] == 0
+    [reference] = runs(photos)
+    assert (reference / "snapshots" / "c0__style_scale12px.png").exists()
+    for number, step in enumerate((5, 9)):
+        resume = ["--ckpt_path", "last"] if number else []
+        killed = run([*style_args(photos, *scales), *kill_at(step), *resume], photos)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    finished = run([*style_args(photos, *scales), "--ckpt_path", "last"], photos)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert_same_results(runs(photos)[1], reference)

@@ -76,6 +76,9 @@ class StyleTransfer(ImageOptimization):
         scale_steps: Steps at each scale (they sum to ``trainer.max_steps``); None: split
             equally, the remainder to the coarsest scales.
         init: Starting image: ``"content"``, ``"noise"``, or the path of an image file.
+        noise_scale: The spread of the ``"noise"`` start: uniform in ``0.5 ± noise_scale / 2``
+            (1: the whole 0-1 range, the homework's). Small values start near grey, so no
+            grain of the start survives into the picture.
         preserve_colors: Keep the content's colours: the result's luminance is combined with
             the content's chrominance (luminance-only transfer, Gatys et al. 2017).
         optimizer: ``"adam"`` or ``"lbfgs"`` (each trainer step is one L-BFGS iteration).
@@ -112,6 +115,7 @@ class StyleTransfer(ImageOptimization):
         scales: Union[Sequence[int], Literal["auto"], None] = None,
         scale_steps: Optional[Sequence[int]] = None,
         init: str = "content",
+        noise_scale: float = 1.0,
         preserve_colors: bool = False,
         optimizer: Literal["adam", "lbfgs"] = "adam",
         lr: float = 0.05,
@@ -125,6 +129,8 @@ class StyleTransfer(ImageOptimization):
     ) -> None:
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
         check_choice("loss_reduction", loss_reduction, ("mean", "sum"))
+        if not 0 < noise_scale <= 1:
+            raise UserInputError(f"noise_scale must be above 0 and at most 1, got {noise_scale}.")
         check_non_negative("chroma_tv_weight", chroma_tv_weight)
         if not isinstance(shift, int) or shift < 0:
             raise UserInputError(f"shift must be a whole number of pixels, 0 or more, got {shift}.")
@@ -170,6 +176,7 @@ class StyleTransfer(ImageOptimization):
         self._restored_scale: Optional[int] = None
         self.style_criterion = make_style_loss(style_loss)
         self.init = init
+        self.noise_scale = noise_scale
         self.preserve_colors = preserve_colors
         self._content_targets: list[list[torch.Tensor]] = []
         self._style_targets: list[list[Any]] = []
@@ -226,7 +233,8 @@ class StyleTransfer(ImageOptimization):
             # One generator per job: the same job starts the same way however jobs are split.
             seed = torch.initial_seed() + self.job_indices[index]
             generator = torch.Generator().manual_seed(seed)
-            return torch.rand(3, height, width, generator=generator)
+            noise = torch.rand(3, height, width, generator=generator)
+            return 0.5 + (noise - 0.5) * self.noise_scale
         # The one file a module reads: a starting image named by an option, read as data is.
         from datamodules.images import image_to_tensor, load_image
 

@@ -53,8 +53,8 @@ class ScalePlan:
             raise UserInputError(f"scales must be a list of shorter sides or 'auto', got '{scales}'.")
         if scales is not None and not isinstance(scales, str):
             scales = list(scales)
-            if not scales or any(not isinstance(side, int) or side < 16 for side in scales):
-                raise UserInputError(f"scales must be whole numbers of pixels of at least 16, got "
+            if not scales or any(not isinstance(side, int) or side < 8 for side in scales):
+                raise UserInputError(f"scales must be whole numbers of pixels of at least 8, got "
                                      f"{scales}.")
             if any(b <= a for a, b in zip(scales, scales[1:])):
                 raise UserInputError(f"scales must grow from coarse to fine, got {scales}.")

@@ -1,0 +1,204 @@
+"""Coarse-to-fine scales, size-free loss weights, the chroma TV term, random shifts and the
+speckle measure (issue 10)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import pytest
+import torch
+
+import cli
+from datamodules import StyleTransferData
+from lightning_modules import FeatureInversion, StyleTransfer
+from lightning_modules.errors import UserInputError
+from lightning_modules.style_transfer.functional import (chroma_noise, chrominance, content_loss,
+                                                         tv_loss)
+from lightning_modules.style_transfer.scales import ScalePlan, resize_pixels
+from test_bad_input import one_error_line
+from test_cli import tiny_args
+
+
+# ----------------------------------------------------------------- the plan
+def test_auto_ladder_grows_by_root_two_from_128_to_the_image_size() -> None:
+    assert ScalePlan("auto").sides(256) == [128, 181, 256]
+    assert ScalePlan("auto").sides(2048) == [128, 181, 256, 362, 512, 724, 1024, 1448, 2048]
+    assert ScalePlan("auto").sides(100) == [100]  # smaller than the start: one scale
+    assert ScalePlan(None).sides(300) == [300]
+
+
+def test_listed_scales_end_at_the_image_size_and_split_the_steps() -> None:
+    plan = ScalePlan([64, 128])
+    assert plan.sides(256) == [64, 128, 256] and plan.sides(128) == [64, 128]
+    assert plan.size((256, 384), 0) == (64, 96) and plan.size((256, 384), 2) == (256, 384)
+    assert plan.step_counts(200, 3) == [67, 67, 66]
+    assert [plan.scale_at(step, 200, 3) for step in (0, 66, 67, 133, 134, 199)] == [0, 0, 1, 1, 2, 2]
+    assert [s for s in range(201) if plan.is_scale_end(s, 200, 3)] == [67, 134]
+    assert ScalePlan([64], steps=[10, 30]).step_counts(40, 2) == [10, 30]
+
+
+@pytest.mark.parametrize("scales, steps, message", [
+    ([128, 64], None, "scales must grow from coarse to fine"),
+    ([4], None, "at least 8"),
+    ("fine", None, "a list of shorter sides or 'auto'"),
+    ([64], [0, 5], "scale_steps must be whole numbers of at least 1"),
+])
+def test_bad_plans_are_one_sentence(scales, steps, message) -> None:
+    with pytest.raises(UserInputError, match=message):
+        ScalePlan(scales, steps)
+
+
+def test_plans_that_do_not_fit_the_image_or_the_steps_are_refused() -> None:
+    with pytest.raises(UserInputError, match="go past the image's shorter side"):
+        ScalePlan([512]).sides(256)
+    with pytest.raises(UserInputError, match="sum to trainer.max_steps"):
+        ScalePlan([64], steps=[10, 10]).step_counts(40, 2)
+
+
+def test_resize_keeps_the_same_size_and_shrinks_with_antialiasing() -> None:
+    image = torch.rand(3, 8, 8)
+    assert resize_pixels(image, (8, 8)) is image
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2  # finest possible detail
+    small = resize_pixels(checker.float().expand(3, 8, 8), (4, 4))
+    assert torch.allclose(small, torch.full_like(small, 0.5), atol=0.15)  # aliased: 0 or 1
+
+
+# ----------------------------------------------------------------- a run through the scales
+class SizeRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.sizes, self.states = [], []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.sizes.append(tuple(pl_module.images[0].shape[-2:]))
+        self.states.append(sum(len(s) for s in optimizer.state.values()))
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 0.05), ("lbfgs", 0.5)])
+def test_each_scale_starts_from_the_previous_result_upsampled(content_image, style_image,
+                                                              optimizer, lr) -> None:
+    """32x38 px in three scales (16, 24, 32 shorter sides), 3 steps each; L-BFGS used to fail
+    at the second scale (it cached the parameters' size)."""
+    module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                           style_layers=[0, 1], style_weights=[1.0, 1.0], scales=[16, 24],
+                           optimizer=optimizer, lr=lr)
+    recorder = SizeRecorder()
+    trainer = pl.Trainer(max_steps=9, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", callbacks=[recorder])
+    starts = []
+    original = module.enter_scale
+
+    def enter_scale(scale: int) -> None:
+        starts.append(module.result_pixels(0))  # the previous scale's result
+        original(scale)
+        starts.append(module.result_pixels(0))  # what the next scale starts from
+
+    module.enter_scale = enter_scale
+    trainer.fit(module, StyleTransferData(content=str(content_image), style=str(style_image),
+                                          image_size=32))
+    height, width = module.jobs[0].size
+    assert recorder.sizes == [(16, round(16 * width / height))] * 3 + \
+        [(24, round(24 * width / height))] * 3 + [(height, width)] * 3
+    for before, after in zip(starts[::2], starts[1::2]):
+        assert torch.allclose(resize_pixels(before, after.shape[-2:]), after, atol=1e-5)
+    # The targets follow the scale: the content target has the last scale's feature size.
+    assert module._content_targets[0][0].shape[-2:] == \
+        module.backbone.extract(module.images[0], [2])[0].shape[-2:]
+
+
+def test_a_scale_snapshot_is_written_at_each_coarse_scales_end(workdir, content_image,
+                                                              style_image) -> None:
+    args = tiny_args(content_image, style_image, "--model.scales", "[16]",
+                     "--trainer.max_steps", "4", "--images.every_n_steps", "0")
+    assert cli.main(args) == 0
+    [run] = (workdir / "runs" / "style_transfer").glob("version_*")
+    snapshot = run / "snapshots" / f"{content_image.stem}__{style_image.stem}_scale16px.png"
+    from PIL import Image
+
+    assert min(Image.open(snapshot).size) == 16
+    assert min(Image.open(run / f"{content_image.stem}__{style_image.stem}.png").size) == 32
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model.scales", "[64]"], "go past the image's shorter side (32 px)"),
+    (["--model.scales", "[16]", "--model.scale_steps", "[1, 1]"], "sum to trainer.max_steps (4)"),
+    (["--model.scales", "[24, 16]"], "scales must grow from coarse to fine"),
+    (["--model.shift", "-1"], "shift must be a whole number of pixels"),
+    (["--model.loss_reduction", "median"], "loss_reduction"),  # the parser's: exit 2
+    (["--model.noise_scale", "0"], "noise_scale must be above 0"),
+    (["--model.chroma_tv_weight", "-1"], "chroma_tv_weight must be zero or positive"),
+])
+def test_bad_scale_shift_and_loss_options_are_one_sentence(workdir, content_image, style_image,
+                                                           capsys, extra, message) -> None:
+    status = cli.main(tiny_args(content_image, style_image, *extra))
+    assert status == (2 if "--model.loss_reduction" in extra else 1)
+    assert message in one_error_line(capsys)
+    assert not list((workdir / "runs").rglob("*.png")) if (workdir / "runs").exists() else True
+
+
+# ----------------------------------------------------------------- the loss terms
+def test_mean_reduction_divides_by_the_values_and_keeps_the_homeworks_sum() -> None:
+    current, target = torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5)
+    by_hand = ((current - target) ** 2).flatten(1).sum(1)
+    assert torch.allclose(content_loss(2.0, current, target), 2 * by_hand)
+    assert torch.allclose(content_loss(2.0, current, target, "mean"), 2 * by_hand / 60)
+    tv = ((current[:, :, 1:] - current[:, :, :-1]) ** 2).flatten(1).sum(1) + \
+        ((current[..., 1:] - current[..., :-1]) ** 2).flatten(1).sum(1)
+    assert torch.allclose(tv_loss(current, 0.5), 0.5 * tv)
+    assert torch.allclose(tv_loss(current, 0.5, "mean"), 0.5 * tv / 60)
+
+
+def test_mean_losses_of_an_image_and_its_double_size_copy_are_alike() -> None:
+    """A smooth image upsampled 2x: summed TV stays alike but summed content grows 4x; the
+    means stay put (one set of weights for every size)."""
+    small = resize_pixels(torch.rand(1, 3, 4, 4), (16, 16))
+    large = resize_pixels(small, (32, 32))
+    assert content_loss(1.0, large, 0 * large) / content_loss(1.0, small, 0 * small) == \
+        pytest.approx(4, rel=0.05)
+    assert content_loss(1.0, large, 0 * large, "mean") == \
+        pytest.approx(float(content_loss(1.0, small, 0 * small, "mean")), rel=0.05)
+
+
+def test_chroma_tv_ignores_grey_detail_and_counts_colour_detail() -> None:
+    grey = torch.rand(1, 1, 8, 8).expand(1, 3, 8, 8)  # luminance detail only
+    assert float(tv_loss(chrominance(grey), 1.0).abs()) < 1e-10
+    colour = torch.zeros(1, 3, 8, 8)
+    colour[:, 0, ::2] = 1.0  # red stripes: chrominance changes every row
+    assert float(tv_loss(chrominance(colour), 1.0)) > 1.0
+
+
+def test_chroma_noise_tells_confetti_from_strokes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    strokes = resize_pixels(torch.rand(3, 8, 8, generator=generator), (64, 64))
+    confetti = (strokes + 0.2 * (torch.rand(3, 64, 64, generator=generator) - 0.5)).clamp(0, 1)
+    assert chroma_noise(strokes) < 0.01 < chroma_noise(confetti)
+    assert chroma_noise(torch.rand(1, 1, 64, 64).expand(1, 3, 64, 64)) < 1e-6  # grey noise
+
+
+def test_noise_scale_starts_near_grey() -> None:
+    module = FeatureInversion(backbone="tiny", weights="random", content_layers=[2],
+                              noise_scale=0.1)
+    data = StyleTransferData(content="sample:chelsea", style=None, image_size=32)
+    data.setup("fit")
+    module.set_jobs(data.jobs)
+    module.setup("fit")
+    start = module.result_pixels(0)
+    assert 0.44 <= float(start.min()) and float(start.max()) <= 0.56
+
+
+def test_random_shifts_change_what_the_network_sees_and_repeat_with_the_seed(
+        content_image, style_image) -> None:
+    def final_image(shift: int, seed: int) -> torch.Tensor:
+        pl.seed_everything(seed, verbose=False)
+        module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                               style_layers=[0, 1], style_weights=[1.0, 1.0], shift=shift)
+        trainer = pl.Trainer(max_steps=5, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             accelerator="cpu")
+        trainer.fit(module, StyleTransferData(content=str(content_image),
+                                              style=str(style_image), image_size=32))
+        return module.images[0].detach().clone()
+
+    shifted = final_image(3, 0)
+    assert torch.equal(shifted, final_image(3, 0))
+    assert not torch.equal(shifted, final_image(3, 1))
+    assert not torch.equal(shifted, final_image(0, 0))
