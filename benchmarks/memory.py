@@ -69,6 +69,7 @@ sys.path.insert(0, str(ROOT))
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from benchmarks.run import (  # noqa: E402
     TECHNIQUES, ClockCallback, Config, StepClock, build_project, technique_config,
@@ -95,9 +96,18 @@ class Measurement:
     threads: Optional[int]
     channels_last: bool
     fast: bool
+    options: Optional[dict[str, Any]] = None  # more init args of the module (--option)
 
 
 # ============================================================================ the child
+def module_option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from the command line: the value read as YAML (``true``, ``null``, ``[1]``)."""
+    name, _, value = text.partition("=")
+    if not name or not _:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, yaml.safe_load(value)
+
+
 def child_main(measurement: Measurement) -> dict[str, Any]:
     """Build, measure and fit one configuration in this (fresh) process.
 
@@ -166,6 +176,7 @@ def build_measured_project(measurement: Measurement) -> tuple[Any, Any]:
         content = technique_config("style_transfer")["data"]["init_args"]["content"]
         image_size = shorter_side_for(content, measurement.size)
     options = [(name, True) for name in ("channels_last", "fast") if getattr(measurement, name)]
+    options += list((measurement.options or {}).items())
     torch.manual_seed(0)  # cli.py's seed_everything_default; ClassVisualization draws from it
     return build_project(Config(measurement.technique, measurement.device, image_size,
                                 measurement.batch, measurement.precision), options)
@@ -292,7 +303,8 @@ def run_technique(technique: str, args: argparse.Namespace) -> list[tuple[Measur
     results = []
     for size in sorted(args.sizes):
         measurement = Measurement(technique, size, args.batch, args.precision, args.device,
-                                  args.steps, args.threads, args.channels_last, args.fast)
+                                  args.steps, args.threads, args.channels_last, args.fast,
+                                  dict(args.option))
         result = run_child(measurement, args.timeout)
         results.append((measurement, result))
         print(f"# {technique} {size}px: " + json.dumps(result), flush=True)
@@ -405,6 +417,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--channels-last", action="store_true",
                         help="pass channels_last=True to the module")
     parser.add_argument("--fast", action="store_true", help="pass fast=True to the module")
+    parser.add_argument("--option", action="append", default=[], type=module_option,
+                        metavar="NAME=VALUE",
+                        help="another init arg of the module, a YAML value (repeatable), e.g. "
+                             "--option recompute_features=true --option scales=null")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of each run (torch.set_num_threads and "
                              "OMP_NUM_THREADS); default: torch's choice")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lightning_modules.backbones import normalization
 from lightning_modules.backbones.normalization import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
@@ -68,6 +69,8 @@ class Backbone(nn.Module):
         self._compiled_calls: set[tuple[Any, ...]] = set()
         self._warned_eager = False
         self.compile_mode: Optional[str] = None
+        # Activation checkpointing: see use_recomputation.
+        self.recompute = False
 
     def train(self, mode: bool = True) -> "Backbone":
         """Keep the backbone frozen in eval mode whatever the caller asks."""
@@ -161,12 +164,28 @@ class Backbone(nn.Module):
         for index, layer in enumerate(self.features):
             if index > last:
                 break
-            features = layer(features)
+            if self.recompute and torch.is_grad_enabled() and features.requires_grad:
+                # Only the layer's output is kept for the backward pass; what happens inside
+                # the layer (a block's expanded channels, its normalizations) is recomputed.
+                features = checkpoint(layer, features, use_reentrant=False)
+            else:
+                features = layer(features)
             if index in layers:
                 outputs.append(features)
         if logits:
             outputs.append(self.head(features))
         return outputs
+
+    def use_recomputation(self, enabled: bool = True) -> "Backbone":
+        """Keep only each feature layer's output for the backward pass, and recompute the
+        activations inside the layers while it runs (activation checkpointing).
+
+        The memory a step needs per pixel falls to what the layers' outputs take (measured in
+        ``benchmarks/memory.py``); each step runs every layer's forward pass twice. Gradients
+        are the same up to rounding.
+        """
+        self.recompute = enabled
+        return self
 
     def use_channels_last(self) -> "Backbone":
         """Keep the weights, and feed the inputs, in channels-last memory format.

@@ -53,13 +53,18 @@ class ImageOptimization(pl.LightningModule):
             pay the compilation (tens of seconds). A run on the CPU, where compiled steps
             measured slower than eager ones, says so and runs eager. See
             ``benchmarks/README.md`` for what it buys.
+        recompute_features: Activation checkpointing: the backward pass keeps only each
+            feature layer's output and recomputes what is inside the layers, so a step needs
+            several times less memory per pixel (the largest pictures: see the README's memory
+            table) for about a third more time.
     """
 
     #: What the technique's jobs come from, for the error message when they are missing.
     data_name = "a datamodule with jobs"
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, weights: str = "default",
-                 channels_last: bool = False, fast: bool = False) -> None:
+                 channels_last: bool = False, fast: bool = False,
+                 recompute_features: bool = False) -> None:
         super().__init__()
         self.backbone_name = backbone
         self.backbone: Backbone = load_backbone(backbone, weights)
@@ -68,6 +73,8 @@ class ImageOptimization(pl.LightningModule):
         self.compile_mode: Optional[str] = None  # set by setup when the fast path is on
         if channels_last:
             self.backbone.use_channels_last()
+        self.recompute_features = recompute_features
+        self.backbone.use_recomputation(recompute_features)
         self.parameterization: Parameterization = PixelImage()
         self.images = nn.ParameterList()
         self.slots: list[ImageSlot] = []

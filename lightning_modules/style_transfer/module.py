@@ -151,7 +151,8 @@ class StyleTransfer(ImageOptimization):
         self.clamp_until = clamp_until
         self.tileable = tileable
         if tileable:  # a circular copy: a backbone shared with other modules stays as it was
-            self.backbone = self.backbone.with_circular_padding()
+            self.backbone = self.backbone.with_circular_padding().use_recomputation(
+                self.recompute_features)
         self.content_layers = list(content_layers) if self.uses_content else []
         self.style_layers = list(style_layers) if self.uses_style else []
         # A term the technique does not use keeps no weights, so its defaults never clash.
