@@ -202,3 +202,36 @@ def test_random_shifts_change_what_the_network_sees_and_repeat_with_the_seed(
     assert torch.equal(shifted, final_image(3, 0))
     assert not torch.equal(shifted, final_image(3, 1))
     assert not torch.equal(shifted, final_image(0, 0))
+
+
+# ----------------------------------------------------------------- memory
+@pytest.mark.parametrize("name", ["tiny", "efficientnet_lite0"])
+def test_recomputed_features_give_the_same_gradients(name) -> None:
+    from lightning_modules.backbones import load_backbone
+
+    backbone = load_backbone(name, "random" if name == "tiny" else "default")
+    images = torch.rand(2, 3, 40, 48, requires_grad=True)
+
+    def gradient(recompute: bool) -> torch.Tensor:
+        backbone.use_recomputation(recompute)
+        features = backbone.extract(images, [1, 2, 3] if name == "tiny" else [1, 4])
+        images.grad = None
+        sum(f.pow(2).mean() for f in features).backward()
+        return images.grad.clone()
+
+    calls = []
+    backbone.features[1].register_forward_pre_hook(lambda *args: calls.append(1))
+    plain = gradient(False)
+    assert len(calls) == 1
+    assert torch.allclose(gradient(True), plain, rtol=1e-5, atol=1e-7)
+    assert len(calls) == 3  # forward, then again in the backward pass: recomputed
+    assert plain.abs().sum() > 0
+    with torch.no_grad():  # without gradients nothing is recomputed: plain features
+        assert backbone.use_recomputation(True).extract(images, [1])[0].grad_fn is None
+
+
+def test_recompute_features_reaches_the_backbone_of_every_technique() -> None:
+    module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                           style_layers=[0], style_weights=[1.0], tileable=True,
+                           recompute_features=True)
+    assert module.backbone.recompute and module.backbone.circular_padding
