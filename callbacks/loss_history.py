@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 
 from callbacks.plots import line_plot
 from callbacks.run_directory import continues_run, run_directory
@@ -20,15 +21,27 @@ class LossHistory(pl.Callback):
     logged metric whose name ends in ``loss`` is recorded each step. ``step`` counts the
     steps of the whole run. The rows so far travel in checkpoints, so a resumed run writes the
     complete history; process 0 writes the files when training ends.
+
+    A loss that stops moving is said, once per fit: an optimizer that stalls (L-BFGS at a point
+    where its curvature pairs break down, say) otherwise leaves the picture frozen in silence.
+
+    Args:
+        stall_steps: Say so when the total loss has changed by less than ``stall_tolerance``
+            (relative) over this many recorded steps; 0: never.
+        stall_tolerance: The relative change below which the loss counts as not moving.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stall_steps: int = 20, stall_tolerance: float = 1e-6) -> None:
         self.rows: list[dict[str, float]] = []
         self.directory: Path | None = None
+        self.stall_steps = stall_steps
+        self.stall_tolerance = stall_tolerance
+        self.stalled_at: int | None = None  # the step from which the loss stood still
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)
         self.rows = []  # a new fit's own (a resumed one gets its rows back from the checkpoint)
+        self.stalled_at = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -36,11 +49,32 @@ class LossHistory(pl.Callback):
             # The module reads its losses on the host every log_every_n_steps steps (reading
             # them here every step would wait for the GPU every step): take what it has read.
             self.rows.extend(pl_module.take_loss_rows())
+            self._check_stall()
             return
         row = {"step": float(trainer.global_step)}
         row.update({name: float(value) for name, value in trainer.callback_metrics.items()
                     if name.endswith("loss")})
         self.rows.append(row)
+
+    def _check_stall(self) -> None:
+        if self.stalled_at is not None or not self.stall_steps:
+            return
+        recent = [row["loss"] for row in self.rows[-(self.stall_steps + 1):] if "loss" in row]
+        if len(recent) <= self.stall_steps or not any(recent):
+            return  # too few steps, or a loss of 0: the goal is reached, nothing stalled
+        last = recent[-1]
+        tolerance = self.stall_tolerance * abs(last)
+        if all(abs(value - last) <= tolerance for value in recent):
+            # Since when: the earliest step from which every loss stayed this close.
+            since = len(self.rows) - 1
+            while since > 0 and abs(self.rows[since - 1].get("loss", float("inf")) - last) \
+                    <= tolerance:
+                since -= 1
+            self.stalled_at = int(self.rows[since]["step"])
+            rank_zero_warn(
+                f"The loss has not moved since step {self.stalled_at} (it stayed at "
+                f"{recent[-1]:.6g} for {self.stall_steps} steps): the optimizer stalled. Try "
+                "another learning rate or optimizer, or fewer steps.")
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": [dict(row) for row in self.rows]}

@@ -235,3 +235,26 @@ def test_recompute_features_reaches_the_backbone_of_every_technique() -> None:
                            style_layers=[0], style_weights=[1.0], tileable=True,
                            recompute_features=True)
     assert module.backbone.recompute and module.backbone.circular_padding
+
+
+# ----------------------------------------------------------------- no silent stall
+@pytest.mark.parametrize("lr, stalls", [(1e-12, True), (0.05, False)])
+def test_a_loss_that_stops_moving_is_said_once(content_image, lr, stalls, tmp_path) -> None:
+    import warnings
+
+    from callbacks import LossHistory
+
+    module = FeatureInversion(backbone="tiny", weights="random", content_layers=[2], lr=lr)
+    history = LossHistory(stall_steps=10)
+    trainer = pl.Trainer(max_steps=25, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", callbacks=[history], log_every_n_steps=5,
+                         default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, StyleTransferData(content=str(content_image), style=None,
+                                              image_size=32))
+    said = [str(w.message) for w in caught if "has not moved" in str(w.message)]
+    assert len(said) == (1 if stalls else 0), said
+    if stalls:
+        assert history.stalled_at == 1 and "the optimizer stalled" in said[0]
