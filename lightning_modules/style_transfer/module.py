@@ -210,6 +210,9 @@ class StyleTransfer(ImageOptimization):
             for index in range(len(self.jobs)):
                 self.scale_plan.sides(min(self.jobs[index].size))
             self.scale_plan.step_counts(self.steps_per_chunk, self.scale_count())
+            if self.scale_count() > 1:  # the images were checked at the coarsest scale
+                self._check_memory([torch.empty(len(positions), 3, *self.jobs[positions[0]].size,
+                                                device="meta") for positions in self.groups])
 
     def scale_count(self) -> int:
         """The number of scales of the current jobs (the first job's; they share a shorter side)."""
