@@ -277,7 +277,8 @@ class StyleTransfer(ImageOptimization):
             image = self.images[group]
             size = self.scale_size(positions[0])
             if tuple(image.shape[-2:]) != size:
-                image.data = self._in_memory_format(resize_pixels(image.detach(), size))
+                image.data = self._in_memory_format(
+                    resize_pixels(image.detach(), size, circular=self.tileable))
         if self._trainer is not None:
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
@@ -384,7 +385,7 @@ class StyleTransfer(ImageOptimization):
             for group, positions in enumerate(self.groups):
                 size = self.scale_size(positions[0])
                 self.images[group].data = self._in_memory_format(
-                    resize_pixels(self.images[group].detach(), size))
+                    resize_pixels(self.images[group].detach(), size, circular=self.tileable))
         super().on_load_checkpoint(checkpoint)
         self.scale_index = scale
         self._restored_scale = None

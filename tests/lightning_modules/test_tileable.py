@@ -137,11 +137,11 @@ def test_seam_ratio_and_tile() -> None:
 
 
 # ----------------------------------------------------------------- tileable runs
-def texture(tileable: bool, style_image, steps: int = 40) -> TextureSynthesis:
+def texture(tileable: bool, style_image, steps: int = 40, **options) -> TextureSynthesis:
     torch.manual_seed(0)
-    module = TextureSynthesis(backbone="tiny", weights="random", style_layers=[0, 1, 2, 3],
-                              style_weights=[1e3] * 4, tv_weight=3.0, lr=0.05,
-                              tileable=tileable)
+    settings = dict(backbone="tiny", weights="random", style_layers=[0, 1, 2, 3],
+                    style_weights=[1e3] * 4, tv_weight=3.0, lr=0.05, tileable=tileable)
+    module = TextureSynthesis(**{**settings, **options})
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu")
