@@ -339,6 +339,13 @@ def init_defaults(cls: type) -> dict[str, Any]:
 
 
 # ============================================================================ the project side
+#: The plain loop's arithmetic, which the shipped style-transfer config goes beyond: one scale,
+#: no random shifts (they change the work's random numbers), no chroma TV, summed losses. The
+#: project runs with these so that both sides do the same work (``--check`` verifies it).
+PLAIN_STYLE_TRANSFER = {"scales": None, "shift": 0, "chroma_tv_weight": 0.0,
+                        "loss_reduction": "sum"}
+
+
 def build_project(config: Config, model_options: Sequence[tuple[str, Any]] = ()
                   ) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The technique's module and datamodule from its shipped config, resized and batched."""
@@ -386,7 +393,10 @@ def run_project(config: Config, variant: Variant, steps: int, clock: Optional[St
     """
     save_dir = tempfile.mkdtemp(dir=save_dir)  # a fresh run folder: results never overwrite
     torch.manual_seed(seed)  # ClassVisualization seeds its generator from torch.initial_seed()
-    model, data = build_project(config, variant.model_options)
+    options = list(variant.model_options)
+    if config.technique == "style_transfer":
+        options = list(PLAIN_STYLE_TRANSFER.items()) + options
+    model, data = build_project(config, options)
     if dict(variant.model_options).get("fast"):
         # Each run compiles afresh (in its untimed first steps), as a cli.py run would, rather
         # than pile up recompilations of earlier runs' modules until torch.compile gives up.
