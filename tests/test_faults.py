@@ -531,3 +531,20 @@ def test_coarse_to_fine_run_killed_within_each_scale_finishes_like_an_uninterrup
     finished = run([*style_args(photos, *scales), "--ckpt_path", "last"], photos)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert_same_results(runs(photos)[1], reference)
+
+
+def test_a_fourier_run_stopped_within_a_scale_finishes_like_an_uninterrupted_one(
+        in_photos: Path, capsys) -> None:
+    """The spectrum changes shape between scales and is resized through its picture: a run
+    stopped in the second scale (its checkpoint holds a 24 px spectrum) still ends as one that
+    never stopped."""
+    extra = ["--model.scales", "[12]", "--model.parameterization", "fourier",
+             "--model.optimizer", "lbfgs", "--model.lr", "1"]
+    assert main(style_args(in_photos, *extra), capsys)[0] == 0
+    [reference] = runs(in_photos)
+    terminate = [{"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": 10}}]
+    with pytest.raises(SystemExit):
+        main([*style_args(in_photos, *extra), "--trainer.callbacks", json.dumps(terminate)],
+             capsys)
+    assert main([*style_args(in_photos, *extra), "--ckpt_path", "last"], capsys)[0] == 0
+    assert_same_results(runs(in_photos)[1], reference)

@@ -213,8 +213,14 @@ class ImageOptimization(pl.LightningModule):
         with torch.no_grad():
             parameter = self.images[slot.group][slot.row : slot.row + 1].detach().float()
             pixels = self.parameterization.to_pixels(parameter, self.backbone.mean,
-                                                     self.backbone.std)
+                                                     self.backbone.std,
+                                                     self.picture_width(slot.group))
         return pixels[0].clamp(0, 1).cpu()
+
+    def picture_width(self, group: int) -> Optional[int]:
+        """The width of group ``group``'s pictures, for a parameter whose shape does not say it
+        (a spectrum's); ``None``: the parameterization's own (every group is one size)."""
+        return None
 
     def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
         """Titled pictures for job ``index``'s side-by-side sheet; the result comes last."""

@@ -61,15 +61,28 @@ class Parameterization:
         """
         raise NotImplementedError
 
-    def to_inputs(self, parameter: torch.Tensor, mean: torch.Tensor,
-                  std: torch.Tensor) -> torch.Tensor:
-        """The normalized images the parameter stands for (differentiable)."""
+    def to_inputs(self, parameter: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  width: Optional[int] = None) -> torch.Tensor:
+        """The normalized images the parameter stands for (differentiable).
+
+        Args:
+            parameter: The parameter.
+            mean: Per-channel mean of the backbone's preprocessing, ``[1, 3, 1, 1]``.
+            std: Its standard deviation.
+            width: The images' width, where the parameter's shape does not tell it (a
+                spectrum's); default: the width of the last :meth:`start` or :meth:`encode`.
+        """
         raise NotImplementedError
 
-    def to_pixels(self, parameter: torch.Tensor, mean: torch.Tensor,
-                  std: torch.Tensor) -> torch.Tensor:
-        """The 0-1 pixels the parameter stands for (not clamped)."""
-        return denormalize(self.to_inputs(parameter, mean, std), mean, std)
+    def to_pixels(self, parameter: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  width: Optional[int] = None) -> torch.Tensor:
+        """The 0-1 pixels the parameter stands for (not clamped); ``width`` as in :meth:`to_inputs`."""
+        return denormalize(self.to_inputs(parameter, mean, std, width), mean, std)
+
+    def encode(self, pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """The parameter whose picture is ``pixels`` (0-1): a run that starts from a picture
+        (a photo, or the previous scale's result upsampled) starts from this."""
+        raise NotImplementedError
 
     def project_(self, parameter: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
         """Keep the parameter's picture within ``[low, high]``, in place (default: nothing)."""
@@ -99,9 +112,12 @@ class PixelImage(Parameterization):
         noise = self.init_std * torch.randn(batch, 3, height, width, generator=generator)
         return clamp_to_range(noise, low.cpu(), high.cpu())
 
-    def to_inputs(self, parameter: torch.Tensor, mean: torch.Tensor,
-                  std: torch.Tensor) -> torch.Tensor:
+    def to_inputs(self, parameter: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  width: Optional[int] = None) -> torch.Tensor:
         return parameter
+
+    def encode(self, pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return normalize(pixels, mean, std)
 
     def project_(self, parameter: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
         with torch.no_grad():
@@ -145,15 +161,42 @@ def _render_spectrum(spectrum: torch.Tensor, decay_power: float,
                      width: Optional[int]) -> torch.Tensor:
     height = spectrum.shape[2]
     width = height if width is None else width
-    size = max(height, width)
-    fy = torch.fft.fftfreq(height, device=spectrum.device)[:, None]
-    fx = torch.fft.rfftfreq(width, device=spectrum.device)[None, :]
-    frequency = torch.sqrt(fx * fx + fy * fy)
-    scale = 1.0 / frequency.clamp(min=1.0 / size) ** decay_power
+    scale = _frequency_scale(height, width, decay_power, spectrum.device)
     complex_spectrum = torch.view_as_complex(spectrum.contiguous()) * scale
     decorrelated = torch.fft.irfft2(complex_spectrum, s=(height, width), norm="ortho") / 4.0
     rgb = torch.einsum("nchw,dc->ndhw", decorrelated, COLOR_CORRELATION.to(spectrum))
     return torch.sigmoid(rgb)
+
+
+def _frequency_scale(height: int, width: int, decay_power: float,
+                     device: torch.device) -> torch.Tensor:
+    """Each frequency's scale ``1 / max(f, 1/S) ** decay_power``, ``[H, W//2+1]``."""
+    fy = torch.fft.fftfreq(height, device=device)[:, None]
+    fx = torch.fft.rfftfreq(width, device=device)[None, :]
+    frequency = torch.sqrt(fx * fx + fy * fy)
+    return 1.0 / frequency.clamp(min=1.0 / max(height, width)) ** decay_power
+
+
+def pixels_to_fourier(pixels: torch.Tensor, decay_power: float = 1.0) -> torch.Tensor:
+    """The Fourier parameter whose picture (:func:`fourier_to_pixels`) is ``pixels``.
+
+    Pixels at 0 or 1 exactly, which the sigmoid only approaches, are taken as 1/1000 inside.
+
+    Args:
+        pixels: 0-1 pixels ``[N, 3, H, W]``.
+        decay_power: As in :func:`fourier_to_pixels`.
+
+    Returns:
+        The parameter ``[N, 3, H, W//2+1, 2]``.
+    """
+    pixels = at_least_float32(pixels)
+    height, width = pixels.shape[-2:]
+    rgb = torch.logit(pixels.clamp(1e-3, 1 - 1e-3))
+    decorrelated = torch.einsum("nchw,dc->ndhw", rgb,
+                                torch.linalg.inv(COLOR_CORRELATION.to(pixels)))
+    spectrum = torch.fft.rfft2(4.0 * decorrelated, norm="ortho")
+    spectrum = spectrum / _frequency_scale(height, width, decay_power, pixels.device)
+    return torch.view_as_real(spectrum).contiguous()
 
 
 class FourierImage(Parameterization):
@@ -179,13 +222,17 @@ class FourierImage(Parameterization):
         return 0.01 * torch.randn(fourier_spectrum_shape(batch, height, width),
                                   generator=generator)
 
-    def to_pixels(self, parameter: torch.Tensor, mean: torch.Tensor,
-                  std: torch.Tensor) -> torch.Tensor:
-        return fourier_to_pixels(parameter, self.decay_power, self._width)
+    def to_pixels(self, parameter: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  width: Optional[int] = None) -> torch.Tensor:
+        return fourier_to_pixels(parameter, self.decay_power, width or self._width)
 
-    def to_inputs(self, parameter: torch.Tensor, mean: torch.Tensor,
-                  std: torch.Tensor) -> torch.Tensor:
-        return normalize(self.to_pixels(parameter, mean, std), mean, std)
+    def to_inputs(self, parameter: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  width: Optional[int] = None) -> torch.Tensor:
+        return normalize(self.to_pixels(parameter, mean, std, width), mean, std)
+
+    def encode(self, pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        self._width = pixels.shape[-1]
+        return pixels_to_fourier(pixels, self.decay_power)
 
 
 PARAMETERIZATIONS = {"pixel": PixelImage, "fourier": FourierImage}

@@ -20,6 +20,8 @@ import torch
 from lightning_modules.errors import (UserInputError, check_choice, check_learning_rate,
                                       check_non_negative)
 from lightning_modules.image_optimization.module import ImageOptimization
+from lightning_modules.image_optimization.parameterizations import (PixelImage,
+                                                                    make_parameterization)
 from lightning_modules.image_optimization.transforms import random_shift
 from lightning_modules.style_transfer.functional import (
     chrominance,
@@ -92,6 +94,12 @@ class StyleTransfer(ImageOptimization):
         clamp_until: Clamp only before steps ``< clamp_until`` (None: every step).
         tileable: Make a seamless texture: the backbone pads circularly (it sees the image as a
             torus) and the TV loss wraps around, so the result tiles without a visible edge.
+        parameterization: What the optimizer moves: ``"pixel"`` (the picture itself, the
+            homework's) or ``"fourier"`` (the decorrelated-colour spectrum of Olah et al. 2017,
+            rendered through a sigmoid). The spectrum preconditions the steps: low frequencies,
+            which a pixel step barely moves, move as fast as high ones. Feature inversion
+            reaches a far closer picture in the same steps with it. ``clamp`` is for pixels only.
+        decay_power: How fast the Fourier spectrum's scale falls with frequency.
         **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
             :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
@@ -125,6 +133,8 @@ class StyleTransfer(ImageOptimization):
         clamp: Optional[float] = None,
         clamp_until: Optional[int] = None,
         tileable: bool = False,
+        parameterization: Literal["pixel", "fourier"] = "pixel",
+        decay_power: float = 1.0,
         **kwargs: Any,
     ) -> None:
         check_choice("optimizer", optimizer, ("adam", "lbfgs"))
@@ -140,8 +150,11 @@ class StyleTransfer(ImageOptimization):
         check_learning_rate("lr_drop_to", lr_drop_to)
         if clamp is not None and not clamp > 0:
             raise UserInputError(f"clamp must be positive (or null for the pixel range), got {clamp}.")
+        if not decay_power > 0:
+            raise UserInputError(f"decay_power must be positive, got {decay_power}.")
         super().__init__(**kwargs)
         self.save_hyperparameters()
+        self.parameterization = make_parameterization(parameterization, decay_power=decay_power)
         self.optimizer_name = optimizer
         self.lr = lr
         self.lr_drop_step = lr_drop_step
@@ -200,8 +213,37 @@ class StyleTransfer(ImageOptimization):
         # A fresh chunk starts at the coarsest scale; a restored one at its checkpoint's scale.
         self.scale_index = self._restored_scale or 0
         self._restored_scale = None
-        return [self.backbone.normalize(torch.stack([self._starting_pixels(i) for i in positions]))
+        return [self._encode(torch.stack([self._starting_pixels(i) for i in positions]))
                 for positions in self.groups]
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The parameter of 0-1 pixels ``[N, 3, H, W]``."""
+        return self.parameterization.encode(pixels, self.backbone.mean, self.backbone.std)
+
+    def _decode(self, group: int, parameter: torch.Tensor) -> torch.Tensor:
+        """Group ``group``'s normalized pictures (differentiable)."""
+        return self.parameterization.to_inputs(parameter, self.backbone.mean, self.backbone.std,
+                                               self.picture_width(group))
+
+    def picture_width(self, group: int) -> Optional[int]:
+        return self.scale_size(self.groups[group][0])[1] if self.jobs else None
+
+    def _resize_images(self, from_scale: int) -> None:
+        """Bring every image group from scale ``from_scale`` to the current scale's size.
+
+        The picture is resized, not the parameter (a spectrum cannot be resized as pixels are),
+        and encoded again.
+        """
+        for group, positions in enumerate(self.groups):
+            image = self.images[group]
+            size = self.scale_size(positions[0])
+            old_size = self.scale_size(positions[0], from_scale)
+            if old_size == size:
+                continue
+            inputs = self.parameterization.to_inputs(image.detach(), self.backbone.mean,
+                                                     self.backbone.std, old_size[1])
+            pixels = self.backbone.denormalize(resize_pixels(inputs, size, circular=self.tileable))
+            image.data = self._in_memory_format(self._encode(pixels).to(image.dtype))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -272,13 +314,8 @@ class StyleTransfer(ImageOptimization):
         The optimizer keeps its parameters (their tensors change size in place) and forgets its
         moments or curvature pairs, which belonged to the previous scale's pixels.
         """
-        self.scale_index = scale
-        for group, positions in enumerate(self.groups):
-            image = self.images[group]
-            size = self.scale_size(positions[0])
-            if tuple(image.shape[-2:]) != size:
-                image.data = self._in_memory_format(
-                    resize_pixels(image.detach(), size, circular=self.tileable))
+        previous, self.scale_index = self.scale_index, scale
+        self._resize_images(previous)
         if self._trainer is not None:
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
@@ -297,7 +334,10 @@ class StyleTransfer(ImageOptimization):
 
     @torch.no_grad()
     def clamp_images(self) -> None:
-        """Clamp every image to ``±clamp`` or to the backbone's valid pixel range."""
+        """Clamp every image to ``±clamp`` or to the backbone's valid pixel range (pixel
+        parameterization; a Fourier picture is valid by construction)."""
+        if not isinstance(self.parameterization, PixelImage):
+            return
         for image in self.images:
             if self.clamp is not None:
                 image.clamp_(-self.clamp, self.clamp)
@@ -339,6 +379,7 @@ class StyleTransfer(ImageOptimization):
         return torch.Generator().manual_seed(torch.initial_seed() + 7919 * step)
 
     def loss_terms(self, group: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = self._decode(group, images)
         layers = sorted(set(self.content_layers + self.style_layers))
         shift = min(self.shift, min(images.shape[-2:]) - 1)  # a reflection needs a smaller pad
         seen = (random_shift(images, shift, self._shift_generator(), circular=self.tileable)
@@ -381,11 +422,9 @@ class StyleTransfer(ImageOptimization):
                                  "interrupted run's options (its config.yaml).")
         self._restored_scale = scale
         if scale != self.scale_index and len(self.images):
-            self.scale_index = scale
-            for group, positions in enumerate(self.groups):
-                size = self.scale_size(positions[0])
-                self.images[group].data = self._in_memory_format(
-                    resize_pixels(self.images[group].detach(), size, circular=self.tileable))
+            previous, self.scale_index = self.scale_index, scale
+            with torch.no_grad():
+                self._resize_images(previous)
         super().on_load_checkpoint(checkpoint)
         self.scale_index = scale
         self._restored_scale = None

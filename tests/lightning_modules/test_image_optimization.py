@@ -101,6 +101,23 @@ def test_parameterizations_render_keep_valid_and_smooth_on_their_own_terms() -> 
         make_parameterization("wavelet")
 
 
+@pytest.mark.parametrize("width, decay_power", [(13, 1.0), (10, 1.0), (11, 0.5)])
+def test_a_picture_encoded_as_a_spectrum_renders_back_as_itself(width, decay_power) -> None:
+    """Image-seeded runs (style transfer, each coarse-to-fine scale) start from a picture's
+    spectrum; odd and even widths share a spectrum shape, so the width is given."""
+    mean, std = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    pixels = 0.05 + 0.9 * torch.rand(2, 3, 9, width, generator=torch.Generator().manual_seed(0))
+    fourier = FourierImage(decay_power)
+    spectrum = fourier.encode(pixels, mean, std)
+    assert spectrum.shape == (2, 3, 9, width // 2 + 1, 2)
+    torch.testing.assert_close(fourier.to_pixels(spectrum, mean, std, width), pixels,
+                               atol=1e-5, rtol=0)
+    other = width + 1 if width % 2 == 0 else width - 1  # the same spectrum shape
+    assert fourier.to_pixels(spectrum, mean, std, other).shape[-1] == other
+    pixel = PixelImage()
+    torch.testing.assert_close(pixel.to_pixels(pixel.encode(pixels, mean, std), mean, std), pixels)
+
+
 # --------------------------------------------------------------------------- update rules
 def test_steps_leave_a_row_with_zero_gradient_exactly_as_it_is() -> None:
     mean, std = (0.5,) * 3, (0.25,) * 3
