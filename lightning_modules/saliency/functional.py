@@ -20,7 +20,7 @@ the homework and Captum do.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -83,9 +83,33 @@ def compute_saliency_maps(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]]
     return class_score_gradient(X, y, model).abs().amax(dim=1)
 
 
+def internal_batches(copies: int, batch: int, internal_batch_size: Optional[int] = None
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The rows of ``copies`` copies of a batch of ``batch`` images, a bounded number at a time.
+
+    Row ``r`` is image ``r % batch`` of copy ``r // batch`` (a noisy sample, a path point): the
+    copies are taken in order, as a loop over them would, and each window goes through the
+    network as one batch, so memory is set by ``internal_batch_size`` alone.
+
+    Args:
+        copies: Number of copies of the batch.
+        batch: Number of images.
+        internal_batch_size: The most rows in one window (None: one copy of the batch).
+
+    Yields:
+        ``(copy, image)``: the copy and the image index of each row of the window.
+    """
+    size = batch if internal_batch_size is None else internal_batch_size
+    rows = copies * batch
+    for start in range(0, rows, size):
+        row = torch.arange(start, min(start + size, rows))
+        yield row // batch, row % batch
+
+
 def smoothgrad_saliency(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
                         model: torch.nn.Module, noise_level: float = 0.15, samples: int = 25,
-                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                        generator: Optional[torch.Generator] = None,
+                        internal_batch_size: Optional[int] = None) -> torch.Tensor:
     """SmoothGrad: the vanilla saliency map averaged over noisy copies of each image.
 
     ``map(x) = 1/samples * sum_k compute_saliency_maps(x + noise_k)`` with ``noise_k`` drawn
@@ -101,6 +125,8 @@ def smoothgrad_saliency(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
         noise_level: Noise standard deviation as a fraction of each image's value range.
         samples: Number of noisy copies averaged.
         generator: Random generator for the noise (default: torch's global one).
+        internal_batch_size: The most noisy images in one pass (None: one copy of the batch);
+            the noise, drawn one copy of the batch at a time, does not depend on it.
 
     Returns:
         ``[N, H, W]``.
@@ -112,11 +138,20 @@ def smoothgrad_saliency(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
     X = X.detach()
     sigma = noise_level * (X.amax(dim=(1, 2, 3)) - X.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     noise_device = generator.device if generator is not None else X.device
+    targets = _as_targets(y, X)
     total = torch.zeros(X.shape[0], *X.shape[2:], dtype=X.dtype, device=X.device)
-    # One batched pass per sample keeps memory at one batch, whatever the sample count.
-    for _ in range(samples):
-        noise = torch.randn(X.shape, generator=generator, device=noise_device, dtype=X.dtype)
-        total += compute_saliency_maps(X + sigma * noise.to(X.device), y, model)
+    noises: dict[int, torch.Tensor] = {}  # the copies a window needs, drawn in order
+    for copy, image in internal_batches(samples, X.shape[0], internal_batch_size):
+        first, last = int(copy[0]), int(copy[-1])
+        for k in range(first, last + 1):
+            if k not in noises:
+                noises[k] = torch.randn(X.shape, generator=generator, device=noise_device,
+                                        dtype=X.dtype).to(X.device)
+        noise = torch.stack([noises[k] for k in range(first, last + 1)])[copy - first, image]
+        maps = compute_saliency_maps(X[image] + sigma[image] * noise, targets[image], model)
+        total.index_add_(0, image.to(X.device), maps)
+        for k in [k for k in noises if k < last]:
+            del noises[k]  # used up: the next window starts at copy `last` or after it
     return total / samples
 
 
@@ -194,7 +229,8 @@ def integrated_gradients(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
                          model: torch.nn.Module, baseline: Baseline = None, steps: int = 50,
                          method: str = "gausslegendre",
                          mean: Optional[Sequence[float]] = None,
-                         std: Optional[Sequence[float]] = None) -> torch.Tensor:
+                         std: Optional[Sequence[float]] = None,
+                         internal_batch_size: Optional[int] = None) -> torch.Tensor:
     """Integrated Gradients, with Captum's defaults (zero baseline, 50 Gauss-Legendre points).
 
     ``attr(x) = (x - x0) * sum_k w_k * grad score_y(x0 + a_k (x - x0))``, with weights ``w_k`` and
@@ -211,6 +247,8 @@ def integrated_gradients(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
         mean: Preprocessing mean, only for ``baseline="black"`` with a model that is not a
             :class:`Backbone`.
         std: Preprocessing standard deviation, likewise.
+        internal_batch_size: The most path points (of all images) in one pass, as Captum's
+            ``internal_batch_size`` (None: one point of the whole batch at a time).
 
     Returns:
         Attributions ``[N, 3, H, W]`` (signed); see :func:`attribution_map` for a 2-D map.
@@ -218,10 +256,16 @@ def integrated_gradients(X: torch.Tensor, y: Union[torch.Tensor, Sequence[int]],
     weights, alphas = integration_rule(steps, method)
     X = X.detach()
     start = resolve_baseline(baseline, X, model, mean, std)
+    targets = _as_targets(y, X)
+    weights_t = torch.tensor(weights, dtype=X.dtype, device=X.device)
+    alphas_t = torch.tensor(alphas, dtype=X.dtype, device=X.device)
     total = torch.zeros_like(X)
-    # One batched pass per point keeps memory at one batch, whatever the step count.
-    for weight, alpha in zip(weights, alphas):
-        total += weight * class_score_gradient(start + alpha * (X - start), y, model)
+    for point, image in internal_batches(len(alphas), X.shape[0], internal_batch_size):
+        point, image = point.to(X.device), image.to(X.device)
+        alpha = alphas_t[point].view(-1, 1, 1, 1)
+        gradient = class_score_gradient(start[image] + alpha * (X[image] - start[image]),
+                                        targets[image], model)
+        total.index_add_(0, image, weights_t[point].view(-1, 1, 1, 1) * gradient)
     return total * (X - start)
 
 

@@ -10,12 +10,18 @@ import torch
 
 from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from lightning_modules.errors import UserInputError, check_choice, check_non_negative
+from lightning_modules.saliency.captum_methods import (
+    captum_attributions,
+    check_method_options,
+    is_captum_method,
+)
 from lightning_modules.saliency.functional import (
     METHODS,
     attribution_map,
     compute_saliency_maps,
     integrated_gradients,
     integration_rule,
+    resolve_baseline,
     smoothgrad_saliency,
 )
 
@@ -62,8 +68,10 @@ class SaliencyMap(pl.LightningModule):
     Args:
         backbone: Name of the frozen classifier.
         weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
-        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"`` or
-            ``"integrated_gradients"``.
+        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"``,
+            ``"integrated_gradients"``, or any Captum method as ``"captum:NAME"`` (e.g.
+            ``captum:Occlusion``, ``captum:GradientShap``, ``captum:DeepLift``; see
+            :mod:`~lightning_modules.saliency.captum_methods`).
         target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``
             (the top-1 class), or one class for all images by index or ImageNet name.
         noise_level: SmoothGrad's noise standard deviation, as a fraction of each image's range.
@@ -77,6 +85,14 @@ class SaliencyMap(pl.LightningModule):
             ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
         channels_last: Run the backbone in channels-last memory format (faster on tensor-core
             GPUs; the same maps up to float rounding).
+        internal_batch_size: The most network inputs in one pass: SmoothGrad's noisy copies,
+            Integrated Gradients' path points and Captum's perturbations of the batch go through
+            the network this many at a time, so memory does not grow with ``samples`` or
+            ``steps``. None: one copy of the batch at a time.
+        method_options: Further arguments of a Captum method (its constructor's or
+            ``attribute``'s), e.g. ``{sliding_window_shapes: [3, 32, 32], strides: 16}``.
+        patch_size: Side in pixels of the square features of Captum's perturbation methods
+            (Occlusion's window, FeatureAblation's, KernelShap's and Lime's features).
     """
 
     def __init__(
@@ -92,9 +108,23 @@ class SaliencyMap(pl.LightningModule):
         integration: str = "gausslegendre",
         reduction: str = "abs_sum",
         channels_last: bool = False,
+        internal_batch_size: Optional[int] = None,
+        method_options: Optional[dict[str, Any]] = None,
+        patch_size: int = 16,
     ) -> None:
         super().__init__()
-        check_choice("method", method, METHODS, "saliency method")
+        if is_captum_method(method):
+            check_method_options(method, method_options or {})
+        else:
+            check_choice("method", method, METHODS, "saliency method")
+            if method_options:
+                raise UserInputError(f"method_options are for Captum methods (captum:NAME), not "
+                                     f"{method}.")
+        for name, value in (("internal_batch_size", internal_batch_size),
+                            ("patch_size", patch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise UserInputError(f"{name} must be a whole number of at least 1, got {value}.")
         check_choice("baseline", baseline, ("black", "zero"))
         check_choice("reduction", reduction, ("abs_sum", "positive", "abs_max"))
         check_non_negative("noise_level", noise_level)
@@ -117,6 +147,9 @@ class SaliencyMap(pl.LightningModule):
         self.steps = steps
         self.integration = integration
         self.reduction = reduction
+        self.internal_batch_size = internal_batch_size
+        self.method_options = dict(method_options or {})
+        self.patch_size = patch_size
 
     def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -130,9 +163,20 @@ class SaliencyMap(pl.LightningModule):
             return compute_saliency_maps(inputs, targets, self.backbone), None
         if self.method == "smoothgrad":
             return smoothgrad_saliency(inputs, targets, self.backbone, self.noise_level,
-                                       self.samples), None
-        attributions = integrated_gradients(inputs, targets, self.backbone, self.baseline,
-                                            self.steps, self.integration)
+                                       self.samples,
+                                       internal_batch_size=self.internal_batch_size), None
+        if is_captum_method(self.method):
+            other = "zero" if self.baseline == "black" else "black"
+            baselines = torch.stack([resolve_baseline(name, inputs, self.backbone)
+                                     for name in (self.baseline, other)])
+            attributions = captum_attributions(
+                self.method, self.backbone, inputs, targets, baselines, self.method_options,
+                self.steps, self.integration, self.samples, self.patch_size,
+                self.internal_batch_size)
+        else:
+            attributions = integrated_gradients(inputs, targets, self.backbone, self.baseline,
+                                                self.steps, self.integration,
+                                                internal_batch_size=self.internal_batch_size)
         return attribution_map(attributions, self.reduction), attributions
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> SaliencyBatch:
