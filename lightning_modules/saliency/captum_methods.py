@@ -24,10 +24,12 @@ Integrated Gradients'.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from lightning_modules.errors import UserInputError
 
@@ -35,14 +37,59 @@ PREFIX = "captum:"
 # The methods that explain an image classifier's output from its input. Left out: Captum's
 # layer and neuron variants (they attribute to a layer), NoiseTunnel (a wrapper: SmoothGrad is
 # --model.method smoothgrad), GuidedGradCam (needs a layer), the LLM and dataloader ones.
+# FeaturePermutation too: it shuffles each feature among the batch's images, so one image's map
+# would depend on the others in its batch (and a batch of one gets none).
 CAPTUM_METHODS = (
-    "Deconvolution", "DeepLift", "DeepLiftShap", "FeatureAblation", "FeaturePermutation",
-    "GradientShap", "GuidedBackprop", "InputXGradient", "IntegratedGradients", "KernelShap",
+    "Deconvolution", "DeepLift", "DeepLiftShap", "FeatureAblation", "GradientShap", "GuidedBackprop", "InputXGradient", "IntegratedGradients", "KernelShap",
     "LRP", "Lime", "Occlusion", "Saliency", "ShapleyValueSampling", "ShapleyValues",
 )
 # The arguments the adapter fills itself; method_options may not set them.
 _FILLED = {"inputs", "target", "forward_func", "model", "additional_forward_args",
            "show_progress", "return_convergence_delta"}
+
+
+class _GuidedReLU6(nn.ReLU):
+    """ReLU6 that Captum's guided backpropagation and deconvolution see as a ReLU.
+
+    They hook only ``nn.ReLU`` modules (``isinstance``); a ReLU6 network (EfficientNet-Lite,
+    MobileNet) would silently give the plain gradient. As a ReLU subclass the module gets their
+    rule: its own backward passes the gradient where ``0 < x < 6``, theirs keeps the positive part.
+    """
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.clamp(0, 6)
+
+
+class _SixMinus(nn.Module):
+    """``6 - x``: linear, so DeepLift passes its multipliers through unchanged."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return 6 - inputs
+
+
+def _relu6_as_relus() -> nn.Module:
+    """``ReLU6(x) = 6 - ReLU(6 - ReLU(x))`` in modules of DeepLift's exact ``nn.ReLU`` type.
+
+    DeepLift applies its Rescale rule only to the types it lists (``ReLU6`` is not one: it would
+    be taken as linear, and the attributions would not add up to the score difference). The
+    product of the two ReLUs' Rescale multipliers is exactly ReLU6's.
+    """
+    return nn.Sequential(nn.ReLU(), _SixMinus(), nn.ReLU(), _SixMinus())
+
+
+def _model_for(name: str, model: nn.Module) -> nn.Module:
+    """The network Captum's method ``name`` should see: a copy whose ReLU6 modules follow the
+    method's rule (see above) where it would skip them, else ``model`` itself."""
+    replacement = {"GuidedBackprop": _GuidedReLU6, "Deconvolution": _GuidedReLU6,
+                   "DeepLift": _relu6_as_relus, "DeepLiftShap": _relu6_as_relus}.get(name)
+    if replacement is None or not any(type(m) is nn.ReLU6 for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if type(child) is nn.ReLU6:
+                setattr(parent, child_name, replacement())
+    return model
 
 
 def is_captum_method(method: str) -> bool:
@@ -119,7 +166,7 @@ def captum_attributions(method: str, model: torch.nn.Module, inputs: torch.Tenso
     init_names, attribute_names = _parameters(cls.__init__), _parameters(cls.attribute)
     init = {key: value for key, value in options.items() if key in init_names}
     try:
-        attributor = cls(model, **init)
+        attributor = cls(_model_for(cls.__name__, model), **init)
     except ImportError as error:  # Lime's default linear model is scikit-learn's
         raise UserInputError(f"{method} needs a package that is not installed: {error.name} "
                              f"(pip install {error.name}).") from None

@@ -148,3 +148,56 @@ def test_a_bad_captum_option_from_the_cli_is_one_line(in_tmp_path: Path, capsys)
                     "{strides: [1, 2]}") == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and "captum:Occlusion refused its arguments" in errors[0], errors
+
+
+def _relu6_net() -> torch.nn.Module:
+    """A small ReLU6 network (as EfficientNet-Lite) with activations past 6."""
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU6(),
+        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU6(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(1), torch.nn.Linear(8, 10)).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(20)
+    return net.requires_grad_(False)
+
+
+def test_deeplift_on_relu6_adds_up_to_the_score_difference() -> None:
+    """Captum's DeepLift takes ReLU6 for linear, and its attributions stop adding up to
+    f(x) - f(x0); through the adapter ReLU6 gets the Rescale rule and they do."""
+    import captum.attr
+
+    net = _relu6_net()
+    inputs = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert (net[:2](inputs) >= 6).any() and (net[:2](inputs) <= 0).any()  # both kinks in use
+    targets = torch.tensor([3, 8])
+    baselines = torch.zeros(2, *inputs.shape)
+    difference = net(inputs).gather(1, targets[:, None]) - net(baselines[0]).gather(
+        1, targets[:, None])
+    ours = captum_attributions("captum:DeepLift", net, inputs, targets, baselines)
+    torch.testing.assert_close(ours.flatten(1).sum(1), difference[:, 0], rtol=1e-4, atol=1e-5)
+    plain = captum.attr.DeepLift(net).attribute(inputs, baselines[0], target=targets)
+    assert not torch.allclose(plain.flatten(1).sum(1), difference[:, 0], rtol=1e-2, atol=1e-3)
+
+
+def test_guided_backprop_on_relu6_keeps_only_positive_gradients() -> None:
+    """Guided backpropagation by hand (each ReLU6 passes the positive part of its gradient)
+    against the adapter's; Captum alone gives the plain gradient on a ReLU6 network."""
+    net = _relu6_net()
+    inputs = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    targets = torch.tensor([1, 4])
+    baselines = torch.zeros(2, *inputs.shape)
+
+    def guided(module, grad_input, grad_output):
+        return (grad_input[0].clamp(min=0),)
+
+    hooks = [m.register_full_backward_hook(guided) for m in net if type(m) is torch.nn.ReLU6]
+    x = inputs.clone().requires_grad_(True)
+    net(x).gather(1, targets[:, None]).sum().backward()
+    for hook in hooks:
+        hook.remove()
+    ours = captum_attributions("captum:GuidedBackprop", net, inputs, targets, baselines)
+    torch.testing.assert_close(ours, x.grad, rtol=1e-5, atol=1e-7)
+    x.grad = None
+    net(x).gather(1, targets[:, None]).sum().backward()
+    assert not torch.allclose(ours, x.grad)  # the plain gradient differs
