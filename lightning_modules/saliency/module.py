@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
@@ -40,6 +40,9 @@ class SaliencyBatch:
         target: The class each map explains.
         true: The true class, or None where unknown.
         categories: Class names, indexed by class.
+        target_probability: Softmax probability of the explained class (a map of a class the
+            network barely sees explains little; the sheet says so).
+        method: The method that made the maps.
     """
 
     names: list[str]
@@ -51,6 +54,8 @@ class SaliencyBatch:
     target: list[int]
     true: list[Optional[int]]
     categories: list[str]
+    target_probability: list[float] = field(default_factory=list)
+    method: str = "vanilla"
 
     def class_name(self, index: Optional[int]) -> str:
         """A class's name, or ``"unknown"`` for None."""
@@ -212,4 +217,7 @@ class SaliencyMap(pl.LightningModule):
             target=list(targets),
             true=true,
             categories=self.backbone.categories,
+            target_probability=probabilities.gather(
+                1, torch.tensor(targets, device=probabilities.device)[:, None])[:, 0].tolist(),
+            method=self.method,
         )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.saliency_writer import SaliencyWriter, colorize, overlay, scale_map
+from callbacks.saliency_writer import SaliencyWriter, colorize, mass_area, overlay, scale_map
 from lightning_modules.backbones import imagenet_categories
 from lightning_modules.errors import UserInputError
 from lightning_modules.saliency import SaliencyBatch
@@ -28,6 +28,7 @@ def _batch(attributions: bool = False) -> SaliencyBatch:
         target=[285, 967],
         true=[285, None],
         categories=imagenet_categories(),
+        target_probability=[0.36, 0.05],
     )
 
 
@@ -49,10 +50,43 @@ def test_writes_every_file_of_a_batch(tmp_path: Path) -> None:
     assert raw.shape == (8, 10) and raw.dtype == np.float32
     assert np.allclose(raw, batch.maps[0].numpy())  # unscaled
     sheet = Image.open(tmp_path / "sheet_0000.png")
-    assert sheet.width > sheet.height / 2 * 1.5  # two columns side by side, two rows
+    assert sheet.width > sheet.height / 3 * 1.5  # two columns side by side, three rows
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
-    assert rows[1:] == ["chelsea,285,Egyptian cat,285,Egyptian cat,0.3600,285,Egyptian cat",
-                        "photo,,unknown,967,espresso,0.5000,967,espresso"]
+    areas = [f"{mass_area(m):.4f}" for m in batch.maps]
+    assert rows[0].endswith(",target_probability,half_mass_area")
+    assert rows[1:] == [
+        f"chelsea,285,Egyptian cat,285,Egyptian cat,0.3600,285,Egyptian cat,0.3600,{areas[0]}",
+        f"photo,,unknown,967,espresso,0.5000,967,espresso,0.0500,{areas[1]}"]
+
+
+def test_mass_area_tells_a_spot_from_a_glow() -> None:
+    spot = torch.zeros(10, 10)
+    spot[4, 4], spot[4, 5] = 3.0, 1.0  # half the mass in the brightest pixel
+    assert mass_area(spot) == 0.01
+    assert mass_area(torch.ones(10, 10)) == 0.5
+    assert mass_area(torch.zeros(4, 4)) == 1.0
+
+
+def test_sheet_titles_say_where_the_mass_is_and_warn_of_an_unsure_class() -> None:
+    batch, writer = _batch(), SaliencyWriter(low_probability=0.2)
+    text, color = writer.map_title(batch, 0)
+    assert text == f"map for: Egyptian cat\nhalf the mass in {100 * mass_area(batch.maps[0]):.0f} % of it"
+    assert color == "black"
+    text, color = writer.map_title(batch, 1)  # p = 0.05
+    assert "p=0.05: the network is unsure" in text and color == "darkorange"
+
+
+def test_class_activation_maps_are_blended_over_the_photo_in_jet(tmp_path: Path) -> None:
+    batch = _batch()
+    batch.method = "gradcam"
+    _writer(tmp_path).write_batch(batch, "sheet_0000.png")
+    scaled = scale_map(batch.maps[0])
+    expected = 0.5 * batch.pixels[0] + 0.5 * colorize(scaled, "jet")
+    written = torch.from_numpy(np.asarray(Image.open(tmp_path / "chelsea_overlay.png"))
+                               .astype(np.float32) / 255).permute(2, 0, 1)[:3]
+    assert torch.allclose(written, expected, atol=1 / 255 + 1e-6)
+    heat = np.asarray(Image.open(tmp_path / "chelsea_heatmap.png"))[..., :3] / 255
+    assert np.allclose(heat, colorize(scaled, "jet").permute(1, 2, 0).numpy(), atol=1 / 255 + 1e-6)
 
 
 def test_never_overwrites(tmp_path: Path) -> None:
