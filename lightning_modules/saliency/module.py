@@ -10,6 +10,11 @@ import torch
 
 from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from lightning_modules.errors import UserInputError, check_choice, check_non_negative
+from lightning_modules.saliency.evaluation import (
+    TrustReport,
+    check_evaluation_options,
+    trust_report,
+)
 from lightning_modules.saliency.functional import (
     METHODS,
     attribution_map,
@@ -34,6 +39,7 @@ class SaliencyBatch:
         target: The class each map explains.
         true: The true class, or None where unknown.
         categories: Class names, indexed by class.
+        trust: The trust report (deletion, insertion, randomization) with ``evaluate``, else None.
     """
 
     names: list[str]
@@ -45,6 +51,7 @@ class SaliencyBatch:
     target: list[int]
     true: list[Optional[int]]
     categories: list[str]
+    trust: Optional[TrustReport] = None
 
     def class_name(self, index: Optional[int]) -> str:
         """A class's name, or ``"unknown"`` for None."""
@@ -77,6 +84,17 @@ class SaliencyMap(pl.LightningModule):
             ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
         channels_last: Run the backbone in channels-last memory format (faster on tensor-core
             GPUs; the same maps up to float rounding).
+        evaluate: Also compute the trust report of each map (written by
+            ``callbacks.trust_report.TrustReportWriter``): deletion and insertion AUC, and the
+            cascading parameter-randomization check; see
+            :mod:`lightning_modules.saliency.evaluation`.
+        evaluation_steps: Deletion and insertion steps from no pixel to every pixel.
+        evaluation_batch_size: Most perturbed images per forward pass of the report.
+        deletion_baseline: What deleted pixels become: ``"black"``, ``"zero"`` (the mean colour,
+            RISE's code) or ``"blur"``.
+        insertion_start: What insertion starts from: ``"blur"`` (RISE's), ``"black"`` or
+            ``"zero"``.
+        randomization_seed: Seed of the randomized layers' new weights.
     """
 
     def __init__(
@@ -92,6 +110,12 @@ class SaliencyMap(pl.LightningModule):
         integration: str = "gausslegendre",
         reduction: str = "abs_sum",
         channels_last: bool = False,
+        evaluate: bool = False,
+        evaluation_steps: int = 20,
+        evaluation_batch_size: int = 16,
+        deletion_baseline: str = "black",
+        insertion_start: str = "blur",
+        randomization_seed: int = 0,
     ) -> None:
         super().__init__()
         check_choice("method", method, METHODS, "saliency method")
@@ -117,6 +141,15 @@ class SaliencyMap(pl.LightningModule):
         self.steps = steps
         self.integration = integration
         self.reduction = reduction
+        # The trust report (evaluation.py).
+        check_evaluation_options(evaluation_steps, evaluation_batch_size, deletion_baseline,
+                                 insertion_start)
+        self.evaluate = evaluate
+        self.evaluation_steps = evaluation_steps
+        self.evaluation_batch_size = evaluation_batch_size
+        self.deletion_baseline = deletion_baseline
+        self.insertion_start = insertion_start
+        self.randomization_seed = randomization_seed
 
     def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -158,6 +191,8 @@ class SaliencyMap(pl.LightningModule):
             else:
                 targets = predicted.tolist() if self.target == "predicted" else true
             maps, attributions = self.saliency(inputs, torch.tensor(targets, device=inputs.device))
+            trust = (self.trust_report(inputs, torch.tensor(targets, device=inputs.device), maps)
+                     if self.evaluate else None)
         return SaliencyBatch(
             names=list(batch["names"]),
             pixels=pixels.detach().cpu(),
@@ -168,4 +203,26 @@ class SaliencyMap(pl.LightningModule):
             target=list(targets),
             true=true,
             categories=self.backbone.categories,
+            trust=trust,
         )
+
+    # --- the trust report (lightning_modules/saliency/evaluation.py) ---------------------------
+
+    def trust_report(self, inputs: torch.Tensor, targets: torch.Tensor,
+                     maps: torch.Tensor) -> TrustReport:
+        """Deletion and insertion AUC and the randomization check of this batch's maps."""
+        return trust_report(self.backbone, self._saliency_of, inputs, targets, maps, self.method,
+                            self.evaluation_steps, self.evaluation_batch_size,
+                            self.deletion_baseline, self.insertion_start, self.randomization_seed)
+
+    def _saliency_of(self, backbone: Backbone, inputs: torch.Tensor,
+                     targets: torch.Tensor) -> torch.Tensor:
+        """The chosen method's maps on another backbone (a randomized copy)."""
+        # saliency() reads self.backbone, so every method it dispatches to (present and future)
+        # is checked as it runs, with no second code path.
+        trained = self.backbone
+        self.backbone = backbone
+        try:
+            return self.saliency(inputs, targets)[0]
+        finally:
+            self.backbone = trained
