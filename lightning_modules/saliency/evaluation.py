@@ -284,21 +284,33 @@ def cascading_randomization(backbone: Backbone, saliency: SaliencyFunction, inpu
     return names, torch.stack(maps, dim=1)
 
 
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """0-based ranks of a 1-D tensor, tied values sharing their mean rank (as Spearman's needs:
+    a map's zeros are many and tied)."""
+    order = torch.argsort(values)
+    _, group, counts = torch.unique_consecutive(values[order], return_inverse=True,
+                                                return_counts=True)
+    ends = counts.cumsum(0)
+    mean_rank = (2 * ends - counts - 1).double() / 2  # the mean of positions end-count .. end-1
+    ranks = torch.empty(values.shape, dtype=torch.float64, device=values.device)
+    ranks[order] = mean_rank[group]
+    return ranks
+
+
 def rank_correlation(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of the absolute values of two batches of maps ``[B, H, W]``.
 
     Absolute values as Adebayo et al. report it: a method's sign may flip with random weights.
-    Ties get their mean rank (``scipy.stats.spearmanr``). Returns ``[B]``; NaN where a map is
-    constant (it orders nothing).
+    Ties get their mean rank, as in ``scipy.stats.spearmanr``. Returns ``[B]``; NaN where a map
+    is constant (it orders nothing).
     """
-    from scipy.stats import spearmanr
-
     values = []
-    for a, b in zip(first.detach().abs().flatten(1).double().cpu().numpy(),
-                    second.detach().abs().flatten(1).double().cpu().numpy()):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a constant map: NaN says it
-            values.append(float(spearmanr(a, b)[0]))
+    for a, b in zip(first.detach().abs().flatten(1).double(), second.detach().abs().flatten(1)
+                    .double()):
+        a, b = average_ranks(a), average_ranks(b)
+        a, b = a - a.mean(), b - b.mean()
+        scale = a.norm() * b.norm()
+        values.append((a @ b / scale).item() if scale > 0 else float("nan"))
     return torch.tensor(values, dtype=torch.float32)
 
 

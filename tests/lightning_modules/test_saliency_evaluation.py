@@ -171,6 +171,19 @@ def test_layers_without_weights_are_not_counted() -> None:
     assert [name for name, _ in randomization_order(backbone)] == ["head", "features.0"]
 
 
+def test_rank_correlation_is_spearmans_with_ties() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    generator = torch.Generator().manual_seed(4)
+    first = torch.randn(3, 6, 7, generator=generator)
+    second = first + torch.randn(3, 6, 7, generator=generator)
+    second[0, :3] = 0.0  # many tied zeros, as a ReLU network's gradient has
+    first[1] = first[1].round()
+    ours = rank_correlation(first, second)
+    for index in range(3):
+        theirs = stats.spearmanr(first[index].abs().flatten(), second[index].abs().flatten())[0]
+        assert ours[index].item() == pytest.approx(theirs, abs=1e-6)
+
+
 def test_a_constant_map_has_no_rank_correlation() -> None:
     assert math.isnan(rank_correlation(torch.rand(1, 4, 4), torch.ones(1, 4, 4)).item())
 
