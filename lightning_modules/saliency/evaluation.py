@@ -79,7 +79,7 @@ class TrustReport:
 
 
 def check_evaluation_options(steps: int, batch_size: int, deletion_substrate: str,
-                             insertion_substrate: str) -> None:
+                             insertion_substrate: str, seed: int = 0) -> None:
     """Raise a one-sentence :class:`UserInputError` for a bad option of the trust report."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UserInputError(f"evaluation_steps must be an integer of at least 1, got {steps}.")
@@ -88,6 +88,9 @@ def check_evaluation_options(steps: int, batch_size: int, deletion_substrate: st
                              f"got {batch_size}.")
     check_choice("deletion_baseline", deletion_substrate, SUBSTRATES)
     check_choice("insertion_start", insertion_substrate, SUBSTRATES)
+    # Each randomized layer adds its position to the seed, and torch takes 64-bit seeds.
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
+        raise UserInputError(f"randomization_seed must be an integer from 0 to 2**62, got {seed}.")
 
 
 # --- deletion and insertion (RISE) -------------------------------------------------------------
@@ -363,7 +366,7 @@ def trust_report(backbone: Backbone, saliency: SaliencyFunction, inputs: torch.T
     Returns:
         A :class:`TrustReport`.
     """
-    check_evaluation_options(steps, batch_size, deletion_substrate, insertion_substrate)
+    check_evaluation_options(steps, batch_size, deletion_substrate, insertion_substrate, seed)
     curves = deletion_insertion(backbone, inputs, maps, targets, steps, batch_size,
                                 deletion_substrate, insertion_substrate)
     names, randomized = cascading_randomization(backbone, saliency, inputs, targets, seed)

@@ -143,7 +143,7 @@ class SaliencyMap(pl.LightningModule):
         self.reduction = reduction
         # The trust report (evaluation.py).
         check_evaluation_options(evaluation_steps, evaluation_batch_size, deletion_baseline,
-                                 insertion_start)
+                                 insertion_start, randomization_seed)
         self.evaluate = evaluate
         self.evaluation_steps = evaluation_steps
         self.evaluation_batch_size = evaluation_batch_size

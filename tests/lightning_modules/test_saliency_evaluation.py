@@ -234,6 +234,7 @@ def test_module_returns_the_report_only_when_asked(tiny_backbone) -> None:
     ({"evaluation_batch_size": 0}, "evaluation_batch_size must be an integer of at least 1"),
     ({"deletion_baseline": "white"}, "Unknown deletion_baseline 'white'"),
     ({"insertion_start": "noise"}, "Unknown insertion_start 'noise'"),
+    ({"randomization_seed": -1}, "randomization_seed must be an integer from 0"),
 ])
 def test_module_rejects_bad_evaluation_options(kwargs, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
