@@ -7,6 +7,7 @@ from callbacks.interrupt import SaveOnInterrupt
 from callbacks.loss_history import LossHistory
 from callbacks.saliency_writer import SaliencyWriter
 from callbacks.sheets import grid_sheet, make_sheet
+from callbacks.trust_report import TrustReportWriter
 
 __all__ = ["ClassReport", "FoolingReport", "ImageWriter", "LossHistory", "SaliencyWriter",
-           "SaveOnInterrupt", "grid_sheet", "make_sheet"]
+           "SaveOnInterrupt", "TrustReportWriter", "grid_sheet", "make_sheet"]

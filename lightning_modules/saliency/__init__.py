@@ -9,4 +9,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "integration_rule": ".functional", "resolve_baseline": ".functional",
     "smoothgrad_saliency": ".functional", "INTEGRATION_METHODS": ".functional",
     "METHODS": ".functional", "REDUCTIONS": ".functional",
+    # the trust report
+    "TrustReport": ".evaluation", "trust_report": ".evaluation",
+    "deletion_insertion": ".evaluation", "cascading_randomization": ".evaluation",
+    "rank_correlation": ".evaluation", "map_ssim": ".evaluation",
 })

@@ -15,6 +15,11 @@ from lightning_modules.saliency.captum_methods import (
     check_method_options,
     is_captum_method,
 )
+from lightning_modules.saliency.evaluation import (
+    TrustReport,
+    check_evaluation_options,
+    trust_report,
+)
 from lightning_modules.saliency.functional import (
     METHODS,
     attribution_map,
@@ -43,6 +48,7 @@ class SaliencyBatch:
         target_probability: Softmax probability of the explained class (a map of a class the
             network barely sees explains little; the sheet says so).
         method: The method that made the maps.
+        trust: The trust report (deletion, insertion, randomization) with ``evaluate``, else None.
     """
 
     names: list[str]
@@ -56,6 +62,7 @@ class SaliencyBatch:
     categories: list[str]
     target_probability: list[float] = field(default_factory=list)
     method: str = "vanilla"
+    trust: Optional[TrustReport] = None
 
     def class_name(self, index: Optional[int]) -> str:
         """A class's name, or ``"unknown"`` for None."""
@@ -98,6 +105,17 @@ class SaliencyMap(pl.LightningModule):
             ``attribute``'s), e.g. ``{sliding_window_shapes: [3, 32, 32], strides: 16}``.
         patch_size: Side in pixels of the square features of Captum's perturbation methods
             (Occlusion's window, FeatureAblation's, KernelShap's and Lime's features).
+        evaluate: Also compute the trust report of each map (written by
+            ``callbacks.trust_report.TrustReportWriter``): deletion and insertion AUC, and the
+            cascading parameter-randomization check; see
+            :mod:`lightning_modules.saliency.evaluation`.
+        evaluation_steps: Deletion and insertion steps from no pixel to every pixel.
+        evaluation_batch_size: Most perturbed images per forward pass of the report.
+        deletion_baseline: What deleted pixels become: ``"black"``, ``"zero"`` (the mean colour,
+            RISE's code) or ``"blur"``.
+        insertion_start: What insertion starts from: ``"blur"`` (RISE's), ``"black"`` or
+            ``"zero"``.
+        randomization_seed: Seed of the randomized layers' new weights.
     """
 
     def __init__(
@@ -116,6 +134,12 @@ class SaliencyMap(pl.LightningModule):
         internal_batch_size: Optional[int] = None,
         method_options: Optional[dict[str, Any]] = None,
         patch_size: int = 16,
+        evaluate: bool = False,
+        evaluation_steps: int = 20,
+        evaluation_batch_size: int = 16,
+        deletion_baseline: str = "black",
+        insertion_start: str = "blur",
+        randomization_seed: int = 0,
     ) -> None:
         super().__init__()
         if is_captum_method(method):
@@ -155,6 +179,15 @@ class SaliencyMap(pl.LightningModule):
         self.internal_batch_size = internal_batch_size
         self.method_options = dict(method_options or {})
         self.patch_size = patch_size
+        # The trust report (evaluation.py).
+        check_evaluation_options(evaluation_steps, evaluation_batch_size, deletion_baseline,
+                                 insertion_start, randomization_seed)
+        self.evaluate = evaluate
+        self.evaluation_steps = evaluation_steps
+        self.evaluation_batch_size = evaluation_batch_size
+        self.deletion_baseline = deletion_baseline
+        self.insertion_start = insertion_start
+        self.randomization_seed = randomization_seed
 
     def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -207,6 +240,8 @@ class SaliencyMap(pl.LightningModule):
             else:
                 targets = predicted.tolist() if self.target == "predicted" else true
             maps, attributions = self.saliency(inputs, torch.tensor(targets, device=inputs.device))
+            trust = (self.trust_report(inputs, torch.tensor(targets, device=inputs.device), maps)
+                     if self.evaluate else None)
         return SaliencyBatch(
             names=list(batch["names"]),
             pixels=pixels.detach().cpu(),
@@ -220,4 +255,26 @@ class SaliencyMap(pl.LightningModule):
             target_probability=probabilities.gather(
                 1, torch.tensor(targets, device=probabilities.device)[:, None])[:, 0].tolist(),
             method=self.method,
+            trust=trust,
         )
+
+    # --- the trust report (lightning_modules/saliency/evaluation.py) ---------------------------
+
+    def trust_report(self, inputs: torch.Tensor, targets: torch.Tensor,
+                     maps: torch.Tensor) -> TrustReport:
+        """Deletion and insertion AUC and the randomization check of this batch's maps."""
+        return trust_report(self.backbone, self._saliency_of, inputs, targets, maps, self.method,
+                            self.evaluation_steps, self.evaluation_batch_size,
+                            self.deletion_baseline, self.insertion_start, self.randomization_seed)
+
+    def _saliency_of(self, backbone: Backbone, inputs: torch.Tensor,
+                     targets: torch.Tensor) -> torch.Tensor:
+        """The chosen method's maps on another backbone (a randomized copy)."""
+        # saliency() reads self.backbone, so every method it dispatches to (present and future)
+        # is checked as it runs, with no second code path.
+        trained = self.backbone
+        self.backbone = backbone
+        try:
+            return self.saliency(inputs, targets)[0]
+        finally:
+            self.backbone = trained
