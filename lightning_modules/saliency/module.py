@@ -18,6 +18,8 @@ from lightning_modules.saliency.functional import (
     integration_rule,
     smoothgrad_saliency,
 )
+# The Grad-CAM family (issue 12): cam.py; its options are checked in _check_cam_options.
+from lightning_modules.saliency import cam
 
 
 @dataclass
@@ -62,8 +64,9 @@ class SaliencyMap(pl.LightningModule):
     Args:
         backbone: Name of the frozen classifier.
         weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
-        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"`` or
-            ``"integrated_gradients"``.
+        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"``,
+            ``"integrated_gradients"``, or a CAM method of :mod:`~lightning_modules.saliency.cam`:
+            ``"gradcam"``, ``"gradcam++"``, ``"scorecam"``, ``"guided_gradcam"``.
         target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``
             (the top-1 class), or one class for all images by index or ImageNet name.
         noise_level: SmoothGrad's noise standard deviation, as a fraction of each image's range.
@@ -77,6 +80,11 @@ class SaliencyMap(pl.LightningModule):
             ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
         channels_last: Run the backbone in channels-last memory format (faster on tensor-core
             GPUs; the same maps up to float rounding).
+        layer: The CAM methods' layer (``"gradcam"``, ``"gradcam++"``, ``"scorecam"``,
+            ``"guided_gradcam"``): an index into the backbone's ``features`` or a dotted module
+            name such as ``"features.6"``; default: the last feature layer with spatial maps.
+        internal_batch_size: Score-CAM's masked images per forward pass (default 32), so that
+            memory does not grow with the layer's channels.
     """
 
     def __init__(
@@ -92,9 +100,11 @@ class SaliencyMap(pl.LightningModule):
         integration: str = "gausslegendre",
         reduction: str = "abs_sum",
         channels_last: bool = False,
+        layer: Optional[Union[int, str]] = None,
+        internal_batch_size: Optional[int] = None,
     ) -> None:
         super().__init__()
-        check_choice("method", method, METHODS, "saliency method")
+        check_choice("method", method, METHODS + cam.CAM_METHODS, "saliency method")
         check_choice("baseline", baseline, ("black", "zero"))
         check_choice("reduction", reduction, ("abs_sum", "positive", "abs_max"))
         check_non_negative("noise_level", noise_level)
@@ -117,6 +127,27 @@ class SaliencyMap(pl.LightningModule):
         self.steps = steps
         self.integration = integration
         self.reduction = reduction
+        self._check_cam_options(layer, internal_batch_size)
+        self.layer = layer
+        self.internal_batch_size = 32 if internal_batch_size is None else internal_batch_size
+
+    # Options of the CAM methods, and the methods each belongs to. Their defaults are None, so
+    # a value here was set by the user; refusing it elsewhere catches a mistyped method.
+    CAM_OPTIONS = {"layer": cam.CAM_METHODS, "internal_batch_size": ("scorecam",)}
+
+    def _check_cam_options(self, layer: Optional[Union[int, str]],
+                           internal_batch_size: Optional[int]) -> None:
+        for name, value in (("layer", layer), ("internal_batch_size", internal_batch_size)):
+            if value is not None and self.method not in self.CAM_OPTIONS[name]:
+                raise UserInputError(f"Option '{name}' does not apply to method "
+                                     f"'{self.method}'; it belongs to "
+                                     f"{', '.join(self.CAM_OPTIONS[name])}.")
+        if layer is not None:
+            cam.find_layer(self.backbone, layer)  # an unknown layer fails before any image
+        if internal_batch_size is not None and not (
+                isinstance(internal_batch_size, int) and internal_batch_size >= 1):
+            raise UserInputError(f"internal_batch_size must be a positive integer, got "
+                                 f"{internal_batch_size}.")
 
     def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -131,9 +162,22 @@ class SaliencyMap(pl.LightningModule):
         if self.method == "smoothgrad":
             return smoothgrad_saliency(inputs, targets, self.backbone, self.noise_level,
                                        self.samples), None
+        if self.method in cam.CAM_METHODS:
+            return self._cam(inputs, targets), None
         attributions = integrated_gradients(inputs, targets, self.backbone, self.baseline,
                                             self.steps, self.integration)
         return attribution_map(attributions, self.reduction), attributions
+
+    def _cam(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The CAM method's maps ``[B, H, W]`` in 0-1, at the chosen (or default) layer."""
+        if self.layer is None:  # found once: the layers' output shapes do not change
+            self.layer = cam.default_cam_layer(self.backbone, inputs)
+        if self.method == "scorecam":
+            return cam.score_cam(inputs, targets, self.backbone, self.layer,
+                                 self.internal_batch_size)
+        function = {"gradcam": cam.grad_cam, "gradcam++": cam.grad_cam_plusplus,
+                    "guided_gradcam": cam.guided_grad_cam}[self.method]
+        return function(inputs, targets, self.backbone, self.layer)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> SaliencyBatch:
         """Classify a batch of ``LabeledImageData`` (``pixels``, ``names``, ``labels``) and
