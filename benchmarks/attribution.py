@@ -87,9 +87,12 @@ def calls(args: argparse.Namespace, backbone: Backbone, X: torch.Tensor,
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     targets = [ClassifierOutputTarget(int(c)) for c in y]
+    # pytorch-grad-cam's hooks stay on a network and fire in every forward pass (keeping each
+    # activation): each of its objects gets its own copy, so that no other side runs them.
     trainable = copy.deepcopy(backbone).requires_grad_(True)
     library_cam = GradCAM(trainable, [trainable.features[-1]])
-    frozen_cam = GradCAM(backbone, [backbone.features[-1]])
+    frozen = copy.deepcopy(backbone)
+    frozen_cam = GradCAM(frozen, [frozen.features[-1]])
     frozen_cam.compute_input_gradient = True  # BaseCAM's option, which GradCAM does not pass on
     sigma = NOISE_LEVEL * (X.amax() - X.amin()).item()  # one sigma for the batch, both sides
     noise_level = sigma / (X.amax(dim=(1, 2, 3)) - X.amin(dim=(1, 2, 3)))
@@ -123,7 +126,8 @@ def calls(args: argparse.Namespace, backbone: Backbone, X: torch.Tensor,
     }
     if args.scorecam_size:
         small = torch.nn.functional.interpolate(X[:1], size=args.scorecam_size, mode="bilinear")
-        library_score = ScoreCAM(backbone, [backbone.features[-1]])
+        scored = copy.deepcopy(backbone)
+        library_score = ScoreCAM(scored, [scored.features[-1]])
         table[f"Score-CAM, 1 image at {args.scorecam_size} px"] = {
             "ours": lambda: score_cam(small, y[:1], backbone, internal_batch_size=32),
             "pytorch-grad-cam": lambda: torch.from_numpy(
