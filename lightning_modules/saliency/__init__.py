@@ -1,4 +1,5 @@
-"""Saliency maps: the seed's vanilla gradient, SmoothGrad, Integrated Gradients, and the module."""
+"""Saliency maps: the seed's vanilla gradient, SmoothGrad, Integrated Gradients, the Grad-CAM
+family (cam.py), and the module."""
 
 from lightning_modules._lazy import lazy_exports
 
@@ -13,4 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "TrustReport": ".evaluation", "trust_report": ".evaluation",
     "deletion_insertion": ".evaluation", "cascading_randomization": ".evaluation",
     "rank_correlation": ".evaluation", "map_ssim": ".evaluation",
+    # the Grad-CAM family
+    "CAM_METHODS": ".cam", "grad_cam": ".cam", "grad_cam_plusplus": ".cam", "score_cam": ".cam",
+    "guided_grad_cam": ".cam", "guided_backprop": ".cam", "layer_gradients": ".cam",
 })

@@ -29,6 +29,8 @@ from lightning_modules.saliency.functional import (
     resolve_baseline,
     smoothgrad_saliency,
 )
+# The Grad-CAM family (issue 12): cam.py; its options are checked in _check_cam_options.
+from lightning_modules.saliency import cam
 
 
 @dataclass
@@ -81,9 +83,10 @@ class SaliencyMap(pl.LightningModule):
         backbone: Name of the frozen classifier.
         weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
         method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"``,
-            ``"integrated_gradients"``, or any Captum method as ``"captum:NAME"`` (e.g.
-            ``captum:Occlusion``, ``captum:GradientShap``, ``captum:DeepLift``; see
-            :mod:`~lightning_modules.saliency.captum_methods`).
+            ``"integrated_gradients"``, a CAM method of :mod:`~lightning_modules.saliency.cam`
+            (``"gradcam"``, ``"gradcam++"``, ``"scorecam"``, ``"guided_gradcam"``), or any Captum
+            method as ``"captum:NAME"`` (e.g. ``captum:Occlusion``, ``captum:GradientShap``,
+            ``captum:DeepLift``; see :mod:`~lightning_modules.saliency.captum_methods`).
         target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``
             (the top-1 class), or one class for all images by index or ImageNet name.
         noise_level: SmoothGrad's noise standard deviation, as a fraction of each image's range.
@@ -100,7 +103,7 @@ class SaliencyMap(pl.LightningModule):
         internal_batch_size: The most network inputs in one pass: SmoothGrad's noisy copies,
             Integrated Gradients' path points and Captum's perturbations of the batch go through
             the network this many at a time, so memory does not grow with ``samples`` or
-            ``steps``. None: one copy of the batch at a time.
+            ``steps``. None: one copy of the batch at a time (Score-CAM: 32 masked images).
         method_options: Further arguments of a Captum method (its constructor's or
             ``attribute``'s), e.g. ``{sliding_window_shapes: [3, 32, 32], strides: 16}``.
         patch_size: Side in pixels of the square features of Captum's perturbation methods
@@ -116,6 +119,9 @@ class SaliencyMap(pl.LightningModule):
         insertion_start: What insertion starts from: ``"blur"`` (RISE's), ``"black"`` or
             ``"zero"``.
         randomization_seed: Seed of the randomized layers' new weights.
+        layer: The CAM methods' layer (``"gradcam"``, ``"gradcam++"``, ``"scorecam"``,
+            ``"guided_gradcam"``): an index into the backbone's ``features`` or a dotted module
+            name such as ``"features.6"``; default: the last feature layer with spatial maps.
     """
 
     def __init__(
@@ -132,6 +138,7 @@ class SaliencyMap(pl.LightningModule):
         reduction: str = "abs_sum",
         channels_last: bool = False,
         internal_batch_size: Optional[int] = None,
+        layer: Optional[Union[int, str]] = None,
         method_options: Optional[dict[str, Any]] = None,
         patch_size: int = 16,
         evaluate: bool = False,
@@ -145,7 +152,7 @@ class SaliencyMap(pl.LightningModule):
         if is_captum_method(method):
             check_method_options(method, method_options or {})
         else:
-            check_choice("method", method, METHODS, "saliency method")
+            check_choice("method", method, METHODS + cam.CAM_METHODS, "saliency method")
             if method_options:
                 raise UserInputError(f"method_options are for Captum methods (captum:NAME), not "
                                      f"{method}.")
@@ -188,6 +195,25 @@ class SaliencyMap(pl.LightningModule):
         self.deletion_baseline = deletion_baseline
         self.insertion_start = insertion_start
         self.randomization_seed = randomization_seed
+        self._check_cam_options(layer, internal_batch_size)
+        self.layer = layer
+
+    # Options of the CAM methods, and the methods each belongs to. Their defaults are None, so
+    # a value here was set by the user; refusing it elsewhere catches a mistyped method.
+    CAM_OPTIONS = {"layer": cam.CAM_METHODS,
+                   "internal_batch_size": ("scorecam", "smoothgrad", "integrated_gradients",
+                                           "captum:*")}
+
+    def _check_cam_options(self, layer: Optional[Union[int, str]],
+                           internal_batch_size: Optional[int]) -> None:
+        for name, value in (("layer", layer), ("internal_batch_size", internal_batch_size)):
+            method = "captum:*" if is_captum_method(self.method) else self.method
+            if value is not None and method not in self.CAM_OPTIONS[name]:
+                raise UserInputError(f"Option '{name}' does not apply to method "
+                                     f"'{self.method}'; it belongs to "
+                                     f"{', '.join(self.CAM_OPTIONS[name])}.".replace("*", "NAME"))
+        if layer is not None:
+            cam.find_layer(self.backbone, layer)  # an unknown layer fails before any image
 
     def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -203,6 +229,8 @@ class SaliencyMap(pl.LightningModule):
             return smoothgrad_saliency(inputs, targets, self.backbone, self.noise_level,
                                        self.samples,
                                        internal_batch_size=self.internal_batch_size), None
+        if self.method in cam.CAM_METHODS:
+            return self._cam(inputs, targets), None
         if is_captum_method(self.method):
             other = "zero" if self.baseline == "black" else "black"
             baselines = torch.stack([resolve_baseline(name, inputs, self.backbone)
@@ -216,6 +244,17 @@ class SaliencyMap(pl.LightningModule):
                                                 self.steps, self.integration,
                                                 internal_batch_size=self.internal_batch_size)
         return attribution_map(attributions, self.reduction), attributions
+
+    def _cam(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The CAM method's maps ``[B, H, W]`` in 0-1, at the chosen (or default) layer."""
+        if self.layer is None:  # found once: the layers' output shapes do not change
+            self.layer = cam.default_cam_layer(self.backbone, inputs)
+        if self.method == "scorecam":
+            return cam.score_cam(inputs, targets, self.backbone, self.layer,
+                                 self.internal_batch_size or 32)
+        function = {"gradcam": cam.grad_cam, "gradcam++": cam.grad_cam_plusplus,
+                    "guided_gradcam": cam.guided_grad_cam}[self.method]
+        return function(inputs, targets, self.backbone, self.layer)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> SaliencyBatch:
         """Classify a batch of ``LabeledImageData`` (``pixels``, ``names``, ``labels``) and
