@@ -37,17 +37,28 @@ SAMPLE_LABELS: dict[str, str] = {
 
 @dataclass
 class LabeledImage:
-    """One preprocessed photo and its true class.
+    """One photo and its true class; its pixels are read when asked for.
+
+    A folder of thousands of photos would otherwise sit in memory whole (600 KB a 224 px photo):
+    a saliency run's memory grew by 670 MiB from 100 to 1,000 photos. Each batch now reads its
+    own photos and lets them go.
 
     Attributes:
         name: File-name-safe name, unique within the run (e.g. ``"chelsea"``).
-        pixels: 0-1 pixels ``[3, S, S]``, resized and centre-cropped to ``image_size``.
+        source: The file path or ``sample:NAME``.
+        size: The side of the square input, ``image_size``.
         label: The true class as given (index or ImageNet name), or None if unknown.
     """
 
     name: str
-    pixels: torch.Tensor
+    source: str
+    size: int
     label: Optional[Label]
+
+    @property
+    def pixels(self) -> torch.Tensor:
+        """0-1 pixels ``[3, S, S]``, resized and centre-cropped to ``size`` (read each time)."""
+        return preprocess(self.source, self.size)
 
 
 def center_square(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -193,7 +204,11 @@ class LabeledImageData(JobData):
                 raise UserInputError(f"Label {index} must be a class index or name, got {label!r}.")
         # Two photos with one stem: keep both.
         names = unique_names(safe_name(source_stem(source)) for source in sources)
-        self.items = [LabeledImage(name, preprocess(source, self.image_size), label)
+        for source in sources:
+            # Every photo is read once now, so that a bad file stops the run before it starts;
+            # the pixels are read again by the batch that needs them.
+            preprocess(source, self.image_size)
+        self.items = [LabeledImage(name, source, self.image_size, label)
                       for name, source, label in zip(names, sources, labels)]
         self.jobs = self.items  # what fooling optimizes: these images, with their classes
 

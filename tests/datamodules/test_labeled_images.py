@@ -162,3 +162,20 @@ def test_sample_labels_name_real_imagenet_classes() -> None:
     categories = imagenet_categories()
     assert {name: categories.index(label) for name, label in SAMPLE_LABELS.items()} == {
         "chelsea": 285, "coffee": 967, "rocket": 657}
+
+
+def test_photos_are_read_by_their_batch_not_kept(tmp_path: Path) -> None:
+    """A folder of thousands of photos must not sit in memory: the items keep no pixels, each
+    batch reads its own, and a bad file still fails before the run."""
+    folder = tmp_path / "photos"
+    for index in range(5):
+        _photo(folder / f"p{index}.png", color=(50 * index, 0, 0))
+    data = _setup(images=str(folder), image_size=8, batch_size=2)
+    assert not any(isinstance(value, torch.Tensor) for item in data.items
+                   for value in vars(item).values())
+    batches = list(data.predict_dataloader())
+    assert [b["pixels"].shape[0] for b in batches] == [2, 2, 1]
+    assert torch.allclose(batches[2]["pixels"][0, 0], torch.full((8, 8), 200 / 255))
+    (folder / "p5.png").write_bytes(b"not a png")
+    with pytest.raises(UserInputError, match="Not a recognised image file"):
+        _setup(images=str(folder), image_size=8)
