@@ -85,23 +85,37 @@ class TrustReportWriter(BasePredictionWriter):
         self.directory: Optional[Path] = None
         self.suffix = ""
         self.rows: list[dict[str, Any]] = []
+        self.positions: list[int] = []  # each row's image's place in the data, for the order
         self.reports: list[TrustReport] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self.directory = run_directory(trainer)  # a collective call: every process is here
         self.suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        self.rows, self.reports = [], []
+        self.rows, self.positions, self.reports = [], [], []
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            prediction: Any, batch_indices: Optional[Sequence[int]], batch: Any,
                            batch_idx: int, dataloader_idx: int) -> None:
         if not isinstance(prediction, SaliencyBatch) or prediction.trust is None:
             return
-        self.write_batch(prediction, f"randomization_{batch_idx:04d}{self.suffix}.png")
+        positions = batch.get("index") if isinstance(batch, dict) else None
+        self.write_batch(prediction, f"randomization_{batch_idx:04d}{self.suffix}.png",
+                         None if positions is None else [int(p) for p in positions])
 
-    def write_batch(self, result: SaliencyBatch, grid_name: str) -> list[Path]:
-        """Write one batch's plots and keep its rows; returns the paths written."""
+    def write_batch(self, result: SaliencyBatch, grid_name: str,
+                    positions: Optional[list[int]] = None) -> list[Path]:
+        """Write one batch's plots and keep its rows; returns the paths written.
+
+        Args:
+            result: The batch.
+            grid_name: File name of its randomization grid.
+            positions: Each image's place in the data (default: after the rows so far), so
+                that rows gathered from several processes go back in the data's order.
+        """
+        if positions is None:
+            positions = list(range(len(self.rows), len(self.rows) + len(result.names)))
+        self.positions += positions
         written = [self.write_curves(result, index) for index in range(len(result.names))]
         written.append(self.write_grid(result, self.directory / grid_name))
         self.rows += report_rows(result)
@@ -112,7 +126,10 @@ class TrustReportWriter(BasePredictionWriter):
         return written
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        rows = [row for part in gather_objects(self.rows, trainer.world_size) for row in part]
+        # Each process explained its share of the batches: back in the data's order.
+        pairs = [pair for part in gather_objects(list(zip(self.positions, self.rows)),
+                                                 trainer.world_size) for pair in part]
+        rows = [row for _, row in sorted(pairs, key=lambda pair: pair[0])]
         reports = [report for part in gather_objects(self.reports, trainer.world_size)
                    for report in part]
         if trainer.is_global_zero and rows:

@@ -233,6 +233,35 @@ def test_two_processes_fool_in_batches_like_one_process(workdir: Path) -> None:
                               png_pixels(one / f"{row['name']}.png"))
 
 
+def test_two_processes_explain_a_folder_like_one_process(workdir: Path) -> None:
+    """Saliency maps and the trust report of 5 photos in batches of 2, over 2 processes: each
+    photo's map once, equal to one process's; the trust report gathered in order."""
+    for index in range(5):
+        write_test_image(workdir / "photos" / f"p{index}.png", (40, 36), seed=20 + index)
+    args = ["predict", "--config", str(REPO / "configs" / "saliency.yaml"),
+            "--model.backbone", "tiny", "--model.weights", "random", "--model.target",
+            "predicted", "--model.method", "integrated_gradients", "--model.steps", "3",
+            "--model.internal_batch_size", "4", "--model.evaluate", "true",
+            "--model.evaluation_steps", "4", "--data.images", str(workdir / "photos"),
+            "--data.image_size", "32", "--data.batch_size", "2", "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false"]
+    assert cli.main(args) == 0
+    run_in_child([*args, "--trainer.devices", "2", "--trainer.strategy", "ddp"], workdir)
+    one, two = sorted((workdir / "runs" / "saliency").glob("version_*"))
+    assert sorted(p.name for p in two.glob("*_saliency.npy")) == [
+        f"p{index}_saliency.npy" for index in range(5)]
+    for index in range(5):
+        assert np.allclose(np.load(two / f"p{index}_saliency.npy"),
+                           np.load(one / f"p{index}_saliency.npy"), rtol=1e-4, atol=1e-7)
+    with open(one / "trust_report.csv") as alone, open(two / "trust_report.csv") as split:
+        rows, split_rows = list(csv.DictReader(alone)), list(csv.DictReader(split))
+    assert [row["image"] for row in rows] == [f"p{index}" for index in range(5)]
+    for row, split_row in zip(rows, split_rows):
+        assert row["image"] == split_row["image"]
+        assert float(row["deletion_auc"]) == pytest.approx(float(split_row["deletion_auc"]),
+                                                           abs=1e-3)
+
+
 def test_process_count_of_devices_and_nodes() -> None:
     assert [cli.process_count(d, 1) for d in (1, "1", [0], 2, "2", [0, 1], "0,1", "0,")] == [
         1, 1, 1, 2, 2, 2, 2, 1]
