@@ -9,6 +9,9 @@ it: the largest of the run's processes) and its time::
     python benchmarks/saliency_memory.py                      # 100 and 1000 images, vanilla
     python benchmarks/saliency_memory.py --counts 100 1000 --method smoothgrad --samples 8 \
         --internal-batch-size 16 --devices 2
+    # memory against the number of path points instead (IG, 16 inputs per pass):
+    python benchmarks/saliency_memory.py --counts 8 --method integrated_gradients \
+        --steps 16 256 --internal-batch-size 16
 
 Every file the run writes (two PNGs and a .npy per image, a sheet per batch, the CSV) is
 written, as in a user's run, into a temporary run folder that is deleted afterwards.
@@ -44,17 +47,20 @@ def make_photos(folder: Path, count: int) -> None:
         save_png(photo, folder / f"photo_{index:05d}.png")
 
 
-def measure(count: int, args: argparse.Namespace, work: Path) -> tuple[float, float]:
+def measure(count: int, steps: int, args: argparse.Namespace,
+            work: Path) -> tuple[float, float]:
     """Peak resident MiB and seconds of one ``predict`` over ``count`` photos."""
     photos = work / f"photos_{count}"
-    photos.mkdir()
-    make_photos(photos, count)
+    if not photos.exists():
+        photos.mkdir()
+        make_photos(photos, count)
     command = [sys.executable, str(REPO / "cli.py"), "predict",
                "--config", str(REPO / "configs" / "saliency.yaml"),
                "--data.images", str(photos), "--model.target", "predicted",
                "--model.method", args.method, "--model.samples", str(args.samples),
+               "--model.steps", str(steps),
                "--data.batch_size", str(args.batch_size),
-               "--trainer.logger.init_args.save_dir", str(work / f"runs_{count}"),
+               "--trainer.logger.init_args.save_dir", str(work / f"runs_{count}_{steps}"),
                "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
                "--trainer.devices", str(args.devices)]
     if args.internal_batch_size:
@@ -86,17 +92,22 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--method", default="vanilla")
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--steps", type=int, nargs="+", default=[50],
+                        help="Integrated Gradients' path points (several: one run each)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--internal-batch-size", type=int, default=None)
     parser.add_argument("--devices", type=int, default=1)
     args = parser.parse_args()
-    print(f"| images | peak RSS (MiB) | time (s) | s/image |  method {args.method}, batch "
-          f"{args.batch_size}, {args.devices} process(es)")
-    print("|---|---|---|---|")
+    print(f"| images | steps | peak RSS (MiB) | time (s) | s/image |  method {args.method}, "
+          f"batch {args.batch_size}, internal batch {args.internal_batch_size}, "
+          f"{args.devices} process(es)")
+    print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as work:
         for count in sorted(args.counts):
-            peak, seconds = measure(count, args, Path(work))
-            print(f"| {count} | {peak:.0f} | {seconds:.0f} | {seconds / count:.3f} |", flush=True)
+            for steps in args.steps:
+                peak, seconds = measure(count, steps, args, Path(work))
+                print(f"| {count} | {steps} | {peak:.0f} | {seconds:.0f} | "
+                      f"{seconds / count:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ class SaliencyMap(pl.LightningModule):
         method_options: Further arguments of a Captum method (its constructor's or
             ``attribute``'s), e.g. ``{sliding_window_shapes: [3, 32, 32], strides: 16}``.
         patch_size: Side in pixels of the square features of Captum's perturbation methods
-            (Occlusion's window, FeatureAblation's, KernelShap's and Lime's features).
+            (Occlusion's window, FeatureAblation's, KernelShap's and Lime's features); None: 16.
         evaluate: Also compute the trust report of each map (written by
             ``callbacks.trust_report.TrustReportWriter``): deletion and insertion AUC, and the
             cascading parameter-randomization check; see
@@ -140,7 +140,7 @@ class SaliencyMap(pl.LightningModule):
         internal_batch_size: Optional[int] = None,
         layer: Optional[Union[int, str]] = None,
         method_options: Optional[dict[str, Any]] = None,
-        patch_size: int = 16,
+        patch_size: Optional[int] = None,
         evaluate: bool = False,
         evaluation_steps: int = 20,
         evaluation_batch_size: int = 16,
@@ -185,7 +185,7 @@ class SaliencyMap(pl.LightningModule):
         self.reduction = reduction
         self.internal_batch_size = internal_batch_size
         self.method_options = dict(method_options or {})
-        self.patch_size = patch_size
+        self.patch_size = 16 if patch_size is None else patch_size
         # The trust report (evaluation.py).
         check_evaluation_options(evaluation_steps, evaluation_batch_size, deletion_baseline,
                                  insertion_start, randomization_seed)
@@ -195,18 +195,21 @@ class SaliencyMap(pl.LightningModule):
         self.deletion_baseline = deletion_baseline
         self.insertion_start = insertion_start
         self.randomization_seed = randomization_seed
-        self._check_cam_options(layer, internal_batch_size)
+        self._check_cam_options(layer, internal_batch_size, patch_size)
         self.layer = layer
 
     # Options of the CAM methods, and the methods each belongs to. Their defaults are None, so
     # a value here was set by the user; refusing it elsewhere catches a mistyped method.
     CAM_OPTIONS = {"layer": cam.CAM_METHODS,
                    "internal_batch_size": ("scorecam", "smoothgrad", "integrated_gradients",
-                                           "captum:*")}
+                                           "captum:*"),
+                   "patch_size": ("captum:*",)}
 
     def _check_cam_options(self, layer: Optional[Union[int, str]],
-                           internal_batch_size: Optional[int]) -> None:
-        for name, value in (("layer", layer), ("internal_batch_size", internal_batch_size)):
+                           internal_batch_size: Optional[int],
+                           patch_size: Optional[int]) -> None:
+        for name, value in (("layer", layer), ("internal_batch_size", internal_batch_size),
+                            ("patch_size", patch_size)):
             method = "captum:*" if is_captum_method(self.method) else self.method
             if value is not None and method not in self.CAM_OPTIONS[name]:
                 raise UserInputError(f"Option '{name}' does not apply to method "

@@ -201,3 +201,15 @@ def test_guided_backprop_on_relu6_keeps_only_positive_gradients() -> None:
     x.grad = None
     net(x).gather(1, targets[:, None]).sum().backward()
     assert not torch.allclose(ours, x.grad)  # the plain gradient differs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "vanilla", "patch_size": 8}, "Option 'patch_size' does not apply to method"),
+    ({"method": "gradcam", "internal_batch_size": 8},
+     "Option 'internal_batch_size' does not apply to method 'gradcam'"),
+])
+def test_options_of_other_methods_are_refused(kwargs, message) -> None:
+    with pytest.raises(UserInputError, match=message):
+        SaliencyMap(backbone="tiny", weights="random", **kwargs)
+    SaliencyMap(backbone="tiny", weights="random", method="captum:Occlusion", patch_size=8,
+                internal_batch_size=8)  # they belong to Captum's methods
