@@ -353,6 +353,7 @@ class ImageCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._check_subcommand("predict_step", "fit")
+        self._add_tensorboard()
 
     def before_fit(self) -> None:
         self._check_subcommand("training_step", "predict")

@@ -12,6 +12,7 @@ from callbacks.image_writer import require_image_writer
 from callbacks.plots import line_plot
 from callbacks.run_directory import continues_run, run_directory
 from callbacks.sheets import grid_sheet
+from callbacks.logged_images import log_picture
 from datamodules.images import image_to_tensor, load_image, save_png
 from lightning_modules.image_optimization.jobs import gather_objects
 
@@ -51,7 +52,9 @@ class ClassReport(ChunkEndCallback):
                                                                f"{record['name']}.png")))
                   for record in records]
         replace = continues_run(trainer)
-        save_png(grid_sheet(panels), self.directory / "classes_sheet.png", overwrite=replace)
+        sheet = save_png(grid_sheet(panels), self.directory / "classes_sheet.png",
+                         overwrite=replace)
+        log_picture(trainer, "classes_sheet", sheet)
         if records[0]["curve"]:
             curves = {record["name"]: record["curve"] for record in records}
             steps = range(len(records[0]["curve"]))
@@ -60,6 +63,7 @@ class ClassReport(ChunkEndCallback):
                       "p(target class)", ylim=(0, 1), bold=("mean",), bold_color="black",
                       linewidth=1.2, legend=len(curves) <= 12,
                       legend_options={"fontsize": 7, "loc": "lower right"}, replace=replace)
+            log_picture(trainer, "class_probability", self.directory / "class_probability.png")
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": list(self.records)}

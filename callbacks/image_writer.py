@@ -12,6 +12,7 @@ from PIL import Image
 from callbacks.chunk_end import ChunkEndCallback
 from callbacks.run_directory import continues_run, run_directory
 from callbacks.sheets import make_sheet
+from callbacks.logged_images import log_picture
 from datamodules.images import save_png
 from lightning_modules.errors import UserInputError
 
@@ -49,13 +50,15 @@ class ImageWriter(ChunkEndCallback):
         if (self.every_n_steps and step % self.every_n_steps == 0
                 and step < trainer.num_training_batches and not pl_module.idle):
             for index, slot in enumerate(pl_module.slots):
-                self._save(pl_module.result_pixels(index),
-                           self.directory / "snapshots" / f"{slot.name}_step{step:06d}.png")
+                path = self._save(pl_module.result_pixels(index),
+                                  self.directory / "snapshots" / f"{slot.name}_step{step:06d}.png")
+                log_picture(trainer, f"{slot.name}/snapshot", path)
         stage = pl_module.snapshot_name(step) if not pl_module.idle else None
         if stage is not None:
             for index, slot in enumerate(pl_module.slots):
-                self._save(pl_module.result_pixels(index),
-                           self.directory / "snapshots" / f"{slot.name}_{stage}.png")
+                path = self._save(pl_module.result_pixels(index),
+                                  self.directory / "snapshots" / f"{slot.name}_{stage}.png")
+                log_picture(trainer, f"{slot.name}/snapshot", path)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -69,7 +72,10 @@ class ImageWriter(ChunkEndCallback):
             path = self.directory / f"{slot.name}{suffix}.png"
             written.append(self._save(pl_module.result_pixels(index), path))
             sheet = make_sheet(pl_module.sheet_panels(index), self.sheet_height)
-            self._save(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
+            sheet_path = self._save(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
+            trainer = pl_module._trainer
+            log_picture(trainer, f"{slot.name}/result", path)
+            log_picture(trainer, f"{slot.name}/sheet", sheet_path)
         return written
 
     def _save(self, picture: torch.Tensor | Image.Image, path: Path) -> Path:

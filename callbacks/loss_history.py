@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 
+from callbacks.logged_images import log_picture
 from callbacks.plots import line_plot
 from callbacks.run_directory import continues_run, run_directory
 from datamodules.files import write_csv_rows
@@ -89,6 +90,7 @@ class LossHistory(pl.Callback):
             replace = continues_run(trainer)
             self.write_csv(self.directory / "losses.csv", replace)
             self.plot(self.directory / "loss_curve.png", replace)
+            log_picture(trainer, "loss_curve", self.directory / "loss_curve.png")
 
     def write_csv(self, path: Path, replace: bool = False) -> None:
         """Write the recorded rows; an existing file is replaced only with ``replace``."""

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from callbacks.logged_images import log_picture
 from callbacks.plots import save_figure
 from callbacks.run_directory import run_directory
 from datamodules.files import write_file
@@ -164,7 +165,9 @@ class SaliencyWriter(BasePredictionWriter):
         if not isinstance(prediction, SaliencyBatch):
             raise TypeError(f"SaliencyWriter expects SaliencyBatch predictions, got "
                             f"{type(prediction).__name__}.")
-        self.write_batch(prediction, f"sheet_{batch_idx:04d}{self.suffix}.png")
+        written = self.write_batch(prediction, f"sheet_{batch_idx:04d}{self.suffix}.png")
+        sheet = next(path for path in written if path.name.startswith("sheet_"))
+        log_picture(trainer, "saliency/sheet", sheet, step=batch_idx)
 
     def write_batch(self, result: SaliencyBatch, sheet_name: str) -> list[Path]:
         """Write every file of one batch; returns the paths written."""
