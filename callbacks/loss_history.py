@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 
 from callbacks.logged_images import log_picture
-from callbacks.plots import line_plot
+from callbacks.plots import line_plot, term_panels
 from callbacks.run_directory import continues_run, run_directory
 from datamodules.files import write_csv_rows
 
@@ -100,7 +100,16 @@ class LossHistory(pl.Callback):
         write_csv_rows(path, columns, lines, replace)
 
     def plot(self, path: Path, replace: bool = False) -> None:
-        """Draw each loss term against the step, on a log scale."""
+        """Draw each loss term against the step: together on a log scale when every term is
+        positive (style transfer's), else each in its own panel on an axis that shows it (a
+        class visualization's score enters the loss negated and a log axis would hide it)."""
+        steps = [row["step"] for row in self.rows]
+        terms = {name: [row.get(name, float("nan")) for row in self.rows]
+                 for name in self.rows[0] if name != "step"}
+        if any(value < 0 for values in terms.values() for value in values):
+            term_panels(path, steps, {name.replace("_", " "): values
+                                      for name, values in terms.items()}, replace)
+            return
         # A log axis cannot show zeros (the content loss at step 1 of a run started from the
         # content image): leave those points out rather than the whole term.
         series = {}

@@ -55,6 +55,50 @@ def line_plot(path: Path, steps: Sequence[float], series: dict[str, Sequence[flo
     return save_figure(figure, path, replace)
 
 
+def axis_scale(values: Sequence[float]) -> str:
+    """``"log"`` for positive values that span two decades or more, else ``"linear"``.
+
+    A log axis hides every value at or below zero: a class score, which is maximized and so
+    enters the loss negated, would not show at all.
+    """
+    finite = [v for v in values if v == v]  # NaN is not equal to itself
+    if finite and min(finite) > 0 and max(finite) / min(finite) >= 100:
+        return "log"
+    return "linear"
+
+
+def term_panels(path: Path, steps: Sequence[float], series: dict[str, Sequence[float]],
+                replace: bool = False) -> Path:
+    """One panel per series, stacked with a shared step axis, each on an axis that shows it
+    (:func:`axis_scale`): terms of different signs and sizes each get their own.
+
+    Args:
+        path: The file to create.
+        steps: The x values.
+        series: Each panel's title and values.
+        replace: Replace an existing file (a resumed run's own).
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(len(series), 1, figsize=(7, 1.2 + 1.6 * len(series)), dpi=100,
+                                sharex=True, squeeze=False)
+    for panel, (label, values) in zip(axes[:, 0], series.items()):
+        panel.plot(steps, values, linewidth=2.0 if label == "loss" else 1.5)
+        scale = axis_scale(values)
+        panel.set_yscale(scale)
+        panel.set_ylabel(label, fontsize=9)
+        panel.grid(True, which="both" if scale == "log" else "major", alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    figure.tight_layout()
+    return save_figure(figure, path, replace)
+
+
 def save_figure(figure: Any, path: Path, replace: bool = False) -> Path:
     """Write a matplotlib figure to a PNG file, then close it.
 
