@@ -152,6 +152,9 @@ class StyleTransfer(ImageOptimization):
             raise UserInputError(f"clamp must be positive (or null for the pixel range), got {clamp}.")
         if not decay_power > 0:
             raise UserInputError(f"decay_power must be positive, got {decay_power}.")
+        if parameterization != "pixel" and (clamp is not None or clamp_until is not None):
+            raise UserInputError("clamp and clamp_until are for the pixel parameterization; a "
+                                 f"{parameterization} picture is always within the pixel range.")
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.parameterization = make_parameterization(parameterization, decay_power=decay_power)

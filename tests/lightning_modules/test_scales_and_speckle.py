@@ -132,11 +132,16 @@ def test_a_scale_snapshot_is_written_at_each_coarse_scales_end(workdir, content_
     (["--model.loss_reduction", "median"], "loss_reduction"),  # the parser's: exit 2
     (["--model.noise_scale", "0"], "noise_scale must be above 0"),
     (["--model.chroma_tv_weight", "-1"], "chroma_tv_weight must be zero or positive"),
+    (["--model.parameterization", "fourier", "--model.clamp", "1.5"],
+     "clamp and clamp_until are for the pixel parameterization"),
+    (["--model.parameterization", "wavelet"], "parameterization"),  # the parser's: exit 2
+    (["--model.parameterization", "fourier", "--model.decay_power", "0"],
+     "decay_power must be positive"),
 ])
 def test_bad_scale_shift_and_loss_options_are_one_sentence(workdir, content_image, style_image,
                                                            capsys, extra, message) -> None:
     status = cli.main(tiny_args(content_image, style_image, *extra))
-    assert status == (2 if "--model.loss_reduction" in extra else 1)
+    assert status == (2 if extra[-1] in ("median", "wavelet") else 1)
     assert message in one_error_line(capsys)
     assert not list((workdir / "runs").rglob("*.png")) if (workdir / "runs").exists() else True
 
