@@ -11,7 +11,7 @@ Backbones are built by name in :mod:`lightning_modules.backbones.registry`.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -40,6 +40,11 @@ class Backbone(nn.Module):
         mean: Per-channel mean of the preprocessing, in 0-1 pixel units.
         std: Per-channel standard deviation of the preprocessing.
         categories: The class names, index ``i`` naming logit ``i``.
+        layer_names: Each layer's dotted name in the original network (``"layer3"``,
+            ``"blocks.3"``), by which configs may give it; None: ``"features.<i>"`` only.
+        feature_view: Turns a layer's output into what techniques see, e.g. a vision
+            transformer's tokens ``[N, L, C]`` into a grid ``[N, C, h, w]``; called with the
+            layer index, the output and the input images' ``(H, W)``. None: outputs as they are.
     """
 
     def __init__(
@@ -50,10 +55,17 @@ class Backbone(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         categories: Sequence[str],
+        layer_names: Optional[Sequence[str]] = None,
+        feature_view: Optional[Callable[[int, torch.Tensor, tuple[int, int]], torch.Tensor]] = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.features = nn.Sequential(*layers)
+        self.layer_names = ([str(n) for n in layer_names] if layer_names is not None
+                            else [f"features.{i}" for i in range(len(self.features))])
+        if len(self.layer_names) != len(self.features):
+            raise ValueError("layer_names must name every layer.")
+        self.feature_view = feature_view
         self.head = head
         self.categories = list(categories)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -117,6 +129,39 @@ class Backbone(nn.Module):
                     f"layers 0 to {self.num_layers - 1}."
                 )
 
+    def layer_index(self, layer: Union[int, str], what: str = "layer") -> int:
+        """The index of a layer given by index (``3``, ``"3"``) or by name (``"blocks.3"``).
+
+        Args:
+            layer: An index into ``features``, one of :attr:`layer_names`, or
+                ``"features.<i>"``.
+            what: How an error message names it, e.g. ``"style layer"``.
+
+        Raises:
+            UserInputError: No such layer; the message says how to list them.
+        """
+        if isinstance(layer, bool):  # YAML's bare true would pass as index 1
+            raise UserInputError(f"{what.capitalize()} must be an index or a name, got {layer}.")
+        text = str(layer).strip()
+        if isinstance(layer, int) or text.lstrip("-").isdigit():
+            self.check_layers([int(text)], what)
+            return int(text)
+        if text in self.layer_names:
+            return self.layer_names.index(text)
+        prefix = "features."
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return self.layer_index(int(text[len(prefix):]), what)
+        shown = ", ".join(self.layer_names[:6]) + (", ..." if self.num_layers > 6 else "")
+        raise UserInputError(
+            f"Unknown {what} '{layer}' for backbone '{self.name}': give an index 0 to "
+            f"{self.num_layers - 1} or a layer name ({shown}); python cli.py layers "
+            f"--model.backbone {self.name} lists them."
+        )
+
+    def layer_indices(self, layers: Sequence[Union[int, str]], what: str = "layer") -> list[int]:
+        """:meth:`layer_index` of each entry, in order."""
+        return [self.layer_index(layer, what) for layer in layers]
+
     def extract(self, inputs: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Feature maps of the chosen layers, running the network only as far as needed.
 
@@ -171,7 +216,8 @@ class Backbone(nn.Module):
             else:
                 features = layer(features)
             if index in layers:
-                outputs.append(features)
+                outputs.append(features if self.feature_view is None else
+                               self.feature_view(index, features, tuple(inputs.shape[-2:])))
         if logits:
             outputs.append(self.head(features))
         return outputs

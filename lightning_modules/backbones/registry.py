@@ -155,7 +155,9 @@ def _efficientnet_lite(variant: int) -> Callable[[str], Backbone]:
         layers = [nn.Sequential(model.conv_stem, model.bn1), *model.blocks,
                   nn.Sequential(model.conv_head, model.bn2)]
         head = nn.Sequential(model.global_pool, model.classifier)
-        return Backbone(name, layers, head, (0.5,) * 3, (0.5,) * 3, imagenet_categories())
+        names = ["conv_stem", *(f"blocks.{i}" for i in range(len(model.blocks))), "conv_head"]
+        return Backbone(name, layers, head, (0.5,) * 3, (0.5,) * 3, imagenet_categories(),
+                        layer_names=names)
 
     return build
 
@@ -183,22 +185,26 @@ def _torchvision_model(name: str, weights: str) -> nn.Module:
         ) from None
 
 
-def _split_torchvision(name: str, model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+def _split_torchvision(name: str, model: nn.Module
+                       ) -> tuple[list[nn.Module], nn.Module, list[str]]:
     if name.startswith("resnet"):
-        layers = [model.conv1, model.bn1, model.relu, model.maxpool,
-                  model.layer1, model.layer2, model.layer3, model.layer4]
-        return layers, nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
+        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        return ([getattr(model, n) for n in names],
+                nn.Sequential(model.avgpool, nn.Flatten(1), model.fc), names)
+    names = [f"features.{i}" for i in range(len(model.features))]
     if name.startswith("vgg"):
-        return list(model.features), nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier)
+        return (list(model.features),
+                nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier), names)
     # SqueezeNet: layer i is model.features[i], as in the CS231n homework.
-    return list(model.features), nn.Sequential(model.classifier, nn.Flatten(1))
+    return list(model.features), nn.Sequential(model.classifier, nn.Flatten(1)), names
 
 
 def _torchvision_builder(name: str) -> Callable[[str], Backbone]:
     def build(weights: str) -> Backbone:
         model = _torchvision_model(name, weights)
-        layers, head = _split_torchvision(name, model)
-        return Backbone(name, layers, head, IMAGENET_MEAN, IMAGENET_STD, imagenet_categories())
+        layers, head, names = _split_torchvision(name, model)
+        return Backbone(name, layers, head, IMAGENET_MEAN, IMAGENET_STD, imagenet_categories(),
+                        layer_names=names)
 
     return build
 
