@@ -2,6 +2,7 @@
 
     python cli.py fit --config configs/style_transfer.yaml [--model.tv_weight 1e-3 ...]
     python cli.py fit --config configs/style_transfer.yaml --print_config
+    python cli.py layers --model.backbone timm:convnext_atto   # layer names and output shapes
 
 Every run writes into a fresh directory (``runs/<technique>/version_<n>/``): the config, the
 images, ``losses.csv``, ``loss_curve.png`` and ``checkpoints/last.ckpt``; ``--trainer.default_root_dir
@@ -489,8 +490,41 @@ def free_name(directory: Path, name: str) -> str:
     return candidate
 
 
+def list_layers(args: Sequence[str]) -> int:
+    """``cli.py layers --model.backbone NAME``: print each layer's index, name and output shape."""
+    import argparse
+
+    from lightning_modules.backbones import load_backbone
+
+    parser = argparse.ArgumentParser(
+        prog="cli.py layers", description="List a backbone's layers, by which techniques name "
+        "them (index or name), with their output shapes [channels, height, width].")
+    parser.add_argument("--model.backbone", dest="backbone", default="efficientnet_lite0",
+                        help="a registered name, timm:<model> or torchvision:<model>")
+    parser.add_argument("--model.weights", dest="weights", default="random",
+                        help="default, random (enough for shapes; the default here) or a file")
+    parser.add_argument("--size", type=int, default=224, help="side of the image (pixels)")
+    options = parser.parse_args(list(args))
+    if options.size < 8:
+        raise UserInputError(f"--size must be at least 8 pixels, got {options.size}.")
+    backbone = load_backbone(options.backbone, options.weights)
+    rows = backbone.layer_shapes(options.size)
+    width = max(len(name) for _, name, _ in rows)
+    print(f"{backbone.name}: {len(rows)} layers for a {options.size} px image")
+    for index, name, shape in rows:
+        print(f"{index:>4}  {name:<{width}}  {list(shape)}")
+    return 0
+
+
 def main(args: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["layers"]:
+        try:
+            return list_layers(argv[1:])
+        except UserInputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     # The seed is recorded in the run's config.yaml; on stderr it would crowd out error messages.
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_drop_start_up_chatter)

@@ -148,6 +148,11 @@ class Backbone(nn.Module):
             return int(text)
         if text in self.layer_names:
             return self.layer_names.index(text)
+        # A container opened into its children ("layer3" into "layer3.0", "layer3.1"): its
+        # output is its last child's.
+        inside = [i for i, name in enumerate(self.layer_names) if name.startswith(text + ".")]
+        if inside:
+            return inside[-1]
         prefix = "features."
         if text.startswith(prefix) and text[len(prefix):].isdigit():
             return self.layer_index(int(text[len(prefix):]), what)
@@ -157,6 +162,18 @@ class Backbone(nn.Module):
             f"{self.num_layers - 1} or a layer name ({shown}); python cli.py layers "
             f"--model.backbone {self.name} lists them."
         )
+
+    @torch.no_grad()
+    def layer_shapes(self, size: int = 224) -> list[tuple[int, str, tuple[int, ...]]]:
+        """Each layer's index, name and output shape (as techniques see it) for one image.
+
+        Args:
+            size: The side of the square image.
+        """
+        inputs = torch.zeros(1, 3, size, size, device=self.mean.device)
+        outputs = self.extract(inputs, list(range(self.num_layers)))
+        return [(index, name, tuple(output.shape[1:]))
+                for index, (name, output) in enumerate(zip(self.layer_names, outputs))]
 
     def layer_indices(self, layers: Sequence[Union[int, str]], what: str = "layer") -> list[int]:
         """:meth:`layer_index` of each entry, in order."""

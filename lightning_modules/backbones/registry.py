@@ -58,20 +58,25 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str = "default") -> Bac
     """Build a frozen backbone by name.
 
     Args:
-        name: A registered name (see :func:`available_backbones`).
+        name: A registered name (see :func:`available_backbones`), ``timm:<model name>`` (any
+            timm classifier) or ``torchvision:<model name>``.
         weights: ``"default"`` for the ImageNet weights, ``"random"`` for untrained weights
             (tests), or the path of a local state-dict file.
 
     Returns:
         The frozen backbone in eval mode.
     """
-    if name not in _REGISTRY:
+    from lightning_modules.backbones.by_name import by_name
+
+    build = _REGISTRY[name].build if name in _REGISTRY else by_name(name)
+    if build is None:
         raise UserInputError(
-            f"Unknown backbone '{name}'; choose one of: {', '.join(available_backbones())}."
+            f"Unknown backbone '{name}'; choose one of: {', '.join(available_backbones())}, or "
+            "timm:<model name> or torchvision:<model name>."
         )
     if weights not in ("default", "random") and not Path(weights).is_file():
         raise UserInputError(f"Weights file not found for backbone '{name}': {weights}.")
-    return _REGISTRY[name].build(weights)
+    return build(weights)
 
 
 def _read_state_dict(path: str, backbone: str) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ here; models map normalized images ``[N, 3, H, W]`` to logits ``[N, C]``, in eva
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -57,13 +57,17 @@ def find_layer(model: nn.Module, layer: Union[int, str]) -> nn.Module:
 
     Args:
         model: The classifier, usually a Backbone.
-        layer: An index into ``model.features`` or a dotted module name.
+        layer: An index into ``model.features``, one of a Backbone's layer names
+            (``"blocks.3"``) or a dotted module name.
 
     Raises:
         UserInputError: No such layer (index out of range or unknown name).
     """
     if isinstance(layer, bool):  # YAML's bare true would pass as index 1
         raise UserInputError(f"layer must be an index or a module name, got {layer}.")
+    index = _feature_index(model, layer)
+    if index is not None:
+        return model.features[index]
     features = getattr(model, "features", None)
     if isinstance(layer, int) or str(layer).strip().lstrip("-").isdigit():
         index = int(layer)
@@ -82,6 +86,29 @@ def find_layer(model: nn.Module, layer: Union[int, str]) -> nn.Module:
         raise UserInputError(f"Unknown CAM layer '{layer}'; give an index into features or a "
                              f"dotted module name of the model, such as {example}.")
     return modules[name]
+
+
+def _feature_index(model: nn.Module, layer: Union[int, str]) -> Optional[int]:
+    """The feature layer a Backbone's own layer name or index means, or None."""
+    names = getattr(model, "layer_names", None)
+    if names is None:
+        return None
+    text = str(layer).strip()
+    if text in names or any(name.startswith(text + ".") for name in names):
+        return model.layer_index(text, "CAM layer")
+    if isinstance(layer, int) or text.lstrip("-").isdigit():
+        return model.layer_index(int(text), "CAM layer")
+    return None
+
+
+def _viewed(model: nn.Module, layer: Layer, X: torch.Tensor) -> Callable[[torch.Tensor],
+                                                                          torch.Tensor]:
+    """How techniques see the layer's output: a Backbone's feature view (ViT tokens as a grid)."""
+    view = getattr(model, "feature_view", None)
+    if view is None:
+        return lambda output: output
+    index = _feature_index(model, layer)
+    return lambda output: view(-1 if index is None else index, output, tuple(X.shape[-2:]))
 
 
 @contextmanager
@@ -121,6 +148,10 @@ def _check_spatial(activations: torch.Tensor, what: str) -> None:
 def default_cam_layer(model: nn.Module, X: torch.Tensor) -> int:
     """The last layer of ``model.features`` whose output is a spatial map ``[N, C, H, W]``.
 
+    For a vision transformer (a Backbone whose feature view shows tokens as a grid), the
+    output of the last block but one: after the last block only the class token reaches the
+    head, so gradients there leave the patch tokens' map empty.
+
     Args:
         model: A Backbone (or any model with a ``features`` sequence).
         X: Normalized images; only the first runs, to see the layers' output shapes.
@@ -128,11 +159,20 @@ def default_cam_layer(model: nn.Module, X: torch.Tensor) -> int:
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Sequential):
         raise UserInputError("This model has no 'features' sequence; give the CAM layer by name.")
+    names = getattr(model, "layer_names", [])
+    blocks = [i for i, name in enumerate(names) if name.startswith("blocks.")]
+    if getattr(model, "feature_view", None) is not None and len(blocks) > 1:
+        return blocks[-2]
     spatial = None
     with torch.no_grad():
-        output = X[:1]
-        for index, module in enumerate(features):
-            output = module(output)
+        if hasattr(model, "extract"):
+            outputs = model.extract(X[:1], list(range(len(features))))
+        else:
+            outputs, output = [], X[:1]
+            for module in features:
+                output = module(output)
+                outputs.append(output)
+        for index, output in enumerate(outputs):
             if torch.is_tensor(output) and output.ndim == 4:
                 spatial = index
     if spatial is None:
@@ -141,9 +181,11 @@ def default_cam_layer(model: nn.Module, X: torch.Tensor) -> int:
     return spatial
 
 
-def _resolve(model: nn.Module, layer: Layer, X: torch.Tensor) -> tuple[nn.Module, str]:
+def _resolve(model: nn.Module, layer: Layer, X: torch.Tensor
+             ) -> tuple[nn.Module, str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The layer's module, its name for messages, and the view techniques see its output in."""
     layer = default_cam_layer(model, X) if layer is None else layer
-    return find_layer(model, layer), layer_name(layer)
+    return find_layer(model, layer), layer_name(layer), _viewed(model, layer, X)
 
 
 def layer_activations(X: torch.Tensor, model: nn.Module, layer: Layer = None) -> torch.Tensor:
@@ -154,13 +196,14 @@ def layer_activations(X: torch.Tensor, model: nn.Module, layer: Layer = None) ->
         model: Maps normalized images to logits, in eval mode.
         layer: See :func:`find_layer`; None: :func:`default_cam_layer`.
     """
-    module, what = _resolve(model, layer, X)
+    module, what, view = _resolve(model, layer, X)
     with torch.no_grad(), _captured(module, what, leaf=False) as outputs:
         model(X.detach())
     if not outputs:
         raise UserInputError(f"CAM layer '{what}' does not run in the model's forward pass.")
-    _check_spatial(outputs[0], what)
-    return outputs[0]
+    activations = view(outputs[0])
+    _check_spatial(activations, what)
+    return activations
 
 
 def layer_gradients(X: torch.Tensor, y: Targets, model: nn.Module,
@@ -180,16 +223,17 @@ def layer_gradients(X: torch.Tensor, y: Targets, model: nn.Module,
         ``(activations, gradients)``, both ``[N, K, h, w]``.
     """
     targets = _as_targets(y, X)
-    module, what = _resolve(model, layer, X)
+    # A view selects and reshapes (ViT tokens to a grid), so it maps gradients as it maps outputs.
+    module, what, view = _resolve(model, layer, X)
     # enable_grad: callers may sit under no_grad (Lightning's predict loop, notebooks).
     with torch.enable_grad(), _captured(module, what, leaf=True) as outputs:
         logits = model(X.detach())
         if not outputs:
             raise UserInputError(f"CAM layer '{what}' does not run in the model's forward pass.")
-        _check_spatial(outputs[0], what)
+        _check_spatial(view(outputs[0]), what)
         scores = logits.gather(1, targets[:, None]).sum()
         (gradients,) = torch.autograd.grad(scores, outputs[0])
-    return outputs[0].detach(), gradients
+    return view(outputs[0].detach()), view(gradients)
 
 
 def scale_cam(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

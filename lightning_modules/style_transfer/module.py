@@ -50,9 +50,11 @@ class StyleTransfer(ImageOptimization):
     """Draw the content of a photo in the style of one or more images.
 
     Args:
-        content_layers: Layers whose features the result must share with the content image.
+        content_layers: Layers whose features the result must share with the content image, by
+            index or by name (``python cli.py layers --model.backbone NAME`` lists them).
         content_weight: Weight of the content loss, one for all content layers or one each.
-        style_layers: Layers whose Gram matrices the result must share with the style.
+        style_layers: Layers whose Gram matrices the result must share with the style (index or
+            name).
         style_weights: Weight of each style layer (same count as ``style_layers``).
         style_loss: The style statistics matched: ``"gram"`` (Gatys et al., the homework's),
             ``"mean_std"`` (per-channel mean and std, AdaIN's) or ``"sliced_wasserstein"``
@@ -111,9 +113,9 @@ class StyleTransfer(ImageOptimization):
 
     def __init__(
         self,
-        content_layers: Sequence[int] = (4,),
+        content_layers: Sequence[Union[int, str]] = (4,),
         content_weight: float | Sequence[float] = 1.0,
-        style_layers: Sequence[int] = (1, 2, 3, 4),
+        style_layers: Sequence[Union[int, str]] = (1, 2, 3, 4),
         style_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
         style_loss: str = "gram",
         tv_weight: float = 0.0,
@@ -169,8 +171,11 @@ class StyleTransfer(ImageOptimization):
         if tileable:  # a circular copy: a backbone shared with other modules stays as it was
             self.backbone = self.backbone.with_circular_padding().use_recomputation(
                 self.recompute_features)
-        self.content_layers = list(content_layers) if self.uses_content else []
-        self.style_layers = list(style_layers) if self.uses_style else []
+        # By index or by name ("blocks.3", "layer3.1"): indices from here on.
+        self.content_layers = (self.backbone.layer_indices(content_layers, "content layer")
+                               if self.uses_content else [])
+        self.style_layers = (self.backbone.layer_indices(style_layers, "style layer")
+                             if self.uses_style else [])
         # A term the technique does not use keeps no weights, so its defaults never clash.
         self.content_weights = (_as_list(content_weight, len(self.content_layers), "content_weight")
                                 if self.uses_content else [])
@@ -179,8 +184,6 @@ class StyleTransfer(ImageOptimization):
         check_non_negative("content_weight", self.content_weights)
         check_non_negative("style_weights", self.style_weights)
         check_non_negative("tv_weight", tv_weight)
-        self.backbone.check_layers(self.content_layers, "content layer")
-        self.backbone.check_layers(self.style_layers, "style layer")
         if self.uses_content and not self.content_layers:
             raise UserInputError("content_layers must name at least one layer.")
         if self.uses_style and not self.style_layers:
