@@ -94,10 +94,11 @@ def _feature_index(model: nn.Module, layer: Union[int, str]) -> Optional[int]:
     if names is None:
         return None
     text = str(layer).strip()
+    if isinstance(layer, int) or text.lstrip("-").isdigit():
+        index = int(text)
+        return index if 0 <= index < len(names) else None  # out of range: find_layer says so
     if text in names or any(name.startswith(text + ".") for name in names):
         return model.layer_index(text, "CAM layer")
-    if isinstance(layer, int) or text.lstrip("-").isdigit():
-        return model.layer_index(int(text), "CAM layer")
     return None
 
 
