@@ -171,10 +171,12 @@ class TrainingPictures(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer) / FOLDER  # a collective call: every process
         # Bad classes or a bad CAM layer fail now, not after the first epoch's training.
+        layer = self.saliency_options.get("layer")
+        if not self.classes and layer is None:
+            return
         backbone = self.backbone(pl_module, self.images)
         for name in self.classes:
             backbone.class_index(name)
-        layer = self.saliency_options.get("layer")
         if layer is not None:
             cam.find_layer(backbone, cam_layer(backbone, layer))
 
