@@ -34,8 +34,12 @@ from datamodules.images import save_png
 from lightning_modules.backbones.backbone import Backbone
 from lightning_modules.backbones.custom import classifier_backbone, module_name
 from lightning_modules.backbones.normalization import IMAGENET_MEAN, IMAGENET_STD
-from lightning_modules.class_visualization.functional import create_class_visualization
+from lightning_modules.class_visualization.functional import (
+    create_class_visualization,
+    default_learning_rate,
+)
 from lightning_modules.errors import UserInputError, check_choice
+from lightning_modules.image_optimization.parameterizations import make_parameterization
 from lightning_modules.naming import short_title
 from lightning_modules.saliency import cam
 from lightning_modules.saliency.functional import (
@@ -58,6 +62,8 @@ SALIENCY_FUNCTIONS = {
 OWN_ARGUMENTS = {"X", "y", "model", "generator", "target_y", "num_iterations", "image_size",
                  "mean", "std", "show_every", "on_show"}
 FOLDER = "training_pictures"
+# The side at which the class-visualization steps were measured (EfficientNet-Lite0's input).
+REFERENCE_SIDE = 224
 
 
 class TrainingPictures(pl.Callback):
@@ -97,8 +103,9 @@ class TrainingPictures(pl.Callback):
         class_size: Side in pixels of the class pictures.
         class_options: Further arguments of
             :func:`~lightning_modules.class_visualization.functional.create_class_visualization`
-            (``l2_reg``, ``learning_rate``, ``blur_every``, ``max_jitter``, ...; the default
-            jitter is ``class_size // 14``, the homework's 16 pixels at 224).
+            (``l2_reg``, ``learning_rate``, ``blur_every``, ``max_jitter``, ...). The default
+            jitter is ``class_size // 14`` and the default normalized step is scaled by
+            ``class_size / 224``: the homework's 16 pixels and the step measured at 224 px.
         mean: Per-channel mean of your preprocessing, 0-1 pixel units (for drawing the photos).
         std: Per-channel standard deviation of your preprocessing.
         categories: Class names, or None: ``"0"``, ``"1"``, ... as many as the model's logits.
@@ -140,6 +147,9 @@ class TrainingPictures(pl.Callback):
                                  "classes, or both.")
         self.saliency_options = dict(saliency_options or {})
         self.class_options = {"max_jitter": max(1, class_size // 14), **(class_options or {})}
+        if classes and self.class_options.get("learning_rate") is None:
+            self.class_options["learning_rate"] = class_learning_rate(self.class_options,
+                                                                      class_size)
         if saliency_method is not None:
             extra = {"reduction"} if saliency_method == "integrated_gradients" else set()
             check_arguments("saliency_options", self.saliency_options,
@@ -329,6 +339,22 @@ def check_arguments(what: str, options: dict[str, Any], function: Any,
         if name not in accepted:
             raise UserInputError(f"Unknown {what} entry '{name}'; choose from "
                                  f"{', '.join(sorted(accepted))}.")
+
+
+def class_learning_rate(options: dict[str, Any], size: int) -> Optional[float]:
+    """The class pictures' default step, scaled from the 224 px one to ``size``.
+
+    A normalized step has one L2 length per image, measured at 224 px: at a side of 16 px the
+    same length moves every pixel 14 times as far and the picture saturates. Scaling the length
+    with the side (the square root of the pixel count) keeps the step per pixel.
+    """
+    step = options.get("step", "normalized")
+    if step != "normalized":
+        return None  # raw and Adam steps are per pixel already
+    parameterization = options.get("parameterization", "pixel")
+    if isinstance(parameterization, str):
+        parameterization = make_parameterization(parameterization)
+    return default_learning_rate(step, parameterization) * size / REFERENCE_SIDE
 
 
 def checked_images(images: Any, what: str) -> torch.Tensor:
