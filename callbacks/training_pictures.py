@@ -311,9 +311,10 @@ class TrainingPictures(pl.Callback):
         with torch.no_grad():
             probabilities = backbone(inputs).softmax(dim=1)
         pixels = backbone.denormalize(inputs).clamp(0, 1).cpu()
-        panels = [(f"{short_title(backbone.categories[target], 16)} "
-                   f"p={float(probabilities[row, target]):.2f}", pixels[row])
+        titles = [f"{short_title(backbone.categories[target], 16)} "
+                  f"p={float(probabilities[row, target]):.2f}"
                   for row, target in enumerate(targets)]
+        panels = list(zip(titles, pixels))
         sheet = grid_sheet(panels, columns=min(len(panels), 8), height=max(self.class_size, 128))
         return save_png(sheet, self.file(trainer, f"classes_epoch{epoch:03d}.png"),
                         overwrite=True)

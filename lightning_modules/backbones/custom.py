@@ -11,7 +11,7 @@ The wrapped module is frozen and put in eval mode, as every backbone is: wrap a 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 from torch import nn
 

@@ -109,8 +109,9 @@ def test_tensorboard_holds_its_pictures_as_on_disk(tmp_path: Path) -> None:
 
 
 def test_a_csv_logger_gets_the_pngs_in_its_folder(tmp_path: Path) -> None:
-    train(tmp_path, pictures(every_n_epochs=2, saliency_method="gradcam", saliency_options={},
-                             target="predicted", model="net"), logger=CSVLogger(tmp_path, name="csv"))
+    callback = pictures(every_n_epochs=2, saliency_method="gradcam", saliency_options={},
+                        target="predicted", model="net")
+    train(tmp_path, callback, logger=CSVLogger(tmp_path, name="csv"))
     folder = tmp_path / "csv" / "version_0" / "training_pictures"
     assert sorted(p.name for p in folder.iterdir()) == ["classes_epoch001.png",
                                                         "saliency_epoch001.png"]
