@@ -7,7 +7,8 @@ from callbacks.interrupt import SaveOnInterrupt
 from callbacks.loss_history import LossHistory
 from callbacks.saliency_writer import SaliencyWriter
 from callbacks.sheets import grid_sheet, make_sheet
+from callbacks.training_pictures import TrainingPictures
 from callbacks.trust_report import TrustReportWriter
 
 __all__ = ["ClassReport", "FoolingReport", "ImageWriter", "LossHistory", "SaliencyWriter",
-           "SaveOnInterrupt", "TrustReportWriter", "grid_sheet", "make_sheet"]
+           "SaveOnInterrupt", "TrainingPictures", "TrustReportWriter", "grid_sheet", "make_sheet"]

@@ -14,7 +14,7 @@ _FOOLING = "lightning_modules.fooling"
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # backbones
     "Backbone": _BACKBONES, "available_backbones": _BACKBONES, "load_backbone": _BACKBONES,
-    "register_backbone": _BACKBONES,
+    "register_backbone": _BACKBONES, "classifier_backbone": _BACKBONES,
     # the shared base and errors
     "ImageOptimization": "lightning_modules.image_optimization.module",
     "ImageDDPStrategy": "lightning_modules.image_optimization.strategy",

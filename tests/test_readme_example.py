@@ -33,3 +33,14 @@ def test_readme_technique_runs_and_its_loss_falls(tmp_path: Path) -> None:
     assert len(rows) == 40
     # The layer fires harder: its (negated) loss falls a lot.
     assert float(rows[-1]["dream_loss"]) < 2 * float(rows[0]["dream_loss"]) < 0
+
+
+def test_readme_training_pictures_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "train_digits.py").write_text(readme_example("train_digits.py"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "train_digits.py"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    [run] = (tmp_path / "runs" / "digits" / "lightning_logs").glob("version_*")
+    written = sorted(path.name for path in (run / "training_pictures").iterdir())
+    assert written == ["classes_epoch001.png", "classes_epoch003.png",
+                       "saliency_epoch001.png", "saliency_epoch003.png"]

@@ -1,6 +1,8 @@
-"""Frozen ImageNet classifiers: the :class:`Backbone` interface, its preprocessing, the registry."""
+"""Frozen classifiers: the :class:`Backbone` interface, its preprocessing, the registry, and
+:func:`classifier_backbone` for your own model."""
 
 from lightning_modules.backbones.backbone import COMPILED_CALLS, Backbone, PixelInputs
+from lightning_modules.backbones.custom import classifier_backbone
 from lightning_modules.backbones.normalization import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,5 +22,5 @@ from lightning_modules.backbones.registry import (
 
 __all__ = ["COMPILED_CALLS", "DEFAULT_BACKBONE", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone",
            "PixelInputs",
-           "available_backbones", "clamp_to_range", "denormalize", "imagenet_categories",
+           "available_backbones", "clamp_to_range", "classifier_backbone", "denormalize", "imagenet_categories",
            "load_backbone", "normalize", "pixel_range", "preprocessing_of", "register_backbone"]
