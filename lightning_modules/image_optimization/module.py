@@ -25,6 +25,7 @@ image) and ``configure_optimizers`` (its own optimizers and schedules), and may 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Hashable, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -44,7 +45,9 @@ class ImageOptimization(pl.LightningModule):
     """Base class of techniques whose learnable parameters are images.
 
     Args:
-        backbone: Name of the frozen classifier (see ``lightning_modules.available_backbones``).
+        backbone: Name of the frozen classifier (see ``lightning_modules.available_backbones``;
+            also ``timm:<model>`` and ``torchvision:<model>``). From Python it may also be a
+            :class:`Backbone` itself, e.g. ``classifier_backbone(your_model)``.
         weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
         channels_last: Keep the images and the backbone in channels-last memory format
             (convolutions on tensor-core GPUs are fastest in it; same results up to rounding).
@@ -62,12 +65,17 @@ class ImageOptimization(pl.LightningModule):
     #: What the technique's jobs come from, for the error message when they are missing.
     data_name = "a datamodule with jobs"
 
+    # ``backbone`` is annotated as a name for the command line; Python callers may pass a Backbone.
     def __init__(self, backbone: str = DEFAULT_BACKBONE, weights: str = "default",
                  channels_last: bool = False, fast: bool = False,
                  recompute_features: bool = False) -> None:
         super().__init__()
-        self.backbone_name = backbone
-        self.backbone: Backbone = load_backbone(backbone, weights)
+        if isinstance(backbone, Backbone):  # your own network, from Python
+            self.backbone_name, self._backbone_object = backbone.name, True
+            self.backbone: Backbone = backbone
+        else:
+            self.backbone_name, self._backbone_object = backbone, False
+            self.backbone = load_backbone(backbone, weights)
         self.fast = fast
         self.channels_last = channels_last
         self.compile_mode: Optional[str] = None  # set by setup when the fast path is on
@@ -227,6 +235,16 @@ class ImageOptimization(pl.LightningModule):
         return [("result", self.result_pixels(index))]
 
     # ----------------------------------------------------------------- Lightning hooks
+    def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None,
+                             logger: bool = True) -> None:
+        """Lightning's, except that a Backbone given as an object is not a hyperparameter (its
+        weights are in the checkpoint already; its name is ``backbone_name``)."""
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        if self._backbone_object:
+            ignore.append("backbone")
+        super().save_hyperparameters(*args, ignore=ignore,
+                                     frame=frame or inspect.currentframe().f_back, logger=logger)
+
     def setup(self, stage: str) -> None:
         if self.fast and self._trainer is not None and self.compile_mode is None:
             # Channels-last now (before the images are made); compilation in on_fit_start.

@@ -65,3 +65,28 @@ def test_a_model_without_a_linear_needs_categories() -> None:
     with pytest.raises(UserInputError, match="give categories"):
         classifier_backbone(nn.Sequential(nn.Conv2d(3, 2, 1), nn.AdaptiveAvgPool2d(1),
                                           nn.Flatten()))
+
+
+def test_a_technique_runs_on_your_own_network_with_its_layer_names(tmp_path) -> None:
+    import pytorch_lightning as pl
+
+    from datamodules.classes import ClassListData
+    from lightning_modules import ClassVisualization, StyleTransfer
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    with torch.no_grad():
+        net[-1].weight *= 20  # a random head barely tells inputs apart; a trained one would
+    backbone = classifier_backbone(net, categories=["a", "b", "c", "d", "e"])
+    style = StyleTransfer(backbone=backbone, content_layers=["2"], style_layers=["1", 3],
+                          style_weights=[1, 1])
+    assert style.backbone is backbone and style.style_layers == [1, 3]
+    assert "backbone" not in style.hparams  # the network is in the checkpoint, not the hparams
+    model = ClassVisualization(backbone=backbone, image_size=16, transforms=False, max_jitter=0)
+    trainer = pl.Trainer(max_steps=20, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(model, ClassListData(classes=["c"]))
+    curve = [step[0] for step in model.probability_history]
+    assert model.saved_probabilities()[0] > 0.5 > 3 * curve[0]  # it drew class c
