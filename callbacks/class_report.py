@@ -13,16 +13,18 @@ from callbacks.plots import line_plot
 from callbacks.run_directory import continues_run, run_directory
 from callbacks.sheets import grid_sheet
 from callbacks.logged_images import log_picture
+from datamodules.files import write_csv_rows
 from datamodules.images import image_to_tensor, load_image, save_png
 from lightning_modules.image_optimization.jobs import gather_objects
 
 
 class ClassReport(ChunkEndCallback):
-    """Writes ``classes_sheet.png`` and ``class_probability.png`` for a class visualization.
+    """Writes ``classes_sheet.png``, ``class_probability.png`` and, when the module has a
+    judge, ``recognition.csv`` for a class visualization.
 
     At the end of each chunk it keeps each class's record from the module's
     ``class_records()`` (title with the probability of its 8-bit picture, and its probability
-    per step); at the end of the run process 0 lays out every class's ``<class>.png`` (written
+    per step, and the judge's verdict); at the end of the run process 0 lays out every class's ``<class>.png`` (written
     by :class:`~callbacks.ImageWriter`, read back) with its title, and plots the curves. The
     records travel in checkpoints. Modules without ``class_records`` are left alone.
     """
@@ -55,6 +57,8 @@ class ClassReport(ChunkEndCallback):
         sheet = save_png(grid_sheet(panels), self.directory / "classes_sheet.png",
                          overwrite=replace)
         log_picture(trainer, "classes_sheet", sheet)
+        if "recognition" in records[0]:
+            write_recognition_csv(self.directory / "recognition.csv", records, replace)
         if records[0]["curve"]:
             curves = {record["name"]: record["curve"] for record in records}
             steps = range(len(records[0]["curve"]))
@@ -70,3 +74,17 @@ class ClassReport(ChunkEndCallback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = list(state_dict["records"])
+
+
+def write_recognition_csv(path: Path, records: list[dict[str, Any]], replace: bool) -> None:
+    """One row per class picture: its class, its own network's probability of the saved PNG,
+    and the judge's verdict (see :mod:`lightning_modules.class_visualization.recognition`)."""
+    rows = []
+    for record in records:
+        verdict = record["recognition"]
+        rows.append({"name": record["name"], "class_index": record["class_index"],
+                     "class_name": record["class_name"], "prob": f"{record['prob']:.4f}",
+                     "judge": verdict["judge"],
+                     **{key: (value if isinstance(value, int) else f"{value:.4f}")
+                        for key, value in verdict.items() if key != "judge"}})
+    write_csv_rows(path, list(rows[0]), rows, replace)

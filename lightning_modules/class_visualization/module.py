@@ -10,15 +10,20 @@ import torch
 from lightning_modules.class_visualization.functional import (
     DEFAULT_INIT_STD,
     DEFAULT_L2_REG,
+    CropViews,
     ParameterizationName,
     Step,
+    TransformName,
     check_options,
     class_visualization_loss,
     default_learning_rate,
     make_optimizer,
     regularize,
+    transform_name,
 )
+from lightning_modules.class_visualization.recognition import DEFAULT_CROPS, Recognition, recognise
 from lightning_modules.errors import UserInputError, check_learning_rate, check_positive
+from lightning_modules.backbones import load_backbone, native_input_size
 from lightning_modules.image_optimization.metrics import StepBuffer
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.image_optimization.parameterizations import make_parameterization
@@ -50,9 +55,13 @@ class ClassVisualization(ImageOptimization):
         blur_sigma: Standard deviation of the blur, in pixels.
         max_jitter: Largest random circular shift in pixels, undone after each step (0: none).
         image_size: Side of the square images.
-        parameterization: ``"pixel"`` (the homework: the image is the parameter) or
-            ``"fourier"`` (Lucent: a colour-decorrelated spectrum; no clamping or blur needed).
-        transforms: Apply Lucent's standard random pad/jitter/scale/rotate transforms.
+        parameterization: ``"pixel"`` (the homework: the image is the parameter),
+            ``"fourier"`` (Lucent: a colour-decorrelated spectrum; no clamping or blur needed)
+            or ``"maco"`` (MACO: only the spectrum's phase moves; its amplitude is that of
+            photos, so the picture keeps a photo's contrast and detail).
+        transforms: What the network sees each step: ``"lucent"`` (or true: Lucent's standard
+            random pad/jitter/scale/rotate), ``"crops"`` (MACO's random crops, see ``crops``)
+            or ``"none"`` (false).
         decay_power: Spectrum decay of the Fourier parameterization.
         init_std: Standard deviation of the starting noise in normalized units (pixel
             parameterization; the homework's is 1).
@@ -62,6 +71,18 @@ class ClassVisualization(ImageOptimization):
             :func:`~lightning_modules.class_visualization.functional.default_learning_rate`.
         clamp: Clamp pixel images to ``[-clamp, clamp]`` in normalized units after each step;
             None: the backbone's valid pixel range.
+        crops: With ``transforms: crops``, the crops of each picture the network sees per step.
+        crop_size: Their side as the network sees them (None: ``image_size``).
+        crop_scale: Their smallest and largest side, as fractions of the picture's side.
+        crop_noise: Standard deviation of the Gaussian noise on each crop (normalized units).
+        amplitude: MACO's amplitude: None for the built-in sample photos' mean, a ``.pt``
+            tensor ``[3, H, W//2+1]``, or a folder or glob of your photos.
+        contrast: MACO's gain before the sigmoid (1: unit-variance picture).
+        judge: A second backbone (e.g. ``efficientnet_lite2``) that judges each saved picture:
+            its probability and rank of the class, the share of half-area crops with flips it
+            puts at top-1, and the picture's contrast (``recognition.csv``, the sheet's
+            titles). None: no judge.
+        judge_crops: Half-area crops per picture the judge sees.
         **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
             :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
@@ -77,20 +98,39 @@ class ClassVisualization(ImageOptimization):
         max_jitter: int = 16,
         image_size: int = 224,
         parameterization: ParameterizationName = "pixel",
-        transforms: bool = False,
+        transforms: Union[bool, TransformName] = False,
         decay_power: float = 1.0,
         init_std: float = DEFAULT_INIT_STD,
         step: Step = "normalized",
         lr: Optional[float] = None,
         clamp: Optional[float] = None,
+        crops: int = 4,
+        crop_size: Optional[int] = None,
+        crop_scale: tuple[float, float] = (0.4, 1.0),
+        crop_noise: float = 0.05,
+        amplitude: Optional[str] = None,
+        contrast: float = 1.0,
+        judge: Optional[str] = None,
+        judge_crops: int = DEFAULT_CROPS,
         **kwargs: Any,
     ) -> None:
         check_learning_rate("lr", lr)  # by the option's name here; check_options says learning_rate
         check_options(l2_reg, lr, blur_every, blur_sigma, max_jitter, image_size, step, init_std)
         check_positive("clamp", clamp, " (or null for the pixel range)")
+        self.crop_views = CropViews(crops, crop_size, tuple(crop_scale), crop_noise).check()
+        transforms = transform_name(transforms)
+        if judge_crops < 1:
+            raise UserInputError(f"judge_crops must be at least 1, got {judge_crops}.")
+        if judge is not None:
+            from lightning_modules.backbones import available_backbones
+
+            if judge not in available_backbones():
+                raise UserInputError(f"Unknown judge '{judge}'; choose one of "
+                                     f"{', '.join(available_backbones())}.")
         super().__init__(**kwargs)
         self.save_hyperparameters()
-        self.parameterization = make_parameterization(parameterization, init_std, decay_power)
+        self.parameterization = make_parameterization(parameterization, init_std, decay_power,
+                                                      amplitude, contrast)
         self.lr = lr if lr is not None else default_learning_rate(step, self.parameterization)
         self.l2_reg = l2_reg
         self.blur_every = blur_every
@@ -100,6 +140,10 @@ class ClassVisualization(ImageOptimization):
         self.transforms = transforms
         self.step_rule = step
         self.clamp = clamp
+        self.judge_name = judge
+        self.judge_crops = judge_crops
+        self._judge: Optional[Any] = None
+        self._recognitions: tuple[int, list[Recognition]] = (-1, [])
         self.generator: Optional[torch.Generator] = None
         self.probability_history: list[list[float]] = []  # per step of the current chunk
         self._probabilities = StepBuffer()  # steps not yet in the history
@@ -152,7 +196,8 @@ class ClassVisualization(ImageOptimization):
         terms, self._last_logits = class_visualization_loss(
             images, self._targets, self.backbone, parameterization=self.parameterization,
             mean=self.backbone.mean, std=self.backbone.std, l2_reg=self.l2_reg,
-            max_jitter=self.max_jitter, transforms=self.transforms, generator=self.generator)
+            max_jitter=self.max_jitter, transforms=self.transforms, generator=self.generator,
+            crops=self.crop_views)
         return terms
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -203,10 +248,48 @@ class ClassVisualization(ImageOptimization):
             self._saved_probabilities = (self.global_step, values)
         return self._saved_probabilities[1]
 
+    def judge(self) -> Optional[Any]:
+        """The judge backbone, built on first use on this module's device, frozen; or None."""
+        if self.judge_name is None:
+            return None
+        if self._judge is None:
+            judge = load_backbone(self.judge_name, "default").to(self.device).eval()
+            if judge.categories != self.backbone.categories:
+                raise UserInputError(f"The judge '{self.judge_name}' has other classes than the "
+                                     f"backbone '{self.backbone.name}'; pick one with the same.")
+            self._judge = judge.requires_grad_(False)
+        return self._judge
+
+    def recognitions(self) -> list[Recognition]:
+        """The judge's verdict on each saved picture of this process's chunk ([] without one).
+
+        Its crops are seeded by the job's index, so a picture gets the same crops whichever
+        process or chunk it is in.
+        """
+        judge = self.judge()
+        if judge is None:
+            return []
+        if self._recognitions[0] != self.global_step:
+            verdicts = []
+            for row, job_index in enumerate(self.job_indices):
+                pixels = self.result_pixels(row)[None]
+                verdicts += recognise(pixels, [self.jobs[row].class_index], judge,
+                                      judge.normalize, native_input_size(self.judge_name),
+                                      self.judge_crops, seed=job_index)
+            self._recognitions = (self.global_step, verdicts)
+        return self._recognitions[1]
+
     def panel_title(self, index: int) -> str:
-        """``"<class name> p=<probability of the saved PNG>"``."""
+        """``"<class name> p=<probability of the saved PNG>"``, and with a judge its
+        probability, its crops' top-1 share and the contrast."""
         name = self.backbone.categories[self.jobs[index].class_index]
-        return f"{name} p={self.saved_probabilities()[index]:.2f}"
+        title = f"{name} p={self.saved_probabilities()[index]:.2f}"
+        verdicts = self.recognitions()
+        if verdicts:
+            verdict = verdicts[index]
+            title += (f"\n{self.judge_name.replace('efficientnet_', '')} p={verdict.judge_prob:.2f}"
+                      f" crops {verdict.crop_top1:.0%} contrast {verdict.contrast:.2f}")
+        return title
 
     def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
         return [(self.panel_title(index), self.result_pixels(index))]
@@ -214,9 +297,19 @@ class ClassVisualization(ImageOptimization):
     def class_records(self) -> list[dict[str, Any]]:
         """Per job of this process's chunk: its run index, name, title and p(target) per step."""
         self.flush_probabilities(log=False)
-        return [{"job": job_index, "name": slot.name, "title": self.panel_title(row),
-                 "curve": [step[row] for step in self.probability_history]}
-                for row, (job_index, slot) in enumerate(zip(self.job_indices, self.slots))]
+        verdicts = self.recognitions()
+        records = []
+        for row, (job_index, slot) in enumerate(zip(self.job_indices, self.slots)):
+            job = self.jobs[row]
+            record = {"job": job_index, "name": slot.name, "title": self.panel_title(row),
+                      "curve": [step[row] for step in self.probability_history],
+                      "class_index": job.class_index,
+                      "class_name": self.backbone.categories[job.class_index],
+                      "prob": self.saved_probabilities()[row]}
+            if verdicts:
+                record["recognition"] = {"judge": self.judge_name, **verdicts[row].as_row()}
+            records.append(record)
+        return records
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ renders and optimizes never asks which one it has (as Lucent's ``param`` objects
 - :class:`PixelImage`: the parameter is the normalized image itself (the homework's).
 - :class:`FourierImage`: Lucid/Lucent's colour-decorrelated Fourier spectrum (Olah et al. 2017,
   "Feature Visualization"), rendered through a sigmoid so every pixel is valid.
+- :class:`~lightning_modules.image_optimization.maco.MacoImage`: MACO's phase, with the
+  spectrum's amplitude fixed to that of photos (Fel et al. 2023).
 """
 
 from __future__ import annotations
@@ -235,13 +237,23 @@ class FourierImage(Parameterization):
         return pixels_to_fourier(pixels, self.decay_power)
 
 
-PARAMETERIZATIONS = {"pixel": PixelImage, "fourier": FourierImage}
+PARAMETERIZATIONS = ("pixel", "fourier", "maco")
 
 
-def make_parameterization(name: str, init_std: float = 1.0,
-                          decay_power: float = 1.0) -> Parameterization:
-    """The parameterization called ``name`` (``"pixel"`` or ``"fourier"``), with its option."""
+def make_parameterization(name: str, init_std: float = 1.0, decay_power: float = 1.0,
+                          amplitude: Optional[str] = None,
+                          contrast: float = 1.0) -> Parameterization:
+    """The parameterization called ``name`` (``"pixel"``, ``"fourier"`` or ``"maco"``), with
+    its options: ``init_std`` (pixel), ``decay_power`` (fourier), ``amplitude`` and
+    ``contrast`` (maco; see :class:`~lightning_modules.image_optimization.maco.MacoImage`)."""
     if not isinstance(name, str):
         raise UserInputError(f"parameterization must be a name, got {name!r}.")
     check_choice("parameterization", name, PARAMETERIZATIONS)
-    return PARAMETERIZATIONS[name].from_options(init_std=init_std, decay_power=decay_power)
+    if name == "maco":  # imported here: it imports this module
+        from lightning_modules.image_optimization.maco import MacoImage
+
+        if not contrast > 0:
+            raise UserInputError(f"contrast must be positive, got {contrast}.")
+        return MacoImage(amplitude, contrast)
+    kind = PixelImage if name == "pixel" else FourierImage
+    return kind.from_options(init_std=init_std, decay_power=decay_power)

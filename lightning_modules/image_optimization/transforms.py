@@ -137,3 +137,44 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: Optional[torch
     padded = F.pad(images, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="reflect")
     top, left = max(-dy, 0), max(-dx, 0)
     return padded[:, :, top : top + height, left : left + width]
+
+
+def random_crops(images: torch.Tensor, count: int, size: int,
+                 scale: tuple[float, float] = (0.4, 1.0), noise: float = 0.0,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """MACO's views of a canvas: ``count`` random square crops of each image, resized to ``size``.
+
+    Each crop's side is a uniform fraction ``scale`` of the canvas's shorter side, at a uniform
+    random place, mirrored left-right half the time; every view gets Gaussian noise of standard
+    deviation ``noise``. One ``roi_align`` call crops and resizes every view (bilinear, several
+    samples per output pixel, so large crops shrink without aliasing), and it is differentiable.
+
+    Args:
+        images: ``[N, C, H, W]`` (the network's normalized input).
+        count: Crops per image.
+        size: Side of each view, in pixels.
+        scale: Smallest and largest crop side, as fractions of the shorter side.
+        noise: Standard deviation of the noise added to the views (0: none).
+        generator: Random source of the draws.
+
+    Returns:
+        The views ``[N * count, C, size, size]``, those of image 0 first.
+    """
+    from torchvision.ops import roi_align
+
+    batch, _, height, width = images.shape
+    views = batch * count
+    low, high = scale
+    sides = (low + (high - low) * torch.rand(views, generator=generator)) * min(height, width)
+    x0 = torch.rand(views, generator=generator) * (width - sides)
+    y0 = torch.rand(views, generator=generator) * (height - sides)
+    flips = torch.rand(views, generator=generator) < 0.5
+    owners = torch.arange(batch).repeat_interleave(count).to(sides)
+    boxes = torch.stack([owners, x0, y0, x0 + sides, y0 + sides], 1).to(images)
+    crops = roi_align(images, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2,
+                      aligned=True)
+    flips = flips.to(images.device)
+    crops = torch.where(flips[:, None, None, None], crops.flip(3), crops)
+    if noise > 0:
+        crops = crops + noise * torch.randn(crops.shape, generator=generator).to(crops)
+    return crops
