@@ -267,15 +267,10 @@ def saliency(image: Union[ImageInput, Sequence[ImageInput]],
     """
     from lightning_modules.saliency.module import SaliencyMap
 
-    options = dict(options)
-    for name, value in (("target", target), ("method", method)):
-        if name in options:
-            raise UserInputError(f"saliency() got '{name}' twice; give it once.")
-        options[name] = value
-    if options["target"] is None:
-        options["target"] = "predicted"  # a photo of one's own has no label
-    if options["method"] is None:
-        del options["method"]  # the config's
+    # A photo of one's own has no label: by default the map explains the network's top class.
+    options = {**options, "target": "predicted" if target is None else target}
+    if method is not None:  # else the config's
+        options["method"] = method
     images = _as_list(image)
     with _image_sources({"image": images}) as sources:
         run = _Run("saliency", "saliency", SaliencyMap, options, {"images": sources["image"]},
@@ -417,9 +412,14 @@ class _Run:
             else:
                 raise UserInputError(self._unknown(key, model_names + data_names + list(run_keys)))
         self.data_args.update(inputs)
-        self.seed = run.get("seed", self.config.get("seed_everything", DEFAULT_SEED))
-        if isinstance(self.seed, bool):
-            raise UserInputError(f"seed must be a whole number or None, got {self.seed}.")
+        if "seed" in run:
+            self.seed = run["seed"]
+            if isinstance(self.seed, bool):
+                raise UserInputError(f"seed must be a whole number or None, got {self.seed}.")
+        else:
+            self.seed = self.config.get("seed_everything", DEFAULT_SEED)
+            if isinstance(self.seed, bool):
+                self.seed = None  # a config's true (a random seed) or false (none): unseeded
         check_seed(self.seed, "seed", "None")
         self.max_steps = self._max_steps(run) if fit else None
         self.accelerator = run.get("accelerator", "auto")

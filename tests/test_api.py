@@ -15,9 +15,10 @@ import cli
 from conftest import two_layer_backbone
 from datamodules import images as image_sources
 from datamodules.images import image_to_tensor, load_image
-from lightning_modules.api import fool, saliency, stylize, visualize_class
-from lightning_modules.backbones import (IMAGENET_MEAN, IMAGENET_STD, imagenet_categories,
-                                         load_backbone, register_backbone)
+from lightning_modules.api import (CONFIG_DIR, fool, init_arguments, load_config, saliency,
+                                   stylize, visualize_class)
+from lightning_modules.backbones import (IMAGENET_MEAN, IMAGENET_STD, classifier_backbone,
+                                         imagenet_categories, load_backbone, register_backbone)
 from lightning_modules.errors import UserInputError
 from lightning_modules.saliency import compute_saliency_maps
 
@@ -125,6 +126,38 @@ def test_saliency_is_the_homeworks_map_of_the_picture_given(workdir: Path) -> No
     assert list(workdir.iterdir()) == []
 
 
+def test_saliency_of_your_own_network(workdir: Path) -> None:
+    generator = torch.Generator().manual_seed(1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                    torch.nn.Linear(4, 10))
+    backbone = classifier_backbone(model, mean=(0.5,) * 3, std=(0.25,) * 3)
+    pixels = torch.randint(0, 256, (3, 16, 16), generator=generator).float() / 255
+    result = saliency(pixels, target=7, method="vanilla", backbone=backbone, image_size=16)
+    expected = compute_saliency_maps(backbone.normalize(pixels[None]), torch.tensor([7]),
+                                     backbone)[0]
+    torch.testing.assert_close(result.map, expected)
+    assert result.target_class == 7
+
+
+def test_every_config_is_read_as_the_command_line_reads_it() -> None:
+    configs = sorted(CONFIG_DIR.rglob("*.yaml"))
+    assert len(configs) >= 14
+    for path in configs:
+        config = load_config(path)
+        for section in ("model", "data"):
+            spec = config[section]
+            module_name, _, name = spec["class_path"].rpartition(".")
+            accepted = init_arguments(getattr(__import__(module_name, fromlist=[name]), name))
+            # Every option a config gives reaches an argument of its class.
+            assert set(spec.get("init_args") or {}) <= set(accepted), (path, section)
+    # YAML 1.1 reads 3e-2 as a string; jsonargparse, and so the command line, as a number.
+    preset = load_config(CONFIG_DIR / "cs231n" / "the_scream.yaml")["model"]["init_args"]
+    assert preset["content_weight"] == 0.03 and preset["tv_weight"] == 0.02
+
+
 def test_fool_reaches_the_target_on_the_returned_8_bit_image(workdir: Path) -> None:
     result = fool("chelsea", "stingray", backbone=FOOLING_NET, weights="random",
                   image_size=32, steps=60)
@@ -146,8 +179,8 @@ def test_fool_reaches_the_target_on_the_returned_8_bit_image(workdir: Path) -> N
      "precision, steps, max_steps."),
     (lambda: stylize("chelsea", "coffee", steps=0), "steps must be a positive number of "
                                                     "steps, got 0."),
-    (lambda: stylize("chelsea", "coffee", content="x.png"),
-     "stylize() takes its content as an argument, not as an option."),
+    (lambda: saliency("coffee", images=["x.png"]),
+     "saliency() takes its images as an argument, not as an option."),
     (lambda: fool("chelsea", 3, target=4), "fool() takes the class to reach as target_class, "
                                            "not target."),
     (lambda: stylize("no_such_photo.png", "coffee", **TINY_STYLE),
