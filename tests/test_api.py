@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import random
 import re
 from pathlib import Path
 
@@ -74,7 +75,12 @@ def test_stylize_gives_the_picture_the_command_line_writes_and_leaves_no_files(
 
 def test_save_dir_gets_the_command_lines_run_folder(workdir: Path, content_image: Path,
                                                     style_image: Path) -> None:
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
     picture = stylize(str(content_image), str(style_image), save_dir="out", **TINY_STYLE)
+    # Seeded as the command line seeds, and every random state put back for the notebook.
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
     run = workdir / "out" / "style_transfer" / "version_0"
     assert picture.info["run_directory"] == Path("out") / "style_transfer" / "version_0"
     assert np.array_equal(np.asarray(picture), np.asarray(Image.open(run / "content__style.png")))
@@ -198,6 +204,12 @@ def test_bad_input_is_one_sentence(workdir: Path, call, message: str) -> None:
     assert raised.value.__cause__ is None and raised.value.__suppress_context__ or \
         raised.value.__context__ is None
     assert list(workdir.iterdir()) == []
+
+
+def test_a_saved_run_that_fails_before_its_first_step_leaves_no_folder(workdir: Path) -> None:
+    with pytest.raises(UserInputError, match="Image file not found"):
+        stylize("no_such_photo.png", "coffee", save_dir="out", **TINY_STYLE)
+    assert list((workdir / "out" / "style_transfer").iterdir()) == []
 
 
 def test_saliency_name_stays_the_subpackage() -> None:
