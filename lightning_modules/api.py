@@ -448,7 +448,9 @@ class _Run:
     def fit(self, record: Callable[[Any], list[Any]]) -> tuple[list[Any], list[dict[str, float]]]:
         """Optimize; returns ``record(module)`` of every chunk's jobs, in the jobs' order, and
         the run's loss rows (``losses.csv``'s)."""
+        # Imported here, as every callback is: importing this module stays cheap.
         from callbacks.chunk_end import ChunkEndCallback
+        from callbacks.loss_history import LossHistory
 
         class Results(ChunkEndCallback):
             """Keeps each chunk's results before the next chunk replaces its images."""
@@ -467,7 +469,7 @@ class _Run:
                 super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
         writers = self._writers()
-        history = next((w for w in writers if type(w).__name__ == "LossHistory"), None)
+        history = next((w for w in writers if isinstance(w, LossHistory)), None)
         results = Results()
         with self._running(writers + [results]) as (module, data, trainer):
             trainer.fit(module, datamodule=data)
