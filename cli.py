@@ -33,7 +33,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from jsonargparse import Namespace
-from lightning_fabric.utilities.seed import max_seed_value, min_seed_value
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -41,8 +40,17 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
 from callbacks.checkpoint import RunCheckpoint, choose_checkpoint, previous_path, written_by
-from datamodules.files import TEMPORARY_MARK, describe
+from callbacks.run_directory import claim_run_directory
+from datamodules.files import TEMPORARY_MARK
 from lightning_modules.errors import DivergedError, UserInputError, format_bytes
+from lightning_modules.run_defaults import (
+    DEFAULT_SEED,
+    IRRELEVANT_WARNINGS,
+    LOG_EVERY_N_STEPS,
+    check_seed,
+    is_start_up_chatter,
+    log_period,
+)
 
 # `--model FoolingImage` finds the class among the imported LightningModule subclasses, and the
 # package exports are lazy: import the techniques (their costly imports stay lazy inside).
@@ -69,7 +77,7 @@ TRAINER_DEFAULTS = {
     },
     # Losses are kept on the device and read every 10 steps (ImageOptimization.record_losses);
     # losses.csv still gets every step, metrics.csv and the progress bar every 10th.
-    "log_every_n_steps": 10,
+    "log_every_n_steps": LOG_EVERY_N_STEPS,
     "enable_checkpointing": True,
     "num_sanity_val_steps": 0,
     "accelerator": "auto",
@@ -137,9 +145,7 @@ class ImageCLI(LightningCLI):
         processes = process_count(trainer.devices, trainer.num_nodes)
         if trainer.strategy == "auto" and processes != 1:
             trainer.strategy = "image_ddp"
-        if trainer.max_steps and trainer.max_steps > 0 and trainer.log_every_n_steps > 0:
-            # A run shorter than the logging period still logs its last step.
-            trainer.log_every_n_steps = min(trainer.log_every_n_steps, trainer.max_steps)
+        trainer.log_every_n_steps = log_period(trainer.max_steps, trainer.log_every_n_steps)
         if trainer.enable_progress_bar is not False and not trainer.callbacks:
             # Its figures change every log_every_n_steps steps; drawing it every step costs
             # about 0.4 ms a step.
@@ -195,18 +201,7 @@ class ImageCLI(LightningCLI):
                     f"for a fresh run folder, or continue it with --ckpt_path "
                     f"{run / 'checkpoints' / 'last.ckpt'}.")
             return
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            number = 1 + max((int(p.name[8:]) for p in root.glob("version_*")
-                              if p.name[8:].isdigit()), default=-1)
-            while True:
-                try:
-                    (root / f"version_{number}").mkdir()
-                    break
-                except FileExistsError:
-                    number += 1  # another run took it first
-        except OSError as error:
-            raise UserInputError(f"Cannot create a run folder in {root} ({describe(error)}).") from None
+        number = claim_run_directory(root)
         run = root / f"version_{number}"
         init_args.version = number
         self._undo.append(lambda: shutil.rmtree(run, ignore_errors=True))
@@ -428,18 +423,6 @@ def process_count(devices: Any, num_nodes: int) -> Optional[int]:
     return None if per_node is None else per_node * num_nodes
 
 
-def check_seed(seed: Any) -> None:
-    """Refuse a seed outside Lightning's range (numpy's: 0 to 2**32 - 1, no negatives).
-
-    ``true`` (a random seed), ``false`` (no seeding) and None are left to Lightning.
-    """
-    if seed is None or isinstance(seed, bool):
-        return
-    if not isinstance(seed, int) or not min_seed_value <= seed <= max_seed_value:
-        raise UserInputError(f"--seed_everything must be a whole number from {min_seed_value} to "
-                             f"{max_seed_value} (or true for a random one), got {seed}.")
-
-
 def check_hardware(accelerator: Any, devices: Any) -> None:
     """Refuse an accelerator this machine lacks and device counts Lightning cannot read.
 
@@ -530,20 +513,17 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_drop_start_up_chatter)
     # --model.fast on a machine without CUDA: torch.compile's C++ set-up says so, as expected.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    # Lightning's advice for training networks (frozen modules in eval mode, loader workers)
-    # does not apply to an image parameter; left on, it buries the useful lines.
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    for message in IRRELEVANT_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     # A resumed run's metrics.csv was set aside before the logger started (_resume_in_place).
     warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be "
                                               r"deleted.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
     try:
         ImageCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,
             trainer_defaults=TRAINER_DEFAULTS,
-            seed_everything_default=0,
+            seed_everything_default=DEFAULT_SEED,
             args=args,
             auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False},
@@ -569,8 +549,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
 
 def _drop_start_up_chatter(record: logging.LogRecord) -> bool:
     """Keep Lightning's hardware report and advertising off stderr, where errors should stand alone."""
-    return not str(record.msg).startswith(("GPU available", "TPU available", "HPU available",
-                                           "\U0001f4a1 Tip"))
+    return not is_start_up_chatter(record)
 
 
 def condensed_parse_error(message: str) -> str:

@@ -174,18 +174,14 @@ class SaliencyWriter(BasePredictionWriter):
         directory = self.directory
         written = []
         scaled_maps, overlays = [], []
-        colormap = self.cam_colormap if is_class_activation_map(result.method) else self.colormap
+        colormap = self.colormap_of(result.method)
         for index, name in enumerate(result.names):
             saliency = result.maps[index]
-            scaled = scale_map(saliency, self.clip_percentile)
+            scaled, heatmap, drawn = self.pictures(result, index)
             scaled_maps.append(scaled)
-            if is_class_activation_map(result.method):
-                overlays.append(cam_overlay(result.pixels[index], scaled, colormap))
-            else:
-                overlays.append(overlay(result.pixels[index], scaled, colormap))
-            written.append(save_png(colorize(scaled, colormap),
-                                    directory / f"{name}_heatmap.png"))
-            written.append(save_png(overlays[-1], directory / f"{name}_overlay.png"))
+            overlays.append(drawn)
+            written.append(save_png(heatmap, directory / f"{name}_heatmap.png"))
+            written.append(save_png(drawn, directory / f"{name}_overlay.png"))
             written.append(save_npy(saliency.float().numpy(), directory / f"{name}_saliency.npy"))
             if result.attributions is not None:
                 written.append(save_npy(result.attributions[index].float().numpy(),
@@ -194,6 +190,22 @@ class SaliencyWriter(BasePredictionWriter):
                                         directory / sheet_name))
         written.append(self.append_rows(result, directory / f"predictions{self.suffix}.csv"))
         return written
+
+    def colormap_of(self, method: str) -> str:
+        """The colormap of ``method``'s maps: ``cam_colormap`` for class activation maps."""
+        return self.cam_colormap if is_class_activation_map(method) else self.colormap
+
+    def pictures(self, result: SaliencyBatch, index: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image ``index``'s map scaled to 0-1 ``[H, W]``, its heat map and its overlay (0-1
+        pixels ``[3, H, W]``): what ``<image>_heatmap.png`` and ``<image>_overlay.png`` hold."""
+        colormap = self.colormap_of(result.method)
+        scaled = scale_map(result.maps[index], self.clip_percentile)
+        if is_class_activation_map(result.method):
+            drawn = cam_overlay(result.pixels[index], scaled, colormap)
+        else:
+            drawn = overlay(result.pixels[index], scaled, colormap)
+        return scaled, colorize(scaled, colormap), drawn
 
     def write_sheet(self, result: SaliencyBatch, scaled_maps: list[torch.Tensor],
                     overlays: list[torch.Tensor], colormap: str, path: Path) -> Path:

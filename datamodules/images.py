@@ -6,12 +6,13 @@ reported as a one-sentence :class:`UserInputError` rather than a traceback.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,13 @@ from datamodules.files import write_file
 from lightning_modules.errors import UserInputError, check_fits_in_memory
 
 SAMPLE_PREFIX = "sample:"
+
+# In-memory pictures (a notebook's PIL images and tensors) as sources: "memory:<id>/<name>".
+# The datamodules take sources as strings; this lets a picture reach them without a temporary
+# file (see :func:`memory_images`).
+MEMORY_PREFIX = "memory:"
+_MEMORY_IMAGES: dict[str, Image.Image] = {}
+_MEMORY_IDS = itertools.count()
 
 # RGB photographs bundled inside scikit-image itself, so they load offline.
 _SAMPLES = (
@@ -60,8 +68,9 @@ def load_image(source: str | os.PathLike[str]) -> Image.Image:
     16-bit / float images are scaled (not clipped) into the 8-bit range.
 
     Args:
-        source: Path to an image file, or ``"sample:NAME"`` for a built-in
-            sample (see :func:`list_samples`).
+        source: Path to an image file, ``"sample:NAME"`` for a built-in
+            sample (see :func:`list_samples`), or an in-memory picture's
+            ``"memory:..."`` source (see :func:`memory_images`).
 
     Returns:
         An RGB image.
@@ -74,6 +83,8 @@ def load_image(source: str | os.PathLike[str]) -> Image.Image:
     """
     if isinstance(source, str) and source.startswith(SAMPLE_PREFIX):
         return _load_sample(source)
+    if isinstance(source, str) and source.startswith(MEMORY_PREFIX):
+        return _load_memory_image(source)
 
     shown = os.fspath(source)
     path = Path(source)
@@ -190,6 +201,45 @@ def save_png(
 
     return write_file(path, lambda handle: image.save(handle, format="PNG"), replace=overwrite,
                       what="image file")
+
+
+@contextmanager
+def memory_images(pictures: Mapping[str, Image.Image]) -> Iterator[dict[str, str]]:
+    """Make in-memory pictures readable as image sources while the block runs.
+
+    Every reader of sources (:func:`load_image`, hence every datamodule) then takes
+    ``"memory:<id>/<name>"`` like a path, and the output files and job names use ``<name>``.
+
+    Args:
+        pictures: Each picture by the name its outputs get (file-name safe, e.g. ``"content"``).
+
+    Yields:
+        The source of each picture, by the same names.
+    """
+    sources = {}
+    for name, picture in pictures.items():
+        # A copy: the caller may change the picture while the run reads it lazily.
+        source = f"{MEMORY_PREFIX}{next(_MEMORY_IDS)}/{name}"
+        _MEMORY_IMAGES[source] = picture.copy()
+        sources[name] = source
+    try:
+        yield sources
+    finally:
+        for source in sources.values():
+            _MEMORY_IMAGES.pop(source, None)
+
+
+def memory_name(source: str) -> str:
+    """The name of a ``memory:<id>/<name>`` source: ``<name>``."""
+    return source[len(MEMORY_PREFIX):].partition("/")[2]
+
+
+def _load_memory_image(source: str) -> Image.Image:
+    picture = _MEMORY_IMAGES.get(source)
+    if picture is None:
+        raise UserInputError(f"The in-memory image {source} is gone: such sources live only "
+                             f"while the call that made them runs; give a file instead.")
+    return _to_rgb(picture.copy())
 
 
 def _load_sample(source: str) -> Image.Image:

@@ -6,7 +6,7 @@ import glob
 from pathlib import Path
 from typing import Sequence, Union
 
-from datamodules.images import SAMPLE_PREFIX
+from datamodules.images import MEMORY_PREFIX, SAMPLE_PREFIX, memory_name
 from lightning_modules.errors import UserInputError
 from lightning_modules.naming import safe_name, unique_names  # noqa: F401 - re-exported
 
@@ -24,7 +24,8 @@ def expand_sources(sources: Sources, option: str = "An image source") -> list[st
     """Turn a path, a list of paths, folders (their images, sorted) and globs into paths.
 
     Args:
-        sources: A path, ``sample:NAME``, a folder, a glob pattern, or a list of these.
+        sources: A path, ``sample:NAME``, an in-memory ``memory:...`` source, a folder, a glob
+            pattern, or a list of these.
         option: Where the sources were given (``"--data.content"``), for error messages.
 
     Returns:
@@ -42,7 +43,7 @@ def expand_sources(sources: Sources, option: str = "An image source") -> list[st
         if not item.strip():
             # Path("") is the current folder: it would take whatever images lie there.
             raise UserInputError(f"{option} is empty: give an image file, folder or glob.")
-        if item.startswith(SAMPLE_PREFIX):
+        if item.startswith((SAMPLE_PREFIX, MEMORY_PREFIX)):
             expanded.append(item)
         elif Path(item).is_dir():
             found = image_files(Path(item))
@@ -60,7 +61,10 @@ def expand_sources(sources: Sources, option: str = "An image source") -> list[st
 
 
 def source_stem(source: str) -> str:
-    """A short name for an image source, e.g. ``chelsea`` for ``sample:chelsea`` or a path."""
+    """A short name for an image source, e.g. ``chelsea`` for ``sample:chelsea`` or a path
+    (``content`` for an in-memory ``memory:3/content``)."""
     if source.startswith(SAMPLE_PREFIX):
         return source[len(SAMPLE_PREFIX):]
+    if source.startswith(MEMORY_PREFIX):
+        return memory_name(source)
     return Path(source).stem

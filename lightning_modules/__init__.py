@@ -2,6 +2,11 @@
 
 Every name is imported on first use, so ``from lightning_modules import gram_matrix`` costs no
 Lightning import and a run imports only the technique it uses.
+
+The one-call functions for notebooks (``stylize``, ``visualize_class``, ``fool``) come from
+:mod:`lightning_modules.api`; its ``saliency`` is imported from there
+(``from lightning_modules.api import saliency``), as ``lightning_modules.saliency`` is the
+subpackage of saliency methods.
 """
 
 from lightning_modules._lazy import lazy_exports
@@ -10,6 +15,7 @@ _BACKBONES = "lightning_modules.backbones"
 _STYLE = "lightning_modules.style_transfer"
 _SALIENCY = "lightning_modules.saliency"
 _FOOLING = "lightning_modules.fooling"
+_API = "lightning_modules.api"
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # backbones
@@ -33,4 +39,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "SaliencyBatch": _SALIENCY, "SaliencyMap": _SALIENCY, "attribution_map": _SALIENCY,
     "compute_saliency_maps": _SALIENCY, "integrated_gradients": _SALIENCY,
     "smoothgrad_saliency": _SALIENCY,
+    # one call from Python (saliency stays lightning_modules.api.saliency: see above)
+    "stylize": _API, "visualize_class": _API, "fool": _API, "FoolingResult": _API,
+    "SaliencyResult": _API,
 })

@@ -80,7 +80,8 @@ class SaliencyMap(pl.LightningModule):
     also leaves inference mode itself, so a default ``Trainer`` works too.
 
     Args:
-        backbone: Name of the frozen classifier.
+        backbone: Name of the frozen classifier; from Python also a :class:`Backbone`, e.g.
+            ``classifier_backbone(your_model)``.
         weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
         method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"``,
             ``"integrated_gradients"``, a CAM method of :mod:`~lightning_modules.saliency.cam`
@@ -170,7 +171,9 @@ class SaliencyMap(pl.LightningModule):
         if isinstance(target, bool):  # YAML's bare true; bool would pass as class 1
             raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
                                  "quote 'true' in YAML.")
-        self.backbone: Backbone = load_backbone(backbone, weights)
+        # From Python also your own network as a Backbone (classifier_backbone(model)).
+        self.backbone: Backbone = (backbone if isinstance(backbone, Backbone)
+                                   else load_backbone(backbone, weights))
         if channels_last:
             self.backbone.use_channels_last()
         self.method = method

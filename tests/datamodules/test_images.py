@@ -14,6 +14,7 @@ from datamodules.images import (
     image_to_tensor,
     list_samples,
     load_image,
+    memory_images,
     resize_shorter_side,
     save_png,
     tensor_to_image,
@@ -252,3 +253,19 @@ def test_required_samples_are_listed() -> None:
 def test_sample_loads_as_rgb(name: str) -> None:
     image = load_image(SAMPLE_PREFIX + name)
     assert image.mode == "RGB" and min(image.size) > 0
+
+
+def test_memory_sources_read_like_files_while_the_block_runs() -> None:
+    from datamodules.labeled_images import preprocess
+    from datamodules.sources import expand_sources, source_stem
+
+    picture = Image.new("RGBA", (6, 4), (255, 0, 0, 0))  # transparent: composited over white
+    with memory_images({"photo": picture}) as sources:
+        source = sources["photo"]
+        assert source.startswith("memory:") and source_stem(source) == "photo"
+        assert expand_sources([source]) == [source]  # neither a folder nor a glob
+        picture.paste((0, 0, 255, 255), (0, 0, 6, 4))  # the caller's later changes do not leak
+        assert _pixel(load_image(source)) == (255, 255, 255)
+        assert preprocess(source, 4).shape == (3, 4, 4)
+    with pytest.raises(UserInputError, match="is gone"):
+        load_image(source)
