@@ -220,7 +220,9 @@ def visualize_class(classes: Union[ClassInput, Sequence[ClassInput]], **options:
     Returns:
         The picture (8-bit RGB, as ``<class>.png``), or one per class for a list. Its ``info``
         holds ``class_index``, ``class_name`` and ``probability``: what the network gives the
-        8-bit picture (the title on ``classes_sheet.png``).
+        8-bit picture (the title on ``classes_sheet.png``); with a judge (the config's
+        EfficientNet-Lite2) ``recognition`` too, its verdict
+        (:class:`~lightning_modules.class_visualization.recognition.Recognition`).
 
     Raises:
         UserInputError: For bad input, in one sentence.
@@ -232,9 +234,11 @@ def visualize_class(classes: Union[ClassInput, Sequence[ClassInput]], **options:
                {"classes": wanted}, fit=True)
     records, _ = run.fit(_class_records)
     pictures = []
-    for pixels, class_index, name, probability in records:
+    for pixels, class_index, name, probability, verdict in records:
         picture = _to_image(pixels)
         picture.info.update(class_index=class_index, class_name=name, probability=probability)
+        if verdict is not None:
+            picture.info["recognition"] = verdict
         if run.directory is not None:
             picture.info["run_directory"] = run.directory
         pictures.append(picture)
@@ -340,12 +344,13 @@ def _picture_records(module: Any) -> list[torch.Tensor]:
     return [module.result_pixels(row) for row in range(len(module.slots))]
 
 
-def _class_records(module: Any) -> list[tuple[torch.Tensor, int, str, float]]:
-    """Each class's picture, index, name and the probability of its 8-bit picture (the
-    title ``ClassReport`` puts on the sheet)."""
+def _class_records(module: Any) -> list[tuple[torch.Tensor, int, str, float, Any]]:
+    """Each class's picture, index, name, the probability of its 8-bit picture (the title
+    ``ClassReport`` puts on the sheet) and, with a judge, its verdict (a ``Recognition``)."""
     probabilities = module.saved_probabilities()
+    verdicts = module.recognitions() or [None] * len(module.jobs)
     return [(module.result_pixels(row), job.class_index,
-             module.backbone.categories[job.class_index], probabilities[row])
+             module.backbone.categories[job.class_index], probabilities[row], verdicts[row])
             for row, job in enumerate(module.jobs)]
 
 
