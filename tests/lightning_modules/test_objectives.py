@@ -164,8 +164,8 @@ def mean_pairwise_similarity(backbone: Backbone, images: torch.Tensor, layer: in
 
 def test_diversity_lowers_the_batchs_gram_similarity(tiny_backbone) -> None:
     start = start_images(tiny_backbone, 3)
-    alone = ascend(tiny_backbone, "channel:2:5", start, steps=20)
-    diverse = ascend(tiny_backbone, "channel:2:5 + 2*diversity:2", start, steps=20)
+    alone = ascend(tiny_backbone, "channel:2:5", start, steps=12)
+    diverse = ascend(tiny_backbone, "channel:2:5 + 2*diversity:2", start, steps=12)
     assert (mean_pairwise_similarity(tiny_backbone, diverse, 2)
             < mean_pairwise_similarity(tiny_backbone, alone, 2) - 0.01)
     # Lucid's value: minus the sum over ordered pairs of Gram cosine similarities, over N.
@@ -283,3 +283,16 @@ def test_what_the_backbone_lacks_is_one_sentence(text: str, words: str, tiny_bac
     with pytest.raises(UserInputError) as error:
         parse_objective(text).bind(tiny_backbone, SIZE)
     assert words in one_sentence(error)
+
+
+def test_objectives_and_their_step_import_no_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import lightning_modules.feature_visualization.functional\n"
+            "from lightning_modules import parse_objective\n"
+            "assert not [m for m in sys.modules if m.startswith(('pytorch_lightning', "
+            "'lightning_fabric'))], 'Lightning was imported'\n")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                   check=True)
