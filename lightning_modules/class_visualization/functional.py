@@ -70,38 +70,6 @@ def make_optimizer(step: str, params: Sequence[torch.Tensor], lr: float,
     return GradientAscent(params, lr=lr, normalize=step == "normalized")
 
 
-def network_view(parameter: torch.Tensor, parameterization: Parameterization,
-                 mean: torch.Tensor, std: torch.Tensor, max_jitter: int, transforms: bool,
-                 generator: Optional[torch.Generator] = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images a step optimizes, and what the network sees of them this step.
-
-    Shared with feature visualization (``lightning_modules.feature_visualization``), so that a
-    class logit and any other objective are optimized through one and the same view.
-
-    Args:
-        parameter: The images' parameter (see ``parameterization``).
-        parameterization: What ``parameter`` is (pixels, a spectrum).
-        mean: Per-channel mean of the model's preprocessing, ``[1, 3, 1, 1]``.
-        std: Per-channel standard deviation.
-        max_jitter: Largest random circular shift in pixels; 0 turns it off.
-        transforms: Apply Lucent's random transforms after the jitter.
-        generator: Random source of the jitter and transforms.
-
-    Returns:
-        ``(images, shown)``: the normalized images and their jittered, transformed view.
-    """
-    images = parameterization.to_inputs(parameter, mean, std)
-    shown = images
-    if max_jitter > 0:
-        ox, oy = (int(v) for v in torch.randint(max_jitter + 1, (2,), generator=generator))
-        shown = jitter(shown, ox, oy)
-    if transforms:
-        grey = (0.5 - mean) / std
-        shown = random_transforms(shown, grey, generator)
-    return images, shown
-
-
 def class_visualization_loss(
     parameter: torch.Tensor,
     target_y: torch.Tensor,
@@ -136,8 +104,14 @@ def class_visualization_loss(
     Returns:
         ``({"score": -score, "l2": l2_reg * ||image||^2}, logits)``, each term ``[N]``.
     """
-    images, shown = network_view(parameter, parameterization, mean, std, max_jitter,
-                                 transforms, generator)
+    images = parameterization.to_inputs(parameter, mean, std)
+    shown = images
+    if max_jitter > 0:
+        ox, oy = (int(v) for v in torch.randint(max_jitter + 1, (2,), generator=generator))
+        shown = jitter(shown, ox, oy)
+    if transforms:
+        grey = (0.5 - mean) / std
+        shown = random_transforms(shown, grey, generator)
     logits = model(shown)
     score = logits.gather(1, target_y.view(-1, 1)).squeeze(1)
     l2 = l2_reg * images.pow(2).flatten(1).sum(1)

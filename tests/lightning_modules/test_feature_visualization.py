@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,11 @@ def features_cli(*extra: str) -> int:
 def losses(run: Path, column: str) -> list[float]:
     with open(run / "losses.csv", newline="") as handle:
         return [float(row[column]) for row in csv.DictReader(handle)]
+
+
+def steps(run: Path) -> list[str]:
+    with open(run / "losses.csv", newline="") as handle:
+        return [row["step"] for row in csv.DictReader(handle)]
 
 
 def pixels(path: Path) -> torch.Tensor:
@@ -121,3 +127,29 @@ def test_deep_dream_refuses_too_many_octaves_and_no_photo(workdir, content_image
         DeepDream(backbone="tiny", weights="random", octave_scale=1.0)
     with pytest.raises(UserInputError, match="Unknown objective kind"):
         DeepDream(backbone="tiny", weights="random", objective="lyr:2")
+
+
+def test_deep_dream_resumed_at_a_later_octave_ends_as_the_uninterrupted_run(
+        workdir, content_image, monkeypatch) -> None:
+    from callbacks.checkpoint import AtomicCheckpointIO
+
+    kept = workdir / "kept"
+    kept.mkdir()
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def save_and_keep(self, checkpoint, path, storage_options=None) -> None:
+        save(self, checkpoint, path, storage_options)
+        shutil.copy(path, kept / f"step{checkpoint['global_step']}.ckpt")
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_and_keep)
+    # Steps 2 + 2 + 2 over three octaves; the checkpoint after step 4 is at the second octave.
+    assert dream_cli(content_image, "--checkpoint.every_n_train_steps", "4") == 0
+    middle = kept / "step4.ckpt"
+    assert torch.load(middle, weights_only=False)["deep_dream_octave"] == 1
+    assert dream_cli(content_image, "--ckpt_path", str(middle)) == 0
+    first, resumed = (workdir / "runs" / "deep_dream" / f"version_{k}" / "content.png"
+                      for k in (0, 1))
+    assert resumed.read_bytes() == first.read_bytes()
+    # It went on from step 4: the coarse octaves' snapshots were the interrupted run's.
+    assert sorted(p.name for p in (resumed.parent / "snapshots").glob("*")) == []
+    assert [int(row) for row in steps(resumed.parent)][-2:] == [5, 6]
