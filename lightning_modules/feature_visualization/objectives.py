@@ -481,7 +481,7 @@ def _parse_term(term: str, whole: str) -> Objective:
         weight *= float(match.group("weight"))
         term = match.group("rest").strip()
     if "*" in term:
-        raise UserInputError(f"Malformed term '{term}' in objective '{whole}': write a weight as "
+        raise UserInputError(f"Malformed term {_where(term, whole)}: write a weight as "
                              f"NUMBER*KIND:ARGUMENTS, e.g. 0.5*channel:blocks.4:12.")
     if not math.isfinite(weight):
         raise UserInputError(f"The weight in objective '{whole}' must be a finite number.")
@@ -489,7 +489,7 @@ def _parse_term(term: str, whole: str) -> Objective:
     kind = ALIASES.get(kind.strip().lower(), kind.strip().lower())
     if not colon or not kind or not arguments.strip():
         raise UserInputError(
-            f"Malformed term '{term}' in objective '{whole}': write KIND:ARGUMENTS (e.g. "
+            f"Malformed term {_where(term, whole)}: write KIND:ARGUMENTS (e.g. "
             f"channel:blocks.4:12), and join terms with ' + ' or ' - ' (spaces around the sign).")
     if kind not in KINDS:
         raise UserInputError(f"Unknown objective kind '{kind}' in '{whole}'; choose "
@@ -524,8 +524,13 @@ def _parse_leaf(kind: str, arguments: str, term: str, whole: str) -> Objective:
 
 
 def _wrong_count(kind: str, term: str, whole: str) -> None:
-    raise UserInputError(f"Malformed term '{term}' in objective '{whole}': write {KINDS[kind]}, "
+    raise UserInputError(f"Malformed term {_where(term, whole)}: write {KINDS[kind]}, "
                          f"and join terms with ' + ' or ' - ' (spaces around the sign).")
+
+
+def _where(term: str, whole: str) -> str:
+    """``'term'``, and ``in objective 'whole'`` when the objective has more than that term."""
+    return f"'{term}'" if term == whole else f"'{term}' in objective '{whole}'"
 
 
 def _layer(text: str) -> LayerSpec:

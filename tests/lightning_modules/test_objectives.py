@@ -196,8 +196,8 @@ def test_real_network_channel_rises_more_than_its_neighbours() -> None:
     start = PixelImage(0.3).start(1, 64, 64, backbone.pixel_min, backbone.pixel_max, generator)
     objective = parse_objective("channel:blocks.4:12").bind(backbone, 64)
     parameter = start.clone().requires_grad_(True)
-    optimizer = make_optimizer("normalized", [parameter], 4.0)
-    for _ in range(10):
+    optimizer = make_optimizer("normalized", [parameter], 6.0)
+    for _ in range(5):
         optimizer.zero_grad()
         terms, _ = objective_loss(parameter, backbone, [objective], parameterization=PixelImage(),
                                   max_jitter=4, generator=generator)
