@@ -29,6 +29,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "create_class_visualization": "lightning_modules.class_visualization",
     # feature visualization: objectives, DeepDream
     "FeatureVisualization": _FEATURES, "DeepDream": _FEATURES, "parse_objective": _FEATURES,
+    "deep_dream": _FEATURES,
     # fooling images
     "FoolingAttack": _FOOLING, "FoolingImage": _FOOLING, "make_fooling_image": _FOOLING,
     "pgd_attack": _FOOLING,

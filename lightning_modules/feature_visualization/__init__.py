@@ -7,6 +7,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "FeatureVisualization": ".module", "DeepDream": ".module", "ObjectiveJob": ".module",
     "objective_file_name": ".module",
     "objective_loss": ".functional", "objective_scores": ".functional",
+    "deep_dream": ".functional", "octave_sizes": ".functional", "carry_detail": ".functional",
     "Objective": ".objectives", "Sum": ".objectives", "ClassLogit": ".objectives",
     "Channel": ".objectives", "Neuron": ".objectives", "Direction": ".objectives",
     "LayerL2": ".objectives", "Diversity": ".objectives", "Activations": ".objectives",

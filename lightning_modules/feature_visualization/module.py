@@ -8,7 +8,6 @@ view (jitter, transforms), steps, clamp and blur, checkpoints; only the score di
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Hashable, Optional, Sequence, Union
@@ -18,7 +17,12 @@ import torch
 from lightning_modules.class_visualization.functional import Step, make_optimizer, regularize
 from lightning_modules.class_visualization.module import ClassVisualization
 from lightning_modules.errors import UserInputError, check_positive
-from lightning_modules.feature_visualization.functional import objective_loss
+from lightning_modules.feature_visualization.functional import (
+    carry_detail,
+    normalized_step_length,
+    objective_loss,
+    octave_sizes,
+)
 from lightning_modules.feature_visualization.objectives import Objective, parse_objective
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.naming import safe_name, short_title, unique_names
@@ -138,8 +142,9 @@ class DeepDream(FeatureVisualization):
     The picture climbs ``octaves`` sizes, each ``octave_scale`` times the last, up to the
     photo's: at each octave the photo at that size plus the detail dreamed so far (upsampled)
     is raised by normalized gradient ascent on the objective, through a random circular jitter,
-    and clamped to valid pixels. The steps (``trainer.max_steps``) are split equally between
-    the octaves, or as ``octave_steps`` says.
+    and clamped to valid pixels: :func:`~.functional.deep_dream`'s loop, a step at a time.
+    The steps (``trainer.max_steps``) are split equally between the octaves, or as
+    ``octave_steps`` says.
 
     Args:
         objective: What to raise, in the grammar of :mod:`.objectives`: ``layer:L`` is the
@@ -225,8 +230,7 @@ class DeepDream(FeatureVisualization):
 
     def octave_size(self, size: Sequence[int], octave: int) -> tuple[int, int]:
         """A picture of ``size = (H, W)`` at octave ``octave`` (the last is ``size`` itself)."""
-        factor = self.octave_scale ** (self.octaves - 1 - octave)
-        return max(1, round(size[0] / factor)), max(1, round(size[1] / factor))
+        return octave_sizes(size, self.octaves, self.octave_scale)[octave]
 
     def _photo(self, index: int, octave: Optional[int] = None) -> torch.Tensor:
         """Job ``index``'s photo (0-1 pixels) at octave ``octave`` (default: the current one)."""
@@ -255,11 +259,9 @@ class DeepDream(FeatureVisualization):
         for group, positions in enumerate(self.groups):
             image = self.images[group]
             dreamed = self.backbone.denormalize(image.detach()).float().cpu()
-            detail = torch.stack([dreamed[row] - self._photo(i, previous)
-                                  for row, i in enumerate(positions)])
-            size = self._photo(positions[0]).shape[-2:]
-            pixels = torch.stack([self._photo(i) for i in positions]) + resize_pixels(detail, size)
-            encoded = self.parameterization.encode(pixels.clamp(0, 1), self.backbone.mean.cpu(),
+            pixels = carry_detail(dreamed, torch.stack([self._photo(i, previous) for i in positions]),
+                                  torch.stack([self._photo(i) for i in positions]))
+            encoded = self.parameterization.encode(pixels, self.backbone.mean.cpu(),
                                                    self.backbone.std.cpu())
             image.data = self._in_memory_format(encoded.to(image.device, image.dtype))
         if self._trainer is not None:
@@ -288,13 +290,12 @@ class DeepDream(FeatureVisualization):
         return optimizer
 
     def _set_step_lengths(self, optimizer: torch.optim.Optimizer) -> None:
-        """A normalized step of ``lr * sqrt(values per image)``: ``lr`` per pixel value (RMS),
-        whatever the octave's size (a unit step per image would shrink per pixel as it grows)."""
+        """Normalized steps of ``lr`` per pixel value (RMS) at the octave's size (see
+        :func:`~.functional.normalized_step_length`)."""
         if self.step_rule != "normalized":
             return
         for group in optimizer.param_groups:
-            values = group["params"][0][0].numel()
-            group["lr"] = self.lr * math.sqrt(values)
+            group["lr"] = normalized_step_length(self.lr, group["params"][0])
 
     def after_step(self, step: int) -> None:
         low, high = self._bounds()

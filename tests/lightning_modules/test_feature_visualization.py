@@ -118,6 +118,15 @@ def test_deep_dream_from_its_config_changes_the_photo_over_octaves(workdir, cont
     curve = losses(run, "objective_loss")
     assert curve[-1] < curve[-2] < curve[-3]  # the last octave's steps raise the layer's energy
     assert (run / "content_sheet.png").is_file()
+    # The notebook's function makes the same picture from the same photo and seed.
+    from datamodules.images import resize_shorter_side
+    from lightning_modules.backbones import load_backbone
+    from lightning_modules.feature_visualization import deep_dream
+
+    read = image_to_tensor(resize_shorter_side(load_image(content_image), 40))
+    plain = deep_dream(read, load_backbone("tiny", "random"), "layer:2", octaves=3,
+                       steps_per_octave=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain.clamp(0, 1).mul(255).round().div(255), dream)
 
 
 def test_deep_dream_refuses_too_many_octaves_and_no_photo(workdir, content_image, capsys) -> None:
