@@ -55,6 +55,7 @@ from lightning_modules.run_defaults import (
 # `--model FoolingImage` finds the class among the imported LightningModule subclasses, and the
 # package exports are lazy: import the techniques (their costly imports stay lazy inside).
 import lightning_modules.class_visualization.module  # noqa: E402,F401
+import lightning_modules.feature_visualization.module  # noqa: E402,F401
 import lightning_modules.fooling.module  # noqa: E402,F401
 import lightning_modules.saliency.module  # noqa: E402,F401
 import lightning_modules.style_transfer.module  # noqa: E402,F401

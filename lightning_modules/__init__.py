@@ -16,6 +16,7 @@ _STYLE = "lightning_modules.style_transfer"
 _SALIENCY = "lightning_modules.saliency"
 _FOOLING = "lightning_modules.fooling"
 _API = "lightning_modules.api"
+_FEATURES = "lightning_modules.feature_visualization"
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # backbones
@@ -32,6 +33,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # class visualization
     "ClassVisualization": "lightning_modules.class_visualization",
     "create_class_visualization": "lightning_modules.class_visualization",
+    # feature visualization: objectives, DeepDream
+    "FeatureVisualization": _FEATURES, "DeepDream": _FEATURES, "parse_objective": _FEATURES,
+    "deep_dream": _FEATURES,
     # fooling images
     "FoolingAttack": _FOOLING, "FoolingImage": _FOOLING, "make_fooling_image": _FOOLING,
     "pgd_attack": _FOOLING,

@@ -213,6 +213,22 @@ class Backbone(nn.Module):
         outputs = dict(zip(wanted, self._network(inputs, wanted, False)))
         return [outputs[index] for index in layers]
 
+    def extract_with_logits(self, inputs: torch.Tensor, layers: Sequence[int]
+                            ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Feature maps of the chosen layers and the logits, from one pass through the network.
+
+        Args:
+            inputs: Normalized images ``[N, 3, H, W]``.
+            layers: Layer indices, in any order, repeats allowed (may be empty).
+
+        Returns:
+            One feature map per entry of ``layers``, in that order, and the logits ``[N, 1000]``.
+        """
+        wanted = tuple(sorted(set(layers)))
+        *maps, logits = self._network(inputs, wanted, True)
+        outputs = dict(zip(wanted, maps))
+        return [outputs[index] for index in layers], logits
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, 1000]`` of normalized images ``[N, 3, H, W]``."""
         return self._network(inputs, (), True)[0]

@@ -1,0 +1,164 @@
+"""FeatureVisualization and DeepDream end to end through the command line, on the tiny CNN."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import cli
+from datamodules.images import image_to_tensor, load_image
+from datamodules.objectives import ObjectiveListData
+from lightning_modules.errors import UserInputError
+from lightning_modules.feature_visualization import Channel, DeepDream, FeatureVisualization
+
+REPO = Path(__file__).resolve().parents[2]
+FEATURES = str(REPO / "configs" / "feature_visualization.yaml")
+DREAM = str(REPO / "configs" / "deep_dream.yaml")
+TINY = ["--model.backbone", "tiny", "--model.weights", "random"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch) -> None:
+    """LightningCLI warns when pytest's own arguments are in sys.argv beside args=."""
+    monkeypatch.setattr("sys.argv", ["cli.py"])
+
+
+def features_cli(*extra: str) -> int:
+    return cli.main(["fit", "--config", FEATURES, *TINY, *QUIET, "--model.image_size", "32",
+                     "--trainer.max_steps", "4", "--model.transforms", "false", *extra])
+
+
+def losses(run: Path, column: str) -> list[float]:
+    with open(run / "losses.csv", newline="") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle)]
+
+
+def steps(run: Path) -> list[str]:
+    with open(run / "losses.csv", newline="") as handle:
+        return [row["step"] for row in csv.DictReader(handle)]
+
+
+def pixels(path: Path) -> torch.Tensor:
+    return image_to_tensor(load_image(path))
+
+
+def test_cli_draws_one_picture_per_objective_and_raises_it(workdir) -> None:
+    objectives = '["channel:features.2:5", "channel:2:5 - 0.5*layer:3 + 0.1*diversity:2"]'
+    assert features_cli("--data.objectives", objectives, "--data.images_per_objective", "2") == 0
+    run = workdir / "runs" / "feature_visualization" / "version_0"
+    names = ["channel_features.2_5", "channel_2_5_minus_0.5x_layer_3_plus_0.1x_diversity_2"]
+    for name in names:
+        for copy in (name, f"{name}_2"):
+            assert pixels(run / f"{copy}.png").shape == (3, 32, 32)
+            assert (run / f"{copy}_sheet.png").is_file()
+    # Two pictures of one objective start from different noise.
+    assert not torch.equal(pixels(run / f"{names[0]}.png"), pixels(run / f"{names[0]}_2.png"))
+    curve = losses(run, "objective_loss")
+    assert curve[-1] < curve[0]  # minus the mean score: the objectives rose
+    assert not (run / "classes_sheet.png").exists()  # the class report left the run alone
+
+
+@pytest.mark.parametrize("objective, words", [
+    ("channel:blocks.9:1", "Unknown objective layer 'blocks.9' for backbone 'tiny'"),
+    ("channel:2:16", "Channel 16 of 'channel:2:16' is out of range"),
+    ("channel:2:3-layer:1", "spaces around the sign"),
+    ("direction:3:1,2,3", "has 3 values, but layer 3 (features.3) of backbone 'tiny' has 32"),
+    ("direction:3:no_such_vector.npy", "Direction file not found: no_such_vector.npy"),
+])
+def test_cli_bad_objectives_exit_1_with_one_sentence(objective, words, workdir, capsys) -> None:
+    assert features_cli("--data.objectives", f'["{objective}"]') == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and words in err and err.endswith("."), err
+    assert not (workdir / "runs" / "feature_visualization" / "version_0").exists()
+
+
+def test_module_from_python_takes_objective_objects() -> None:
+    module = FeatureVisualization(backbone="tiny", weights="random", image_size=32)
+    module.set_jobs([Channel(2, 5) + Channel(3, 1), "layer:3"])
+    module.setup("fit")
+    assert [job.name for job in module.jobs] == ["channel_2_5_plus_channel_3_1", "layer_3"]
+    module.prepare_targets()
+    terms = module.loss_terms(0, module.images[0])
+    assert terms["objective"].shape == (2,)
+
+
+def test_objective_list_data_refuses_bad_lists() -> None:
+    with pytest.raises(UserInputError, match="empty"):
+        ObjectiveListData([])
+    with pytest.raises(UserInputError, match="images_per_objective"):
+        ObjectiveListData(["layer:1"], images_per_objective=0)
+    assert ObjectiveListData("layer:1", images_per_objective=2).jobs == ["layer:1", "layer:1"]
+
+
+# ----------------------------------------------------------------- DeepDream
+def dream_cli(photo: Path, *extra: str) -> int:
+    return cli.main(["fit", "--config", DREAM, *TINY, *QUIET, "--data.content", str(photo),
+                     "--data.image_size", "40", "--model.objective", "layer:2",
+                     "--model.octaves", "3", "--trainer.max_steps", "6", *extra])
+
+
+def test_deep_dream_from_its_config_changes_the_photo_over_octaves(workdir, content_image) -> None:
+    assert dream_cli(content_image) == 0
+    run = workdir / "runs" / "deep_dream" / "version_0"
+    dream = pixels(run / "content.png")
+    assert dream.shape == (3, 40, 48)  # the photo's size: shorter side 40, aspect kept
+    photo = torch.nn.functional.interpolate(pixels(content_image)[None], size=(40, 48),
+                                            mode="bilinear", antialias=True)[0]
+    assert (dream - photo).abs().mean() > 0.01  # changed ...
+    assert (dream - photo).abs().mean() < 0.3  # ... but still the photo
+    # Octaves coarse to fine: 40 / 1.4^2 and 40 / 1.4 px, then the photo's size.
+    sides = [min(pixels(run / "snapshots" / f"content_octave{k}.png").shape[1:]) for k in (1, 2)]
+    assert sides == [20, 29]
+    curve = losses(run, "objective_loss")
+    assert curve[-1] < curve[-2] < curve[-3]  # the last octave's steps raise the layer's energy
+    assert (run / "content_sheet.png").is_file()
+    # The notebook's function makes the same picture from the same photo and seed.
+    from datamodules.images import resize_shorter_side
+    from lightning_modules.backbones import load_backbone
+    from lightning_modules.feature_visualization import deep_dream
+
+    read = image_to_tensor(resize_shorter_side(load_image(content_image), 40))
+    plain = deep_dream(read, load_backbone("tiny", "random"), "layer:2", octaves=3,
+                       steps_per_octave=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain.clamp(0, 1).mul(255).round().div(255), dream)
+
+
+def test_deep_dream_refuses_too_many_octaves_and_no_photo(workdir, content_image, capsys) -> None:
+    assert dream_cli(content_image, "--model.octaves", "9") == 1
+    assert "octaves" in capsys.readouterr().err
+    with pytest.raises(UserInputError, match="octave_scale"):
+        DeepDream(backbone="tiny", weights="random", octave_scale=1.0)
+    with pytest.raises(UserInputError, match="Unknown objective kind"):
+        DeepDream(backbone="tiny", weights="random", objective="lyr:2")
+
+
+def test_deep_dream_resumed_at_a_later_octave_ends_as_the_uninterrupted_run(
+        workdir, content_image, monkeypatch) -> None:
+    from callbacks.checkpoint import AtomicCheckpointIO
+
+    kept = workdir / "kept"
+    kept.mkdir()
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def save_and_keep(self, checkpoint, path, storage_options=None) -> None:
+        save(self, checkpoint, path, storage_options)
+        shutil.copy(path, kept / f"step{checkpoint['global_step']}.ckpt")
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_and_keep)
+    # Steps 2 + 2 + 2 over three octaves; the checkpoint after step 4 is at the second octave.
+    assert dream_cli(content_image, "--checkpoint.every_n_train_steps", "4") == 0
+    middle = kept / "step4.ckpt"
+    assert torch.load(middle, weights_only=False)["deep_dream_octave"] == 1
+    assert dream_cli(content_image, "--ckpt_path", str(middle)) == 0
+    first, resumed = (workdir / "runs" / "deep_dream" / f"version_{k}" / "content.png"
+                      for k in (0, 1))
+    assert resumed.read_bytes() == first.read_bytes()
+    # It went on from step 4: the coarse octaves' snapshots were the interrupted run's.
+    assert sorted(p.name for p in (resumed.parent / "snapshots").glob("*")) == []
+    assert [int(row) for row in steps(resumed.parent)][-2:] == [5, 6]
