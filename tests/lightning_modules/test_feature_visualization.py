@@ -162,3 +162,14 @@ def test_deep_dream_resumed_at_a_later_octave_ends_as_the_uninterrupted_run(
     # It went on from step 4: the coarse octaves' snapshots were the interrupted run's.
     assert sorted(p.name for p in (resumed.parent / "snapshots").glob("*")) == []
     assert [int(row) for row in steps(resumed.parent)][-2:] == [5, 6]
+
+
+def test_cli_feature_visualization_with_maco_and_crops_raises_the_channel(workdir) -> None:
+    # MACO's phase and crops serve feature objectives as they serve classes.
+    assert features_cli("--data.objectives", '["channel:2:5"]', "--model.parameterization", "maco",
+                        "--model.transforms", "crops", "--model.crops", "3", "--model.step",
+                        "adam", "--model.lr", "0.25", "--trainer.max_steps", "24") == 0
+    run = workdir / "runs" / "feature_visualization" / "version_0"
+    assert pixels(run / "channel_2_5.png").shape == (3, 32, 32)
+    curve = losses(run, "objective_loss")  # each step sees other crops: compare the ends' means
+    assert sum(curve[-6:]) < sum(curve[:6])
