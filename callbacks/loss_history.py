@@ -107,8 +107,16 @@ class LossHistory(pl.Callback):
         terms = {name: [row.get(name, float("nan")) for row in self.rows]
                  for name in self.rows[0] if name != "step"}
         if any(value < 0 for values in terms.values() for value in values):
+            # A term that is 0 throughout (an L2 weight of 0) gets no panel, nor a total that
+            # is the one term left.
+            shown = {name: values for name, values in terms.items()
+                     if name == "loss" or any(value != 0 for value in values)}
+            if len(shown) == 2 and "loss" in shown and all(
+                    abs(a - b) <= 1e-6 * max(1.0, abs(a))
+                    for a, b in zip(*(values for name, values in shown.items()))):
+                shown = {name: values for name, values in shown.items() if name != "loss"}
             term_panels(path, steps, {name.replace("_", " "): values
-                                      for name, values in terms.items()}, replace)
+                                      for name, values in shown.items()}, replace)
             return
         # A log axis cannot show zeros (the content loss at step 1 of a run started from the
         # content image): leave those points out rather than the whole term.

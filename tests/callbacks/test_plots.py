@@ -28,6 +28,18 @@ def test_a_negated_score_gets_panels_of_its_own(tmp_path: Path, monkeypatch) -> 
     assert drawn == {"score loss": [0.1, -12.0], "l2 loss": [0.01, 4.0], "loss": [0.11, -8.0]}
 
 
+def test_a_term_at_zero_throughout_and_a_total_equal_to_the_one_term_get_no_panel(
+        tmp_path: Path, monkeypatch) -> None:
+    drawn = {}
+    monkeypatch.setattr(loss_history, "term_panels",
+                        lambda path, steps, series, replace: drawn.update(series))
+    history = LossHistory()
+    history.rows = [{"step": 1, "score_loss": -0.5, "l2_loss": 0.0, "loss": -0.5},
+                    {"step": 2, "score_loss": -12.0, "l2_loss": 0.0, "loss": -12.0}]
+    history.plot(tmp_path / "loss_curve.png")
+    assert drawn == {"score loss": [-0.5, -12.0]}
+
+
 def test_positive_terms_share_one_log_plot(tmp_path: Path) -> None:
     history = LossHistory()
     history.rows = [{"step": s, "content_loss": 10.0 / s, "style_loss": 100.0 / s,
