@@ -39,7 +39,8 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from callbacks import ClassReport, FoolingReport, ImageWriter, LossHistory, SaveOnInterrupt
+from callbacks import (AtlasSheet, ClassReport, FoolingReport, ImageWriter, LossHistory,
+                       SaveOnInterrupt)
 from callbacks.checkpoint import RunCheckpoint, choose_checkpoint, previous_path, written_by
 from datamodules.files import TEMPORARY_MARK, describe
 from lightning_modules.errors import DivergedError, UserInputError, format_bytes
@@ -120,6 +121,7 @@ class ImageCLI(LightningCLI):
         parser.add_lightning_class_args(LossHistory, "losses")
         # Each report acts only on the technique whose records it writes.
         parser.add_lightning_class_args(ClassReport, "class_report")
+        parser.add_lightning_class_args(AtlasSheet, "atlas_sheet")
         parser.add_lightning_class_args(FoolingReport, "fooling_report")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")

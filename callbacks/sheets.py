@@ -10,12 +10,14 @@ from PIL import Image, ImageDraw, ImageFont
 from datamodules.images import tensor_to_image
 
 
-def make_sheet(panels: Sequence[tuple[str, torch.Tensor]], height: int = 256) -> Image.Image:
+def make_sheet(panels: Sequence[tuple[str, torch.Tensor]], height: int = 256,
+               font_size: int = 16) -> Image.Image:
     """Lay titled pictures side by side at one height.
 
     Args:
         panels: ``(title, 0-1 pixels [3, H, W])`` pairs, left to right.
         height: Height of every picture in the sheet.
+        font_size: Size of the titles (the gaps and the title band scale with it).
 
     Returns:
         The sheet as an RGB image.
@@ -25,23 +27,24 @@ def make_sheet(panels: Sequence[tuple[str, torch.Tensor]], height: int = 256) ->
         picture = tensor_to_image(pixels)
         width = max(1, round(picture.width * height / picture.height))
         pictures.append(picture.resize((width, height), Image.Resampling.LANCZOS))
-    gap, title_height = 8, 24
+    gap, title_height = max(2, font_size // 2), font_size + 8
     sheet = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) + 1),
                               height + title_height + gap), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=16)
+    font = ImageFont.load_default(size=font_size)
     x = gap
     for (title, _), picture in zip(panels, pictures):
-        draw.text((x, 3), title, fill="black", font=font)
+        draw.text((x, max(1, font_size // 5)), title, fill="black", font=font)
         sheet.paste(picture, (x, title_height))
         x += picture.width + gap
     return sheet
 
 
 def grid_sheet(panels: Sequence[tuple[str, torch.Tensor]], columns: int = 5,
-               height: int = 224) -> Image.Image:
+               height: int = 224, font_size: int = 16) -> Image.Image:
     """Titled pictures in rows of ``columns`` (see :func:`make_sheet`)."""
-    rows = [make_sheet(panels[i : i + columns], height) for i in range(0, len(panels), columns)]
+    rows = [make_sheet(panels[i : i + columns], height, font_size)
+            for i in range(0, len(panels), columns)]
     sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
     y = 0
     for row in rows:
