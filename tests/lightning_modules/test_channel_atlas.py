@@ -56,7 +56,8 @@ def one_chunk(tmp_path_factory) -> Path:
 def test_atlas_writes_one_picture_per_channel_and_the_sheet(one_chunk) -> None:
     pictures = sorted(path.name for path in one_chunk.glob("channel_*.png"))
     assert pictures == sorted(f"channel_{LAYER}_{c}.png" for c in range(CHANNELS))
-    assert not list(one_chunk.glob("*_sheet.png"))[1:]  # no per-channel sheets: only the atlas's
+    # No per-channel sheets (the config's images.sheets: false): only the atlas's.
+    assert list(one_chunk.glob("*sheet.png")) == [one_chunk / "atlas_sheet.png"]
     sheet = load_image(one_chunk / "atlas_sheet.png")
     # 16 columns of 96 px pictures in one row (the config's AtlasSheet defaults).
     expected = grid_sheet([(str(c), torch.zeros(3, 32, 32)) for c in range(CHANNELS)], 16, 96, 12)
@@ -100,3 +101,16 @@ def test_channel_atlas_data_refuses_bad_options() -> None:
                              ("blocks.4", []), (True, "all")):
         with pytest.raises(UserInputError):
             ChannelAtlasData(layers, channels)
+
+
+def test_atlas_beside_other_objectives_from_python() -> None:
+    module = FeatureVisualization(backbone="tiny", weights="random", image_size=32)
+    module.set_jobs([ChannelAtlas("features.0", (1, 3)), "layer:2", ChannelAtlas(1, (0,))])
+    module.setup("fit")
+    assert [job.objective for job in module.jobs] == [
+        "channel:features.0:1", "channel:features.0:3", "layer:2", "channel:1:0"]
+    # Two layers: the sheet's titles say which; the other objective is not on the sheet.
+    assert [(record["job"], record["title"]) for record in module.atlas_records()] == [
+        (0, "features.0:1"), (1, "features.0:3"), (3, "1:0")]
+    module.prepare_targets()
+    assert module.loss_terms(0, module.images[0])["objective"].shape == (4,)
