@@ -66,10 +66,12 @@ class FeatureVisualization(ClassVisualization):
     """Draw what raises an objective: a channel, a neuron, a direction, a layer, their sums.
 
     Objectives come from :class:`datamodules.objectives.ObjectiveListData`, one picture per
-    entry, or from :class:`datamodules.objectives.ChannelAtlasData`, one picture per channel of
-    a layer (:class:`~.objectives.ChannelAtlas` items, expanded against the backbone; their
-    pictures also go on one ``atlas_sheet.png``, see :meth:`atlas_records`) (an objective given twice: two pictures, which ``diversity`` can set apart); from
-    Python, :meth:`set_jobs` takes strings or :class:`~.objectives.Objective` objects. Pictures
+    entry (an objective given twice: two pictures, which ``diversity`` can set apart), or from
+    :class:`datamodules.objectives.ChannelAtlasData`, one picture per channel of a layer
+    (:class:`~.objectives.ChannelAtlas` items, expanded against the backbone in
+    :meth:`make_jobs`; their pictures also go on one ``atlas_sheet.png``, see
+    :meth:`atlas_records`); from Python, :meth:`set_jobs` takes strings,
+    :class:`~.objectives.Objective` objects and :class:`~.objectives.ChannelAtlas` items. Pictures
     of one objective are scored together (a batch objective compares them), in one network
     pass with every other objective's. Each step logs ``objective`` (the mean score); files are
     ``<objective>.png`` (e.g. ``channel_blocks.4_12.png``) and its sheet, titled with the
