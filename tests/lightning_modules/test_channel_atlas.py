@@ -78,7 +78,8 @@ def test_each_picture_raises_its_own_channel_most(one_chunk) -> None:
 def test_atlas_in_chunks_gives_the_pictures_of_one_chunk(one_chunk, workdir) -> None:
     assert atlas_cli("--data.batch_size", "6") == 0  # 3 chunks: 6, 6 and 4 channels
     chunked = atlas_pictures(workdir / "runs" / "channel_atlas" / "version_0")
-    assert (chunked - atlas_pictures(one_chunk)).abs().max() <= 2 / 255
+    # Every chunk draws the run's noise and jitter and keeps its own rows: the same PNGs.
+    assert torch.equal(chunked, atlas_pictures(one_chunk))
 
 
 @pytest.mark.parametrize("option, value, words", [
