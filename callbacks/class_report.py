@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 
-from callbacks.chunk_end import ChunkEndCallback
-from callbacks.image_writer import require_image_writer
-from callbacks.plots import line_plot
-from callbacks.run_directory import continues_run, run_directory
-from callbacks.sheets import grid_sheet
 from callbacks.logged_images import log_picture
+from callbacks.plots import line_plot
+from callbacks.run_directory import continues_run
+from callbacks.run_sheet import RunSheet
 from datamodules.files import write_csv_rows
-from datamodules.images import image_to_tensor, load_image, save_png
-from lightning_modules.image_optimization.jobs import gather_objects
 
 
-class ClassReport(ChunkEndCallback):
+class ClassReport(RunSheet):
     """Writes ``classes_sheet.png``, ``class_probability.png`` and, when the module has a
     judge, ``recognition.csv`` for a class visualization.
 
@@ -30,50 +26,23 @@ class ClassReport(ChunkEndCallback):
     """
 
     def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.directory: Optional[Path] = None
+        super().__init__("class_records", "classes_sheet.png")
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.directory = run_directory(trainer)  # a collective call: every process is here
-        self.records = []  # a new fit's own (a resumed one gets them back from the checkpoint)
-        if hasattr(pl_module, "class_records"):
-            require_image_writer(trainer, self, "lays out")
-
-    def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if hasattr(pl_module, "class_records") and not pl_module.idle:
-            self.records += pl_module.class_records()
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not hasattr(pl_module, "class_records"):
-            return
-        records = sorted((record for part in gather_objects(self.records, trainer.world_size)
-                          for record in part), key=lambda record: record["job"])
-        if not trainer.is_global_zero or not records:
-            return
-        panels = [(record["title"], image_to_tensor(load_image(self.directory /
-                                                               f"{record['name']}.png")))
-                  for record in records]
-        replace = continues_run(trainer)
-        sheet = save_png(grid_sheet(panels), self.directory / "classes_sheet.png",
-                         overwrite=replace)
-        log_picture(trainer, "classes_sheet", sheet)
+    def after_sheet(self, trainer: pl.Trainer, records: list[dict[str, Any]]) -> None:
         if "recognition" in records[0]:
-            write_recognition_csv(self.directory / "recognition.csv", records, replace)
-        if records[0]["curve"]:
-            curves = {record["name"]: record["curve"] for record in records}
-            steps = range(len(records[0]["curve"]))
-            mean = [sum(values) / len(values) for values in zip(*curves.values())]
-            line_plot(self.directory / "class_probability.png", steps, {**curves, "mean": mean},
-                      "p(target class)", ylim=(0, 1), bold=("mean",), bold_color="black",
-                      linewidth=1.2, legend=len(curves) <= 12,
-                      legend_options={"fontsize": 7, "loc": "lower right"}, replace=replace)
-            log_picture(trainer, "class_probability", self.directory / "class_probability.png")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"records": list(self.records)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.records = list(state_dict["records"])
+            write_recognition_csv(self.directory / "recognition.csv", records,
+                                  continues_run(trainer))
+        if not records[0]["curve"]:
+            return
+        curves = {record["name"]: record["curve"] for record in records}
+        steps = range(len(records[0]["curve"]))
+        mean = [sum(values) / len(values) for values in zip(*curves.values())]
+        line_plot(self.directory / "class_probability.png", steps, {**curves, "mean": mean},
+                  "p(target class)", ylim=(0, 1), bold=("mean",), bold_color="black",
+                  linewidth=1.2, legend=len(curves) <= 12,
+                  legend_options={"fontsize": 7, "loc": "lower right"},
+                  replace=continues_run(trainer))
+        log_picture(trainer, "class_probability", self.directory / "class_probability.png")
 
 
 def write_recognition_csv(path: Path, records: list[dict[str, Any]], replace: bool) -> None:

@@ -30,11 +30,15 @@ class ImageWriter(ChunkEndCallback):
     Args:
         every_n_steps: Snapshot period in steps; 0 turns snapshots off.
         sheet_height: Height of the pictures in the sheet.
+        sheets: Write each job's sheet (false: the results only, e.g. for a channel atlas,
+            whose sheet holds every channel).
     """
 
-    def __init__(self, every_n_steps: int = 0, sheet_height: int = 256) -> None:
+    def __init__(self, every_n_steps: int = 0, sheet_height: int = 256,
+                 sheets: bool = True) -> None:
         self.every_n_steps = every_n_steps
         self.sheet_height = sheet_height
+        self.sheets = sheets
         self.directory: Path | None = None
         self.replace = False  # whether existing files are this run's own (a resumed run)
 
@@ -71,11 +75,12 @@ class ImageWriter(ChunkEndCallback):
         for index, slot in enumerate(pl_module.slots):
             path = self.directory / f"{slot.name}{suffix}.png"
             written.append(self._save(pl_module.result_pixels(index), path))
-            sheet = make_sheet(pl_module.sheet_panels(index), self.sheet_height)
-            sheet_path = self._save(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
             trainer = pl_module._trainer
             log_picture(trainer, f"{slot.name}/result", path)
-            log_picture(trainer, f"{slot.name}/sheet", sheet_path)
+            if self.sheets:
+                sheet = make_sheet(pl_module.sheet_panels(index), self.sheet_height)
+                sheet_path = self._save(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
+                log_picture(trainer, f"{slot.name}/sheet", sheet_path)
         return written
 
     def _save(self, picture: torch.Tensor | Image.Image, path: Path) -> Path:

@@ -2,9 +2,9 @@
 
 from datamodules.classes import ClassListData
 from datamodules.jobs import JobData, StepLoader
-from datamodules.objectives import ObjectiveListData
+from datamodules.objectives import ChannelAtlasData, ObjectiveListData
 from datamodules.labeled_images import LabeledImage, LabeledImageData
 from datamodules.style_transfer import StyleJob, StyleTransferData
 
-__all__ = ["ClassListData", "JobData", "LabeledImage", "LabeledImageData", "ObjectiveListData",
+__all__ = ["ChannelAtlasData", "ClassListData", "JobData", "LabeledImage", "LabeledImageData", "ObjectiveListData",
            "StepLoader", "StyleJob", "StyleTransferData"]

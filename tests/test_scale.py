@@ -214,6 +214,23 @@ def test_two_processes_in_batches_draw_the_classes_of_one_process(workdir: Path)
                   - png_pixels(one / "classes_sheet.png")).max() <= 1
 
 
+def test_two_processes_in_batches_draw_the_channel_atlas_of_one_process(workdir: Path) -> None:
+    args = ["fit", "--config", str(REPO / "configs" / "channel_atlas.yaml"),
+            "--model.backbone", "tiny", "--model.weights", "random", "--model.image_size", "32",
+            "--model.transforms", "false", "--model.parameterization", "pixel",
+            "--model.lr", "20", "--model.blur_every", "0", "--data.layers", "features.1",
+            "--trainer.max_steps", "3", "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    assert cli.main(args) == 0
+    # 16 channels, 3 per process at a time: 3 chunks, the last of 4 channels.
+    run_in_child([*args, "--trainer.devices", "2", "--data.batch_size", "3"], workdir)
+    one, two = sorted((workdir / "runs" / "channel_atlas").glob("version_*"))
+    names = [f"channel_features.1_{channel}.png" for channel in range(16)]
+    assert {p.name for p in two.glob("*.png")} == {*names, "atlas_sheet.png", "loss_curve.png"}
+    for name in [*names, "atlas_sheet.png"]:
+        assert np.abs(png_pixels(two / name) - png_pixels(one / name)).max() <= 1, name
+
+
 def test_two_processes_fool_in_batches_like_one_process(workdir: Path) -> None:
     # Classes 23 and 10 are within reach of the tiny network: every batch ends early.
     args = ["fit", "--config", str(REPO / "configs" / "fooling.yaml"), "--model.backbone", "tiny",

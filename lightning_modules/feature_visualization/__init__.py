@@ -11,5 +11,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Objective": ".objectives", "Sum": ".objectives", "ClassLogit": ".objectives",
     "Channel": ".objectives", "Neuron": ".objectives", "Direction": ".objectives",
     "LayerL2": ".objectives", "Diversity": ".objectives", "Activations": ".objectives",
-    "parse_objective": ".objectives", "gram_similarity": ".objectives",
+    "parse_objective": ".objectives", "ChannelAtlas": ".objectives", "gram_similarity": ".objectives",
 })

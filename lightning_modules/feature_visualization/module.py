@@ -23,7 +23,11 @@ from lightning_modules.feature_visualization.functional import (
     objective_loss,
     octave_sizes,
 )
-from lightning_modules.feature_visualization.objectives import Objective, parse_objective
+from lightning_modules.feature_visualization.objectives import (
+    ChannelAtlas,
+    Objective,
+    parse_objective,
+)
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.naming import safe_name, short_title, unique_names
 from lightning_modules.style_transfer.scales import ScalePlan, resize_pixels
@@ -37,10 +41,16 @@ MIN_OCTAVE_SIDE = 16
 
 @dataclass
 class ObjectiveJob:
-    """One picture to make: its output name and the objective (as written) it raises."""
+    """One picture to make: its output name and the objective (as written) it raises.
+
+    A job of a channel atlas also says which: ``atlas`` is its layer as written, ``channel``
+    its channel (None for other jobs).
+    """
 
     name: str
     objective: str
+    atlas: Optional[str] = None
+    channel: Optional[int] = None
 
 
 def objective_file_name(text: str) -> str:
@@ -56,8 +66,12 @@ class FeatureVisualization(ClassVisualization):
     """Draw what raises an objective: a channel, a neuron, a direction, a layer, their sums.
 
     Objectives come from :class:`datamodules.objectives.ObjectiveListData`, one picture per
-    entry (an objective given twice: two pictures, which ``diversity`` can set apart); from
-    Python, :meth:`set_jobs` takes strings or :class:`~.objectives.Objective` objects. Pictures
+    entry (an objective given twice: two pictures, which ``diversity`` can set apart), or from
+    :class:`datamodules.objectives.ChannelAtlasData`, one picture per channel of a layer
+    (:class:`~.objectives.ChannelAtlas` items, expanded against the backbone in
+    :meth:`make_jobs`; their pictures also go on one ``atlas_sheet.png``, see
+    :meth:`atlas_records`); from Python, :meth:`set_jobs` takes strings,
+    :class:`~.objectives.Objective` objects and :class:`~.objectives.ChannelAtlas` items. Pictures
     of one objective are scored together (a batch objective compares them), in one network
     pass with every other objective's. Each step logs ``objective`` (the mean score); files are
     ``<objective>.png`` (e.g. ``channel_blocks.4_12.png``) and its sheet, titled with the
@@ -70,7 +84,7 @@ class FeatureVisualization(ClassVisualization):
             ``image_size``, ``backbone``, ...).
     """
 
-    data_name = ("an ObjectiveListData datamodule (data: class_path: "
+    data_name = ("an ObjectiveListData or ChannelAtlasData datamodule (data: class_path: "
                  "datamodules.objectives.ObjectiveListData)")
 
     def __init__(self, **kwargs: Any) -> None:
@@ -79,6 +93,7 @@ class FeatureVisualization(ClassVisualization):
         self._chunk_objectives: list[Objective] = []  # the chunk's distinct objectives
         self._chunk_rows: list[list[int]] = []  # per distinct objective, its rows in the chunk
         self._step_scores: list[torch.Tensor] = []
+        self.atlas_layers: list[str] = []  # the layers of the run's channel atlases, as written
 
     # ----------------------------------------------------------------- jobs
     def probe_size(self) -> Optional[int]:
@@ -89,13 +104,27 @@ class FeatureVisualization(ClassVisualization):
         """``objective`` parsed (if a string) and bound to the backbone, checked."""
         return parse_objective(objective).bind(self.backbone, self.probe_size())
 
-    def make_jobs(self, items: Sequence[Union[str, Objective]]) -> list[ObjectiveJob]:
-        texts = [item if isinstance(item, str) else str(item) for item in items]
-        for item, text in zip(items, texts):
+    def make_jobs(self, items: Sequence[Union[str, Objective, ChannelAtlas]]
+                  ) -> list[ObjectiveJob]:
+        # A channel atlas becomes one job per channel here, where the backbone can count them.
+        texts: list[str] = []
+        atlas: list[tuple[Optional[str], Optional[int]]] = []
+        for item in items:
+            if isinstance(item, ChannelAtlas):
+                for text, bound in item.channel_objectives(self.backbone, self.probe_size()):
+                    self.objectives.setdefault(text, bound)
+                    texts.append(text)
+                    atlas.append((str(item.layer), bound.channel))
+                continue
+            text = item if isinstance(item, str) else str(item)
             if text not in self.objectives:
                 self.objectives[text] = self.bind_objective(item)
+            texts.append(text)
+            atlas.append((None, None))
         names = unique_names(objective_file_name(text) for text in texts)
-        return [ObjectiveJob(name, text) for name, text in zip(names, texts)]
+        self.atlas_layers = list(dict.fromkeys(layer for layer, _ in atlas if layer is not None))
+        return [ObjectiveJob(name, text, layer, channel)
+                for name, text, (layer, channel) in zip(names, texts, atlas)]
 
     def prepare_targets(self) -> None:
         rows: dict[str, list[int]] = {}
@@ -134,6 +163,20 @@ class FeatureVisualization(ClassVisualization):
 
     def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
         return [(self.panel_title(index), self.result_pixels(index))]
+
+    def atlas_title(self, index: int) -> str:
+        """Job ``index``'s title in an atlas sheet: its channel (``12``), and its layer too
+        (``blocks.4:12``) when the run draws more than one layer's atlas."""
+        job = self.jobs[index]
+        return f"{job.atlas}:{job.channel}" if len(self.atlas_layers) > 1 else str(job.channel)
+
+    def atlas_records(self) -> list[dict[str, Any]]:
+        """Per channel-atlas job of this process's chunk: its run index, name and title, for
+        ``callbacks.AtlasSheet`` (other objectives are not in the atlas)."""
+        return [{"job": job_index, "name": slot.name, "title": self.atlas_title(row)}
+                for row, (job_index, slot, job) in enumerate(zip(self.job_indices, self.slots,
+                                                                 self.jobs))
+                if getattr(job, "atlas", None) is not None]
 
 
 class DeepDream(FeatureVisualization):

@@ -368,6 +368,61 @@ class Diversity(Objective):
         return f"diversity:{self.layer}"
 
 
+
+@dataclass(frozen=True)
+class ChannelAtlas:
+    """Every channel of a layer (or the chosen ones): one ``channel:L:C`` objective each.
+
+    Not an objective itself but a shorthand that a technique expands against its backbone
+    (:meth:`channel_objectives`), since ``"all"`` needs the layer's channel count.
+
+    Attributes:
+        layer: The layer, by index or name, as written.
+        channels: ``"all"`` or the channel numbers, in the order their pictures come.
+    """
+
+    layer: LayerSpec
+    channels: Union[str, tuple[int, ...]] = "all"
+
+    def texts(self, count: int) -> list[str]:
+        """The objective strings of the chosen channels, for a layer of ``count`` channels."""
+        chosen = range(count) if self.channels == "all" else self.channels
+        return [f"channel:{self.layer}:{channel}" for channel in chosen]
+
+    def channel_objectives(self, backbone, image_size: Optional[int] = None
+                           ) -> list[tuple[str, "Channel"]]:
+        """Each chosen channel's objective string and its :class:`Channel`, bound to ``backbone``.
+
+        One probe pass reads the layer's channel count for all of them (binding each channel
+        on its own would run one per channel).
+
+        Args:
+            backbone: A :class:`~lightning_modules.backbones.Backbone`.
+            image_size: The side of the images the objectives will see (for the probe).
+
+        Raises:
+            UserInputError: An unknown layer, a channel out of range, or a layer whose
+                channels cannot be read.
+        """
+        index = backbone.layer_index(self.layer, "atlas layer")
+        shapes = layer_shapes(backbone, [index], image_size)
+        if index not in shapes:
+            raise UserInputError(
+                f"Cannot read the channel count of layer {index} ({backbone.layer_names[index]}) "
+                f"of backbone '{backbone.name}' from a {image_size or PROBE_SIZE} px image; give "
+                "another image size or layer.")
+        count = shapes[index][0]
+        outside = [channel for channel in (() if self.channels == "all" else self.channels)
+                   if not 0 <= channel < count]
+        if outside:
+            raise UserInputError(
+                f"Atlas channel {outside[0]} is out of range: layer {index} "
+                f"({backbone.layer_names[index]}) of backbone '{backbone.name}' has channels 0 "
+                f"to {count - 1}.")
+        return [(text, Channel(index, int(text.rsplit(":", 1)[1])))
+                for text in self.texts(count)]
+
+
 def gram_similarity(features: torch.Tensor) -> torch.Tensor:
     """The cosine similarity of every pair of images' Gram matrices, ``[N, N]``.
 
