@@ -232,7 +232,7 @@ def test_maco_pictures_have_a_photos_contrast_where_fourier_ones_are_grey() -> N
         return efficientnet.denormalize(images).clamp(0, 1)
 
     # The default config's recipe, shorter and smaller.
-    maco = draw(parameterization=MacoImage(contrast=1.8), transforms="crops", step="adam",
+    maco = draw(parameterization=MacoImage(contrast=2.0), transforms="crops", step="adam",
                 learning_rate=0.25, crops=CropViews(3, 112), max_jitter=16, l2_reg=0.0)
     fourier = draw(parameterization="fourier", transforms=True)
     with torch.no_grad():
