@@ -142,7 +142,9 @@ class ClassVisualization(ImageOptimization):
         self.clamp = clamp
         self.judge_name = judge
         self.judge_crops = judge_crops
-        self._judge: Optional[Any] = None
+        # In a plain dict, not an attribute: an nn.Module attribute would join the module's
+        # state dict, fill every checkpoint with the judge's weights and refuse a resume.
+        self._judge: dict[str, Any] = {}
         self._recognitions: tuple[int, list[Recognition]] = (-1, [])
         self.generator: Optional[torch.Generator] = None
         self.probability_history: list[list[float]] = []  # per step of the current chunk
@@ -252,13 +254,13 @@ class ClassVisualization(ImageOptimization):
         """The judge backbone, built on first use on this module's device, frozen; or None."""
         if self.judge_name is None:
             return None
-        if self._judge is None:
+        if self.judge_name not in self._judge:
             judge = load_backbone(self.judge_name, "default").to(self.device).eval()
             if judge.categories != self.backbone.categories:
                 raise UserInputError(f"The judge '{self.judge_name}' has other classes than the "
                                      f"backbone '{self.backbone.name}'; pick one with the same.")
-            self._judge = judge.requires_grad_(False)
-        return self._judge
+            self._judge[self.judge_name] = judge.requires_grad_(False)
+        return self._judge[self.judge_name]
 
     def recognitions(self) -> list[Recognition]:
         """The judge's verdict on each saved picture of this process's chunk ([] without one).

@@ -208,6 +208,8 @@ def test_judge_writes_recognition_csv_and_titles(tmp_path: Path) -> None:
         assert float(row["judge_prob"]) == pytest.approx(again.judge_prob, abs=1e-3)
         assert float(row["contrast"]) == pytest.approx(again.contrast, abs=1e-3)
     assert "crops" in module.panel_title(0) and "contrast" in module.panel_title(0)
+    # The judge is not part of the module: checkpoints neither carry it nor need it.
+    assert not [key for key in module.state_dict() if "judge" in key]
     assert (tmp_path / "classes_sheet.png").is_file()
 
 
