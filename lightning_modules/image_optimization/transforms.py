@@ -146,8 +146,11 @@ def random_crops(images: torch.Tensor, count: int, size: int,
 
     Each crop's side is a uniform fraction ``scale`` of the canvas's shorter side, at a uniform
     random place, mirrored left-right half the time; every view gets Gaussian noise of standard
-    deviation ``noise``. One ``roi_align`` call crops and resizes every view (bilinear, several
-    samples per output pixel, so large crops shrink without aliasing), and it is differentiable.
+    deviation ``noise``. One draw serves the whole batch (as Lucent's transforms): every image
+    gets the same ``count`` crops and noise, so what a picture sees does not depend on which
+    other pictures share its batch, chunk or process. One ``roi_align`` call crops and resizes
+    every view (bilinear, several samples per output pixel, so large crops shrink without
+    aliasing), and it is differentiable.
 
     Args:
         images: ``[N, C, H, W]`` (the network's normalized input).
@@ -162,19 +165,20 @@ def random_crops(images: torch.Tensor, count: int, size: int,
     """
     from torchvision.ops import roi_align
 
-    batch, _, height, width = images.shape
-    views = batch * count
+    batch, channels, height, width = images.shape
     low, high = scale
-    sides = (low + (high - low) * torch.rand(views, generator=generator)) * min(height, width)
-    x0 = torch.rand(views, generator=generator) * (width - sides)
-    y0 = torch.rand(views, generator=generator) * (height - sides)
-    flips = torch.rand(views, generator=generator) < 0.5
+    sides = (low + (high - low) * torch.rand(count, generator=generator)) * min(height, width)
+    x0 = torch.rand(count, generator=generator) * (width - sides)
+    y0 = torch.rand(count, generator=generator) * (height - sides)
+    flips = torch.rand(count, generator=generator) < 0.5
     owners = torch.arange(batch).repeat_interleave(count).to(sides)
-    boxes = torch.stack([owners, x0, y0, x0 + sides, y0 + sides], 1).to(images)
+    corners = torch.stack([x0, y0, x0 + sides, y0 + sides], 1).repeat(batch, 1)
+    boxes = torch.cat([owners[:, None], corners], 1).to(images)
     crops = roi_align(images, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2,
                       aligned=True)
-    flips = flips.to(images.device)
+    flips = flips.repeat(batch).to(images.device)
     crops = torch.where(flips[:, None, None, None], crops.flip(3), crops)
     if noise > 0:
-        crops = crops + noise * torch.randn(crops.shape, generator=generator).to(crops)
+        draw = torch.randn((count, channels, size, size), generator=generator)
+        crops = crops + noise * draw.repeat(batch, 1, 1, 1).to(crops)
     return crops

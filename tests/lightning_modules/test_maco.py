@@ -115,6 +115,14 @@ def test_random_crops_are_crops_of_the_canvas_with_flips() -> None:
     assert 0 < sum(flipped) < 10
 
 
+def test_a_pictures_crops_do_not_depend_on_its_batch() -> None:
+    # Chunks and processes hold different batches: a picture must see the same crops in any.
+    canvas = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    together = random_crops(canvas, 3, 16, (0.4, 1.0), 0.1, torch.Generator().manual_seed(0))
+    alone = random_crops(canvas[2:3], 3, 16, (0.4, 1.0), 0.1, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(together[6:9], alone)
+
+
 def test_random_crops_reach_every_part_and_pass_gradients() -> None:
     canvas = torch.zeros(1, 3, 40, 40, requires_grad=True)
     random_crops(canvas, 64, 20, (0.3, 0.6), 0.1, torch.Generator().manual_seed(0)).sum().backward()
