@@ -254,6 +254,10 @@ def make_parameterization(name: str, init_std: float = 1.0, decay_power: float =
 
         if not contrast > 0:
             raise UserInputError(f"contrast must be positive, got {contrast}.")
+        if amplitude is not None:  # a missing or wrong file is said now, not at the first step
+            from lightning_modules.image_optimization.maco import natural_amplitude
+
+            natural_amplitude(amplitude)
         return MacoImage(amplitude, contrast)
     kind = PixelImage if name == "pixel" else FourierImage
     return kind.from_options(init_std=init_std, decay_power=decay_power)

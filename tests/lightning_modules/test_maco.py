@@ -225,7 +225,9 @@ def test_judge_and_transform_options_are_checked() -> None:
     for options, message in ((dict(judge="nonet"), "Unknown judge 'nonet'"),
                              (dict(transforms="mirror"), "transforms"),
                              (dict(parameterization="maco", contrast=0), "contrast must be"),
-                             (dict(judge_crops=0), "judge_crops")):
+                             (dict(judge_crops=0), "judge_crops"),
+                             (dict(parameterization="maco", amplitude="no_such.pt"),
+                              "Amplitude file not found")):
         with pytest.raises(UserInputError, match=message):
             ClassVisualization(backbone=TINY, weights="random", **options)
 
