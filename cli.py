@@ -22,6 +22,8 @@ interrupted part wrote. Options come from the command line, never from the check
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import logging
 import os
 import re
@@ -89,6 +91,16 @@ TRAINER_DEFAULTS = {
 
 # validate and test would need a validation or test step, which no technique has.
 SUBCOMMANDS = ("fit", "predict")
+
+#: How every run is built, from the command line (``main``) and from Python (``PythonRun``).
+CLI_SETTINGS = {
+    "subclass_mode_model": True,
+    "subclass_mode_data": True,
+    "trainer_defaults": TRAINER_DEFAULTS,
+    "seed_everything_default": DEFAULT_SEED,
+    "auto_configure_optimizers": False,
+    "parser_kwargs": {"exit_on_error": False},
+}
 
 
 class ImageCLI(LightningCLI):
@@ -379,6 +391,143 @@ class ImageCLI(LightningCLI):
             default_hp_metric=False)]
 
 
+class PythonRun(ImageCLI):
+    """A run built from Python (:mod:`lightning_modules.api`) the way the command line builds it.
+
+    The config is read as ``--config`` reads it, the caller's options go on top as Python values
+    and are checked by the same parser (types, names), and the run is seeded, claims its folder,
+    translates its errors and cleans up after a failed start as a command-line run does.
+    Without ``save_dir`` the Trainer is quiet: no logger, progress bar, checkpoint or config
+    file, and no callback that writes files (the technique's own reports included).
+
+    Args:
+        subcommand: ``fit`` or ``predict``.
+        config: The config file.
+        options: Arguments of the config's model and datamodule, by name; each goes where the
+            parser finds it. Values the parser cannot hold (a ``Backbone`` object) reach the
+            class as they are.
+        function: The calling function's name, for messages.
+        expected: The module class the config must run (or a subclass of it).
+        inputs: The names of ``options`` that the calling function's own arguments give.
+        run_options: The names of the run's own options, for the unknown-option message.
+        trainer: Trainer options to set (``max_steps``, ``accelerator``, ``precision``).
+        seed: The seed (None: unseeded), when ``seeded``.
+        seeded: Whether ``seed`` replaces the config's (``seed_everything``, default 0).
+        save_dir: A folder for the command line's run directory, or None for a quiet run.
+        callbacks: Callbacks that collect the results, added to the Trainer's.
+    """
+
+    def __init__(self, subcommand: str, config: str, options: dict[str, Any], *, function: str,
+                 expected: type, inputs: Sequence[str] = (), run_options: Sequence[str] = (),
+                 trainer: Optional[dict[str, Any]] = None, seed: Any = None,
+                 seeded: bool = False, save_dir: Optional[str] = None, callbacks: Sequence[Any] = ()) -> None:
+        self._request = dict(subcommand=subcommand, config=config, options=options,
+                             function=function, expected=expected, inputs=tuple(inputs),
+                             run_options=tuple(run_options), trainer=dict(trainer or {}),
+                             seed=seed, seeded=seeded)
+        self._objects: dict[str, dict[str, Any]] = {}
+        self.quiet = save_dir is None
+        self._collectors = list(callbacks)
+        self.predictions: list[Any] = []
+        self.unattached: list[Any] = []  # the config's callbacks, in a quiet run
+        settings = {**CLI_SETTINGS, "parser_kwargs": {"exit_on_error": False}}
+        if self.quiet:
+            settings["save_config_callback"] = None
+        self._save_dir = save_dir
+        super().__init__(args=[subcommand], **settings)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        request = self._request
+        subcommand = request["subcommand"]
+        base = parser.parse_args([subcommand, "--config", request["config"]])
+        section = base[subcommand]
+        self._check_technique(section.model.class_path, request)
+        sorted_options = self._sort_options(section, request)
+        trainer = dict(request["trainer"])
+        if self.quiet:
+            trainer.update(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                           enable_model_summary=False)
+        else:
+            trainer.update(default_root_dir=str(self._save_dir), enable_checkpointing=False,
+                           enable_progress_bar=False, enable_model_summary=False)
+            if self._objects:  # a config.yaml could not hold them
+                self.save_config_callback = None
+        trainer.update(devices=1, num_nodes=1, strategy="auto")
+        # The class paths again: jsonargparse would read bare init_args as the class's own keys.
+        overrides = {part: {"class_path": section[part].class_path,
+                            "init_args": sorted_options[part]} for part in ("model", "data")}
+        overrides["trainer"] = trainer
+        if request["seeded"]:
+            overrides["seed_everything"] = False if request["seed"] is None else request["seed"]
+        self.config = parser.parse_object({"subcommand": subcommand, subcommand: overrides},
+                                          cfg_base=base)
+        for part, values in self._objects.items():
+            for key, value in values.items():
+                self.config[subcommand][part].init_args[key] = value
+
+    @staticmethod
+    def _check_technique(class_path: str, request: dict[str, Any]) -> None:
+        """Refuse a config that runs another technique than the calling function's."""
+        module_name, _, name = str(class_path).rpartition(".")
+        technique = getattr(importlib.import_module(module_name), name, None)
+        expected = request["expected"]
+        if not (isinstance(technique, type) and issubclass(technique, expected)):
+            raise UserInputError(f"{request['function']}() runs {expected.__name__}, but "
+                                 f"{request['config']} runs {name}.")
+
+    def _sort_options(self, section: Namespace, request: dict[str, Any]
+                      ) -> dict[str, dict[str, Any]]:
+        """Each option under the model or the datamodule, whichever the parser gives it to."""
+        accepted = {part: list(vars(section[part].init_args)) for part in ("model", "data")}
+        sorted_options: dict[str, dict[str, Any]] = {"model": {}, "data": {}}
+        for key, value in request["options"].items():
+            part = next((part for part in ("model", "data") if key in accepted[part]), None)
+            if part is None:
+                known = accepted["model"] + accepted["data"] + list(request["run_options"])
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                model = section.model.class_path.rpartition(".")[2]
+                data = section.data.class_path.rpartition(".")[2]
+                raise UserInputError(
+                    f"{request['function']}() has no option '{key}'{hint}; it takes the "
+                    f"arguments of {model} and {data} and {', '.join(request['run_options'])}.")
+            if _plain(value):
+                sorted_options[part][key] = list(value) if isinstance(value, tuple) else value
+            else:
+                self._objects.setdefault(part, {})[key] = value
+        return sorted_options
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        if self.quiet:
+            # Writers would write into the working folder: the command line's are left out,
+            # the config's are kept unattached (saliency() draws with the config's colours),
+            # and the technique's own reports too, since a quiet run returns values instead.
+            callbacks = []
+            self.unattached = list(config.get("callbacks") or [])
+            config = {**config, "callbacks": []}
+            self.model.configure_callbacks = lambda: []  # type: ignore[method-assign]
+        return super()._instantiate_trainer(config, [*callbacks, *self._collectors])
+
+    def predict(self, **kwargs: Any) -> None:
+        """``trainer.predict``, keeping what it returns (saliency batches)."""
+        self.predictions = self.trainer.predict(**{**kwargs, "return_predictions": True}) or []
+
+    def _add_tensorboard(self) -> None:
+        if not self.quiet:
+            super()._add_tensorboard()
+
+
+def _plain(value: Any) -> bool:
+    """Whether the parser can hold ``value`` (YAML's kinds of value), or it must go as it is."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _plain(item) for key, item in value.items())
+    return False
+
+
 def newest_run_checkpoint(root: Path) -> Path:
     """``checkpoints/last.ckpt`` of the newest run under ``root`` (the highest version).
 
@@ -522,32 +671,59 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be "
                                               r"deleted.*")
     try:
-        ImageCLI(
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            trainer_defaults=TRAINER_DEFAULTS,
-            seed_everything_default=DEFAULT_SEED,
-            args=args,
-            auto_configure_optimizers=False,
-            parser_kwargs={"exit_on_error": False},
-        )
+        argv = with_shipped_configs(argv)
+        if args is None:
+            # Lightning warns when it is given both args and a command line.
+            sys.argv[1:] = argv
+        ImageCLI(args=None if args is None else argv, **CLI_SETTINGS)
     except Exception as error:  # noqa: BLE001 - only the user's own mistakes are caught below
-        if type(error).__name__ == "ArgumentError":  # jsonargparse's, raised with exit_on_error off
-            message = condensed_parse_error(str(error))
-            if "'fit' does not accept option 'return_predictions'" in message:
-                # A predict config (saliency) given to fit: its predict-only key says so.
-                argv = list(sys.argv[1:] if args is None else args)
-                config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else "..."
-                message += (f"; this config is run with predict: python cli.py predict "
-                            f"--config {config}")
-            print(f"error: {message}", file=sys.stderr)
-            return 2
-        cause = user_facing_cause(error) or out_of_memory(error) or config_kept(error)
-        if cause is None:
+        translated = translate_error(error, argv)
+        if translated is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
-        return 1
+        status, message = translated
+        print(f"error: {message}", file=sys.stderr)
+        return status
     return 0
+
+
+def translate_error(error: BaseException, argv: Sequence[str] = ()
+                    ) -> Optional[tuple[int, str]]:
+    """The exit status and one sentence for a user's mistake, or None for a bug.
+
+    The one place where errors of a run become sentences, for the command line and for Python.
+
+    Args:
+        error: What the run raised.
+        argv: The command line, to name the config in advice.
+    """
+    if type(error).__name__ == "ArgumentError":  # jsonargparse's, raised with exit_on_error off
+        message = condensed_parse_error(str(error))
+        if "'fit' does not accept option 'return_predictions'" in message:
+            # A predict config (saliency) given to fit: its predict-only key says so.
+            argv = list(argv)
+            config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else "..."
+            message += (f"; this config is run with predict: python cli.py predict "
+                        f"--config {config}")
+        return 2, message
+    cause = user_facing_cause(error) or out_of_memory(error) or config_kept(error)
+    return None if cause is None else (1, str(cause))
+
+
+def with_shipped_configs(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every ``--config NAME`` that is no file replaced by the shipped config's path.
+
+    ``--config style_transfer`` and ``--config configs/style_transfer.yaml`` then work from any
+    directory, in a checkout or after ``pip install .``; an existing file always wins.
+    """
+    from configs import resolve_config
+
+    resolved = list(argv)
+    for index, item in enumerate(resolved):
+        if item == "--config" and index + 1 < len(resolved):
+            resolved[index + 1] = resolve_config(resolved[index + 1])
+        elif item.startswith("--config="):
+            resolved[index] = "--config=" + resolve_config(item[len("--config="):])
+    return resolved
 
 
 def _drop_start_up_chatter(record: logging.LogRecord) -> bool:

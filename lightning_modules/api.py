@@ -3,9 +3,10 @@
     from lightning_modules import stylize
     picture = stylize("chelsea", "immunohistochemistry", image_size=128, steps=40)
 
-Each function runs the technique's module and datamodule with the same config as the command
-line (``configs/<technique>.yaml``, or another one with ``config=``), under a quiet Trainer: no
-progress bar, no model summary, no logger, no checkpoint and no run directory. The result comes
+Each function builds its run with the command line's own builder (``cli.PythonRun``: the same
+parser, checks, seeding and error sentences) from the shipped config of its technique (or another
+one with ``config=``, a path or a shipped config's name), under a quiet Trainer: no progress bar,
+no model summary, no logger, no checkpoint and no run directory. The result comes
 from the module's own accessors (``result_pixels``, ``saved_probabilities``, ``score``, the
 saliency batch), the same values the run's callbacks write.
 
@@ -25,42 +26,28 @@ files, as 8-bit RGB, the way a PNG of them would.
 ``saliency`` is not re-exported by ``lightning_modules``, where that name is the subpackage
 :mod:`lightning_modules.saliency`: ``from lightning_modules.api import saliency``.
 
-This module assembles runs, as ``cli.py`` does: it is the one module under ``lightning_modules``
-that imports ``callbacks`` (for ``save_dir`` and the end of each chunk of jobs).
+This module is the one under ``lightning_modules`` that imports ``cli`` and ``callbacks`` (the
+builder, and the end of each chunk of jobs).
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import inspect
 import logging
 import os
 import random
-import re
-import shutil
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
 from lightning_modules.errors import UserInputError
 from lightning_modules.naming import safe_name, unique_names
-from lightning_modules.run_defaults import (
-    DEFAULT_SEED,
-    IRRELEVANT_WARNINGS,
-    check_seed,
-    log_period,
-)
-
-#: The configs the command line's examples use, one per technique.
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from lightning_modules.run_defaults import IRRELEVANT_WARNINGS, check_seed
 
 ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor, np.ndarray]
 ClassInput = Union[int, str]
@@ -68,18 +55,6 @@ ClassInput = Union[int, str]
 # Options of the run itself (the rest go to the module or the datamodule).
 _RUN_OPTIONS = ("config", "save_dir", "seed", "accelerator", "precision")
 _STEP_OPTIONS = ("steps", "max_steps")
-
-# Trainer options of a config that the quiet Trainer decides itself.
-_QUIET_TRAINER_KEYS = {"logger", "callbacks", "enable_progress_bar", "enable_model_summary",
-                       "enable_checkpointing", "default_root_dir", "devices", "num_nodes",
-                       "strategy", "plugins", "max_steps", "log_every_n_steps"}
-
-# The callbacks the command line adds to every fit (cli.py: add_arguments_to_parser), by the
-# config section that holds their options; with save_dir a Python run gets them too.
-_FIT_WRITERS = (("images", "callbacks.image_writer.ImageWriter"),
-                ("losses", "callbacks.loss_history.LossHistory"),
-                ("class_report", "callbacks.class_report.ClassReport"),
-                ("fooling_report", "callbacks.fooling_report.FoolingReport"))
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch",
                       "lightning.fabric")
@@ -379,12 +354,12 @@ def _fooling_records(module: Any) -> list[FoolingResult]:
 
 # --------------------------------------------------------------------------- one run
 class _Run:
-    """One technique's run from Python: the config, the options on top, a quiet Trainer.
+    """One technique's run from Python, built by the command line's builder (``cli.PythonRun``).
 
     Args:
         function: The public function's name, for messages.
-        technique: The config's stem in ``configs/`` (and the run folder's name with
-            ``save_dir``, unless the config's logger names another).
+        technique: The shipped config's name (and the run folder's name with ``save_dir``,
+            unless the config's logger names another).
         base: The module class the config must name (or a subclass of it).
         options: The caller's keyword options.
         inputs: The datamodule's arguments that the function's own arguments give.
@@ -393,61 +368,32 @@ class _Run:
 
     def __init__(self, function: str, technique: str, base: type, options: dict[str, Any],
                  inputs: dict[str, Any], fit: bool) -> None:
-        self.function, self.fit_technique = function, fit
+        self.function, self.technique, self.base, self.fit_technique = (
+            function, technique, base, fit)
         options = dict(options)
-        run_keys = _RUN_OPTIONS + (_STEP_OPTIONS if fit else ())
-        run = {key: options.pop(key) for key in run_keys if key in options}
-        self.config_path = _config_path(run.get("config"), technique)
-        self.config = load_config(self.config_path)
-        self.model_class, self.model_args = _section(self.config, "model", self.config_path)
-        self.data_class, self.data_args = _section(self.config, "data", self.config_path)
-        if not (isinstance(self.model_class, type) and issubclass(self.model_class, base)):
-            raise UserInputError(f"{function}() runs {base.__name__}, but {self.config_path} "
-                                 f"runs {getattr(self.model_class, '__name__', self.model_class)}.")
-        model_names, data_names = (init_arguments(self.model_class),
-                                   init_arguments(self.data_class))
-        for key, value in options.items():
+        self.run_keys = _RUN_OPTIONS + (_STEP_OPTIONS if fit else ())
+        run = {key: options.pop(key) for key in self.run_keys if key in options}
+        for key in options:
             if key in inputs:
                 raise UserInputError(f"{function}() takes its {key} as an argument, not as an "
                                      f"option.")
-            if key in model_names:
-                self.model_args[key] = value
-            elif key in data_names:
-                self.data_args[key] = value
-            else:
-                raise UserInputError(self._unknown(key, model_names + data_names + list(run_keys)))
-        self.data_args.update(inputs)
-        if "seed" in run:
-            self.seed = run["seed"]
-            if isinstance(self.seed, bool):
-                raise UserInputError(f"seed must be a whole number or None, got {self.seed}.")
-        else:
-            self.seed = self.config.get("seed_everything", DEFAULT_SEED)
-            if isinstance(self.seed, bool):
-                self.seed = None  # a config's true (a random seed) or false (none): unseeded
-        check_seed(self.seed, "seed", "None")
-        self.max_steps = self._max_steps(run) if fit else None
-        self.accelerator = run.get("accelerator", "auto")
-        self.precision = run.get("precision")
+        self.options = {**options, **inputs}
+        self.inputs = tuple(inputs)
+        self.config = _config_file(run.get("config"), technique)
+        self.seeded = "seed" in run
+        self.seed = run.get("seed")
+        if self.seeded and isinstance(self.seed, bool):
+            raise UserInputError(f"seed must be a whole number or None, got {self.seed}.")
+        if self.seeded:
+            check_seed(self.seed, "seed", "None")
+        self.trainer: dict[str, Any] = {"accelerator": run.get("accelerator", "auto")}
+        if run.get("precision") is not None:
+            self.trainer["precision"] = run["precision"]
+        if fit and any(key in run for key in _STEP_OPTIONS):
+            self.trainer["max_steps"] = _max_steps(run)
         self.save_dir = run.get("save_dir")
         self.directory: Optional[Path] = None  # the run folder, with save_dir
-
-    def _unknown(self, key: str, known: list[str]) -> str:
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        run_keys = _RUN_OPTIONS + (_STEP_OPTIONS if self.fit_technique else ())
-        return (f"{self.function}() has no option '{key}'{hint}; it takes the arguments of "
-                f"{self.model_class.__name__} and {self.data_class.__name__} and "
-                f"{', '.join(run_keys)}.")
-
-    def _max_steps(self, run: dict[str, Any]) -> int:
-        if all(key in run for key in _STEP_OPTIONS):
-            raise UserInputError("Give steps or max_steps, not both.")
-        steps = run.get("steps", run.get("max_steps",
-                                         (self.config.get("trainer") or {}).get("max_steps")))
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise UserInputError(f"steps must be a positive number of steps, got {steps!r}.")
-        return steps
+        self.writers: list[Any] = []  # the run's callbacks, once it ran
 
     # ----------------------------------------------------------------- running
     def fit(self, record: Callable[[Any], list[Any]]) -> tuple[list[Any], list[dict[str, float]]]:
@@ -463,209 +409,92 @@ class _Run:
             def __init__(self) -> None:
                 self.kept: list[tuple[int, Any]] = []
                 self.rows: list[dict[str, float]] = []
+                self.history: Optional[LossHistory] = None
+
+            def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+                # With save_dir, LossHistory takes the rows (and writes losses.csv).
+                self.history = next((c for c in trainer.callbacks
+                                     if isinstance(c, LossHistory)), None)
 
             def on_chunk_end(self, trainer: Any, pl_module: Any) -> None:
                 self.kept += list(zip(pl_module.job_indices, record(pl_module)))
 
             def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any,
                                    batch: Any, batch_idx: int) -> None:
-                if history is None:  # else LossHistory takes the rows, and keeps them
+                if self.history is None:
                     self.rows += pl_module.take_loss_rows()
                 super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-        writers = self._writers()
-        history = next((w for w in writers if isinstance(w, LossHistory)), None)
         results = Results()
-        with self._running(writers + [results]) as (module, data, trainer):
-            trainer.fit(module, datamodule=data)
-        rows = history.rows if history is not None else results.rows + module.take_loss_rows()
+        run = self._run("fit", [results])
+        rows = (results.history.rows if results.history is not None
+                else results.rows + run.model.take_loss_rows())
         return [value for _, value in sorted(results.kept, key=lambda pair: pair[0])], rows
 
     def predict(self) -> list[Any]:
         """Explain every batch; returns the module's predictions (``SaliencyBatch``es)."""
-        with self._running(self._writers()) as (module, data, trainer):
-            return trainer.predict(module, datamodule=data, return_predictions=True)
+        return self._run("predict", []).predictions
 
     def saliency_pictures(self) -> Any:
-        """The config's ``SaliencyWriter`` (unattached), which draws heat maps and overlays."""
+        """The run's ``SaliencyWriter`` (the config's, with its colours), which draws heat maps
+        and overlays; a default one when the run had none."""
         from callbacks.saliency_writer import SaliencyWriter
 
-        for spec in (self.config.get("trainer") or {}).get("callbacks") or []:
-            writer = _instantiate(spec, self.config_path)
-            if isinstance(writer, SaliencyWriter):
-                return writer
-        return SaliencyWriter()
+        return next((c for c in self.writers if isinstance(c, SaliencyWriter)), None) \
+            or SaliencyWriter()
 
-    def _writers(self) -> list[Any]:
-        """The callbacks that write the command line's run folder: only with ``save_dir``."""
-        if self.save_dir is None:
-            return []
-        specs = [{"class_path": path, "init_args": self.config.get(section) or {}}
-                 for section, path in _FIT_WRITERS] if self.fit_technique else []
-        specs += (self.config.get("trainer") or {}).get("callbacks") or []
-        return [_instantiate(spec, self.config_path) for spec in specs]
+    def _run(self, subcommand: str, collectors: list[Any]) -> Any:
+        """Build and run with the command line's builder, quiet and seeded; a run folder that
+        never saw a step is removed by the builder."""
+        from cli import PythonRun, translate_error
 
-    @contextmanager
-    def _running(self, callbacks: list[Any]) -> Iterator[tuple[Any, Any, Any]]:
-        """The module, datamodule and quiet Trainer, made and run under the run's seed; a run
-        folder that never saw a step is removed."""
-        with ExitStack() as stack:
-            stack.enter_context(_quiet())
-            stack.enter_context(_seeded(self.seed))
-            trainer = None
+        with _quiet(), _random_states_kept():
             try:
-                # In the command line's order: seeded, then the classes, then the Trainer.
-                module = self.model_class(**self.model_args)
-                data = self.data_class(**self.data_args)
-                trainer = self._trainer(callbacks)
-                yield module, data, trainer
-            except UserInputError as error:
-                self._forget_unstarted(trainer)
+                run = PythonRun(subcommand, str(self.config), self.options,
+                                function=self.function, expected=self.base, inputs=self.inputs,
+                                run_options=self.run_keys, trainer=self.trainer,
+                                seed=self.seed, seeded=self.seeded, save_dir=self.save_dir,
+                                callbacks=collectors)
+            except Exception as error:  # noqa: BLE001 - a user's mistake becomes one sentence
+                translated = translate_error(error)
+                if translated is None:
+                    raise
                 # One sentence from the call itself, not from deep inside Lightning.
-                raise UserInputError(str(error)) from None
-            except BaseException:
-                self._forget_unstarted(trainer)
-                raise
-
-    def _forget_unstarted(self, trainer: Any) -> None:
-        """Remove the run folder of a run that took no step (as the command line does)."""
-        if self.directory is None:
-            return
-        started = trainer is not None and (
-            trainer.global_step > 0 or trainer.predict_loop.batch_progress.total.ready > 0)
-        if not started:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-    def _trainer(self, callbacks: list[Any]) -> Any:
-        import pytorch_lightning as pl
-        from pytorch_lightning.utilities.exceptions import MisconfigurationException
-
-        options = {key: value for key, value in (self.config.get("trainer") or {}).items()
-                   if key not in _QUIET_TRAINER_KEYS}
-        options.update(logger=self._logger(), enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False,
-                       num_sanity_val_steps=0, accelerator=self.accelerator, devices=1,
-                       callbacks=callbacks)
-        if self.directory is not None:
-            options["default_root_dir"] = str(self.directory)
-        if self.fit_technique:
-            options.update(max_steps=self.max_steps, log_every_n_steps=log_period(self.max_steps))
-        else:
-            options.setdefault("inference_mode", False)  # saliency differentiates the input
-        if self.precision is not None:
-            options["precision"] = self.precision
-        try:
-            return pl.Trainer(**options)
-        except MisconfigurationException as error:
-            raise UserInputError(" ".join(str(error).split())) from None
-        except ModuleNotFoundError as error:
-            raise UserInputError(f"The Trainer's options need a package that is not "
-                                 f"installed: {' '.join(str(error).split())}") from None
-
-    def _logger(self) -> Any:
-        """False (no logger, no folder), or with ``save_dir`` the command line's CSV logger in a
-        freshly claimed ``<save_dir>/<name>/version_<n>``."""
-        if self.save_dir is None:
-            return False
-        from pytorch_lightning.loggers import CSVLogger
-
-        from callbacks.run_directory import claim_run_directory
-
-        logger = (self.config.get("trainer") or {}).get("logger")
-        init_args = (logger.get("init_args") or {}) if isinstance(logger, dict) else {}
-        name = str(init_args.get("name") or self.config_path.stem)
-        number = claim_run_directory(Path(self.save_dir) / name)
-        self.directory = Path(self.save_dir) / name / f"version_{number}"
-        return CSVLogger(save_dir=str(self.save_dir), name=name, version=number)
+                raise UserInputError(translated[1]) from None
+        self.writers = list(run.trainer.callbacks) + run.unattached
+        if not run.quiet and run.trainer.logger is not None:
+            self.directory = Path(run.trainer.logger.log_dir)
+        return run
 
 
-# --------------------------------------------------------------------------- configs
-class _ConfigLoader(yaml.SafeLoader):
-    """YAML as the command line reads it: ``3e-2`` is a number (YAML 1.1 wants ``3.0e-2``)."""
+def _config_file(given: Any, technique: str) -> Path:
+    """The config to start from: ``given`` (a path, or a shipped config's name such as
+    ``cs231n/the_scream``), else the shipped ``<technique>`` config."""
+    from configs import shipped_config, shipped_configs
 
-
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$"
-               r"|^[-+]?\.\d+(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
-
-
-def load_config(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """Read a run config (``configs/*.yaml``) as the command line reads it.
-
-    Raises:
-        UserInputError: If it is missing or not YAML.
-    """
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise UserInputError(f"Cannot read the config {path} ({error.strerror or error}).") \
-            from None
-    try:
-        config = yaml.load(text, Loader=_ConfigLoader)
-    except yaml.YAMLError as error:
-        raise UserInputError(f"The config {path} is not valid YAML "
-                             f"({' '.join(str(error).split())}).") from None
-    if not isinstance(config, dict):
-        raise UserInputError(f"The config {path} holds no options.")
-    return config
-
-
-def _config_path(given: Any, technique: str) -> Path:
-    """The config to start from: ``given`` (a path, or a name in ``configs/`` such as
-    ``cs231n/the_scream``), else ``configs/<technique>.yaml``."""
     if given is None:
-        path = CONFIG_DIR / f"{technique}.yaml"
-        if not path.is_file():
-            raise UserInputError(f"The default config {path} is missing: this needs the "
-                                 f"project's configs folder (pip install -e .), or config=.")
-        return path
+        found = shipped_config(technique)
+        if found is None:
+            raise UserInputError(f"The shipped config {technique} is missing from the "
+                                 f"installed package.")
+        return found
     path = Path(given)
-    for candidate in (path, CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise UserInputError(f"Config {given} not found (a YAML file, or a name in {CONFIG_DIR}).")
+    if path.is_file():
+        return path
+    found = shipped_config(str(given))
+    if found is None:
+        raise UserInputError(f"Config {given} not found: give a YAML file or a shipped "
+                             f"config's name ({', '.join(shipped_configs())}).")
+    return found
 
 
-def _section(config: dict[str, Any], key: str, path: Path) -> tuple[type, dict[str, Any]]:
-    """The class and init arguments of a config's ``model`` or ``data``."""
-    spec = config.get(key)
-    if not isinstance(spec, dict) or "class_path" not in spec:
-        raise UserInputError(f"The config {path} names no {key} class ({key}: class_path: ...).")
-    return _import(spec["class_path"], path), dict(spec.get("init_args") or {})
-
-
-def _import(class_path: str, path: Path) -> Any:
-    module_name, _, name = str(class_path).rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError):
-        raise UserInputError(f"The config {path} names {class_path}, which cannot be "
-                             f"imported.") from None
-
-
-def _instantiate(spec: Any, path: Path) -> Any:
-    """A callback of a config: ``{class_path: ..., init_args: {...}}``."""
-    if isinstance(spec, str):
-        spec = {"class_path": spec}
-    return _import(spec["class_path"], path)(**(spec.get("init_args") or {}))
-
-
-def init_arguments(cls: type) -> list[str]:
-    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up to the base classes
-    (``StyleTransfer``'s include ``ImageOptimization``'s ``backbone`` and ``weights``)."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        parameters = inspect.signature(klass.__init__).parameters.values()
-        names += [p.name for p in parameters if p.name != "self" and p.name not in names
-                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
-            break
-    return names
+def _max_steps(run: dict[str, Any]) -> int:
+    if all(key in run for key in _STEP_OPTIONS):
+        raise UserInputError("Give steps or max_steps, not both.")
+    steps = run.get("steps", run.get("max_steps"))
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise UserInputError(f"steps must be a positive number of steps, got {steps!r}.")
+    return steps
 
 
 # --------------------------------------------------------------------------- images
@@ -764,18 +593,12 @@ def _quiet() -> Iterator[None]:
 
 
 @contextmanager
-def _seeded(seed: Optional[int]) -> Iterator[None]:
-    """Seed as the command line does (``seed_everything(seed, workers=True)``), and put every
-    random state back afterwards: a call must not change what a notebook draws next."""
-    from lightning_fabric.utilities.seed import seed_everything
-
-    if seed is None:
-        yield
-        return
+def _random_states_kept() -> Iterator[None]:
+    """Put every random state back after the run (which seeds as the command line does): a
+    call must not change what a notebook draws next."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     environment = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     with torch.random.fork_rng():
-        seed_everything(seed, workers=True, verbose=False)
         try:
             yield
         finally:

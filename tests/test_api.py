@@ -16,8 +16,10 @@ import cli
 from conftest import two_layer_backbone
 from datamodules import images as image_sources
 from datamodules.images import image_to_tensor, load_image
-from lightning_modules.api import (CONFIG_DIR, fool, init_arguments, load_config, saliency,
-                                   stylize, visualize_class)
+import yaml
+
+from configs import shipped_config, shipped_configs
+from lightning_modules.api import fool, saliency, stylize, visualize_class
 from lightning_modules.backbones import (IMAGENET_MEAN, IMAGENET_STD, classifier_backbone,
                                          imagenet_categories, load_backbone, register_backbone)
 from lightning_modules.errors import UserInputError
@@ -148,19 +150,25 @@ def test_saliency_of_your_own_network(workdir: Path) -> None:
     assert result.target_class == 7
 
 
-def test_every_config_is_read_as_the_command_line_reads_it() -> None:
-    configs = sorted(CONFIG_DIR.rglob("*.yaml"))
-    assert len(configs) >= 14
-    for path in configs:
-        config = load_config(path)
+def test_every_shipped_config_is_found_by_name_and_parsed_by_the_command_line(
+        capsys) -> None:
+    names = shipped_configs()
+    assert len(names) >= 14 and "style_transfer" in names and "cs231n/the_scream" in names
+    for name in names:
+        subcommand = "predict" if "saliency" in name else "fit"
+        with pytest.raises(SystemExit) as exited:
+            cli.main([subcommand, "--config", name, "--print_config"])
+        assert exited.value.code == 0, name
+        printed = yaml.safe_load(capsys.readouterr().out)
+        # Every option the config gives reaches an argument of its class, with its value.
+        given = yaml.safe_load(shipped_config(name).read_text())
         for section in ("model", "data"):
-            spec = config[section]
-            module_name, _, name = spec["class_path"].rpartition(".")
-            accepted = init_arguments(getattr(__import__(module_name, fromlist=[name]), name))
-            # Every option a config gives reaches an argument of its class.
-            assert set(spec.get("init_args") or {}) <= set(accepted), (path, section)
+            for key, value in (given[section].get("init_args") or {}).items():
+                assert key in printed[section]["init_args"], (name, section, key)
     # YAML 1.1 reads 3e-2 as a string; jsonargparse, and so the command line, as a number.
-    preset = load_config(CONFIG_DIR / "cs231n" / "the_scream.yaml")["model"]["init_args"]
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--config", "cs231n/the_scream", "--print_config"])
+    preset = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
     assert preset["content_weight"] == 0.03 and preset["tv_weight"] == 0.02
 
 
@@ -194,8 +202,11 @@ def test_fool_reaches_the_target_on_the_returned_8_bit_image(workdir: Path) -> N
     (lambda: saliency(42), "The image must be a path, a built-in sample name, a PIL image or "
                            "a tensor, got int."),
     (lambda: visualize_class("flamingo", config="fooling"),
-     f"visualize_class() runs ClassVisualization, but {ROOT / 'configs' / 'fooling.yaml'} runs "
+     f"visualize_class() runs ClassVisualization, but {shipped_config('fooling')} runs "
      f"FoolingImage."),
+    (lambda: stylize("chelsea", "coffee", config="no_such_config"),
+     "Config no_such_config not found: give a YAML file or a shipped config's name (" +
+     ", ".join(shipped_configs()) + ")."),
 ])
 def test_bad_input_is_one_sentence(workdir: Path, call, message: str) -> None:
     with pytest.raises(UserInputError) as raised:

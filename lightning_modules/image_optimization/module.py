@@ -26,7 +26,7 @@ image) and ``configure_optimizers`` (its own optimizers and schedules), and may 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Hashable, Optional, Sequence
+from typing import Any, Hashable, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -65,8 +65,8 @@ class ImageOptimization(pl.LightningModule):
     #: What the technique's jobs come from, for the error message when they are missing.
     data_name = "a datamodule with jobs"
 
-    # ``backbone`` is annotated as a name for the command line; Python callers may pass a Backbone.
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, weights: str = "default",
+    # ``backbone``: a name on the command line; Python callers may pass a Backbone object.
+    def __init__(self, backbone: Union[str, Backbone] = DEFAULT_BACKBONE, weights: str = "default",
                  channels_last: bool = False, fast: bool = False,
                  recompute_features: bool = False) -> None:
         super().__init__()

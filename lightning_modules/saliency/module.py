@@ -127,7 +127,7 @@ class SaliencyMap(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: str = DEFAULT_BACKBONE,
+        backbone: Union[str, Backbone] = DEFAULT_BACKBONE,
         weights: str = "default",
         method: str = "vanilla",
         target: Union[int, str] = "true",
