@@ -156,8 +156,10 @@ class ImageCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         trainer = config.trainer
+        check_run_options(config)
         check_hardware(trainer.accelerator, trainer.devices)
         processes = process_count(trainer.devices, trainer.num_nodes)
+        check_process_count(processes, trainer.accelerator)
         if trainer.strategy == "auto" and processes != 1:
             trainer.strategy = "image_ddp"
         trainer.log_every_n_steps = log_period(trainer.max_steps, trainer.log_every_n_steps)
@@ -575,6 +577,64 @@ def process_count(devices: Any, num_nodes: int) -> Optional[int]:
     return None if per_node is None else per_node * num_nodes
 
 
+#: The most steps a run may ask for: Lightning's step counters and ours stay within int32.
+MOST_STEPS = 2**31 - 1
+
+
+def check_run_options(config: Namespace) -> None:
+    """Refuse the Trainer and writer options that Lightning would accept and then fail on deep
+    inside (a ZeroDivisionError, a dtype mismatch), or take and run as if they meant something.
+
+    Args:
+        config: The subcommand's parsed config.
+
+    Raises:
+        UserInputError: Naming the option, its value and what it takes.
+    """
+    trainer = config.trainer
+    accelerator = trainer.accelerator
+    if isinstance(accelerator, str):
+        from lightning_fabric.accelerators import ACCELERATOR_REGISTRY
+
+        known = sorted({"auto", "gpu", *ACCELERATOR_REGISTRY.available_accelerators()})
+        if accelerator not in known:
+            raise UserInputError(f"--trainer.accelerator must be one of {', '.join(known)}, "
+                                 f"got {accelerator!r}.")
+    _check_whole("--trainer.num_nodes", trainer.num_nodes, least=1)
+    _check_whole("--trainer.accumulate_grad_batches", trainer.accumulate_grad_batches, least=1)
+    if str(trainer.precision) in ("64", "64-true", "double"):
+        raise UserInputError("--trainer.precision 64 is not supported: the backbones' weights "
+                             "are float32; use 32, 16-mixed or bf16-mixed.")
+    if trainer.max_steps is not None and trainer.max_steps > MOST_STEPS:
+        raise UserInputError(f"--trainer.max_steps must be at most {MOST_STEPS:,}, got "
+                             f"{trainer.max_steps:,}.")
+    for option in ("limit_train_batches", "limit_predict_batches"):
+        value = trainer.get(option)
+        if value is not None and not isinstance(value, bool) and value <= 0:
+            raise UserInputError(f"--trainer.{option} must be above 0 (every job runs), got "
+                                 f"{value}.")
+    for option in ("checkpoint.every_n_train_steps", "images.every_n_steps"):
+        if option in config and config[option] is not None:
+            _check_whole(f"--{option}", config[option], least=0)
+
+
+def _check_whole(option: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UserInputError(f"{option} must be a whole number of at least {least}, got "
+                             f"{value!r}.")
+
+
+def check_process_count(processes: Optional[int], accelerator: Any) -> None:
+    """Refuse more processes on a CPU than it has cores: each loads the network and computes
+    alone, so more only slow the run down (and ``--trainer.devices 99`` would start 99)."""
+    cores = os.cpu_count() or 1
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                      and not torch.backends.mps.is_available())
+    if on_cpu and processes is not None and processes > cores:
+        raise UserInputError(f"--trainer.devices asks for {processes} processes, but this "
+                             f"machine has {cores} CPU cores: use at most {cores}.")
+
+
 def check_hardware(accelerator: Any, devices: Any) -> None:
     """Refuse an accelerator this machine lacks and device counts Lightning cannot read.
 
@@ -591,9 +651,11 @@ def check_hardware(accelerator: Any, devices: Any) -> None:
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (torch.cuda.is_available()
                                                                        or mps))
     if not _devices_valid(devices, on_cpu):
-        indices = "" if on_cpu else ", or GPU indices such as [0, 1]"
+        if on_cpu:
+            raise UserInputError(f"--trainer.devices on a CPU is the number of processes (1 or "
+                                 f"more) or auto, got {devices!r}.")
         raise UserInputError(f"--trainer.devices must be a positive number of devices, -1 (all) "
-                             f"or auto{indices}, got {devices!r}.")
+                             f"or auto, or GPU indices such as [0, 1], got {devices!r}.")
 
 
 def _devices_valid(devices: Any, on_cpu: bool) -> bool:
@@ -601,13 +663,13 @@ def _devices_valid(devices: Any, on_cpu: bool) -> bool:
     if isinstance(devices, bool):
         return False
     if isinstance(devices, int):
-        return devices > 0 or devices == -1
+        return devices > 0 or (devices == -1 and not on_cpu)
     if isinstance(devices, (list, tuple)):
         return not on_cpu and bool(devices) and all(
             isinstance(index, int) and not isinstance(index, bool) and index >= 0
             for index in devices)
     text = str(devices).strip()
-    if text in ("auto", "-1") or (text.isdigit() and int(text) > 0):
+    if text == "auto" or (text == "-1" and not on_cpu) or (text.isdigit() and int(text) > 0):
         return True
     # "0,1" or "0,": GPU indices
     indices = [part.strip() for part in text.split(",")]

@@ -151,6 +151,27 @@ BAD_INPUTS = {
     "empty style": (lambda t, c, s: ["--data.style", ""], "--data.style is empty"),
     "content is a FIFO": (lambda t, c, s: ["--data.content", str(fifo(t))], "named pipe"),
     "content is /dev/zero": (lambda t, c, s: ["--data.content", "/dev/zero"], "Not a regular file"),
+    # Lightning's own checks fail deep inside (ValueError, TypeError, ZeroDivisionError, a
+    # dtype mismatch, an OverflowError) or let a meaningless value run: one sentence instead.
+    "accelerator banana": (lambda t, c, s: ["--trainer.accelerator", "banana"],
+                           "--trainer.accelerator must be one of auto, cpu"),
+    "zero nodes": (lambda t, c, s: ["--trainer.num_nodes", "0"], "--trainer.num_nodes must be"),
+    "devices -1 on a CPU": (lambda t, c, s: ["--trainer.devices", "-1"],
+                            "--trainer.devices on a CPU is the number of processes"),
+    "99 processes": (lambda t, c, s: ["--trainer.devices", "99", "--trainer.accelerator", "cpu"],
+                     "asks for 99 processes, but this machine has"),
+    "accumulate 0": (lambda t, c, s: ["--trainer.accumulate_grad_batches", "0"],
+                     "--trainer.accumulate_grad_batches must be a whole number of at least 1"),
+    "precision 64": (lambda t, c, s: ["--trainer.precision", "64"],
+                     "--trainer.precision 64 is not supported"),
+    "negative checkpoint period": (lambda t, c, s: ["--checkpoint.every_n_train_steps", "-3"],
+                                   "--checkpoint.every_n_train_steps must be a whole number"),
+    "int64 max steps": (lambda t, c, s: ["--trainer.max_steps", str(2**63 - 1)],
+                        "--trainer.max_steps must be at most 2,147,483,647"),
+    "negative snapshot period": (lambda t, c, s: ["--images.every_n_steps", "-2"],
+                                 "--images.every_n_steps must be a whole number of at least 0"),
+    "no batches": (lambda t, c, s: ["--trainer.limit_train_batches", "0"],
+                   "--trainer.limit_train_batches must be above 0"),
 }
 
 
