@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import random
 import re
 from pathlib import Path
@@ -95,8 +97,8 @@ def test_save_dir_gets_the_command_lines_run_folder(workdir: Path, content_image
 
 def test_visualize_class_gives_each_class_its_picture_and_8_bit_probability(
         workdir: Path) -> None:
-    # A random network's probabilities hardly move (the README's example shows the real one's
-    # rise); here: one picture per class, named, and the probability its 8-bit picture gets.
+    # A random network's probabilities hardly move (docs/python_api.md's example shows the real
+    # one's rise); here: one picture per class, named, and the probability its 8-bit picture gets.
     options = {"backbone": CLASSES_NET, "weights": "random", "image_size": 32, "steps": 3}
     pictures = visualize_class(["flamingo", 3], **options)
     assert [p.info["class_name"] for p in pictures] == ["flamingo", "tiger shark"]
@@ -232,21 +234,51 @@ def test_saliency_name_stays_the_subpackage() -> None:
     assert "saliency" not in lightning_modules.__all__
 
 
-def readme_python_examples() -> list[str]:
-    """The Python blocks of the README's "From Python" section, in order."""
-    text = (ROOT / "README.md").read_text()
-    section = re.search(r"^## From Python\n(.*?)^## ", text, re.S | re.M)
-    assert section, "README has no From Python section"
+def docs_python_examples() -> list[str]:
+    """The Python blocks of docs/python_api.md's "One call per technique" section, in order."""
+    text = (ROOT / "docs" / "python_api.md").read_text()
+    section = re.search(r"^## One call per technique\n(.*?)^## ", text, re.S | re.M)
+    assert section, "docs/python_api.md has no One call per technique section"
     return re.findall(r"```python\n(.*?)```", section.group(1), re.S)
 
 
+def assert_prints_as_commented(printed: str, block: str) -> None:
+    """What a block printed is what its ``# prints ...`` comments say, line by line.
+
+    Words and whole numbers must be equal; decimals, which the examples round to 2 places,
+    may differ by 0.02 (another CPU's last bits).
+    """
+    promised = re.findall(r"#\s*prints (.*)$", block, re.M)
+    lines = printed.splitlines()
+    assert len(lines) == len(promised), f"printed {lines}, the comments say {promised}"
+    for line, comment in zip(lines, promised):
+        words, expected = line.split(), comment.split()
+        assert len(words) == len(expected), f"printed {line!r}, the comment says {comment!r}"
+        for word, want in zip(words, expected):
+            if re.fullmatch(r"-?\d+\.\d+", want):
+                assert abs(float(word) - float(want)) <= 0.02, f"printed {line!r}, not {comment!r}"
+            else:
+                assert word == want, f"printed {line!r}, the comment says {comment!r}"
+
+
 def test_readme_from_python_examples_run_offline_as_written(workdir: Path) -> None:
-    blocks = readme_python_examples()
+    blocks = docs_python_examples()
     assert len(blocks) == 4
     assert all(len(block.strip().splitlines()) == 3 for block in blocks)  # three lines each
+    assert sum(block.count("# prints ") for block in blocks) == 2  # class picture, fooling
     namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
+    threads = torch.get_num_threads()
+    # The comments give one thread's figures: float sums, and so a few dozen steps, depend on
+    # the thread count (docs/python_api.md says so).
+    torch.set_num_threads(1)
+    try:
+        for block in blocks:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(compile(block, "docs/python_api.md", "exec"), namespace)
+            assert_prints_as_commented(printed.getvalue(), block)
+    finally:
+        torch.set_num_threads(threads)
     picture, flamingo, explained, fooled = (namespace[name] for name in
                                             ("picture", "flamingo", "explained", "fooled"))
     noise = namespace["visualize_class"]("flamingo", image_size=128, steps=1)  # where it starts

@@ -1,4 +1,4 @@
-"""The README's worked example of a new technique runs as written."""
+"""The docs' worked examples (a new technique, pictures while you train) run as written."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_example(name: str) -> str:
-    """The code block that follows ``<!-- example: NAME -->`` in the README."""
-    text = (ROOT / "README.md").read_text()
+def docs_example(page: str, name: str) -> str:
+    """The code block that follows ``<!-- example: NAME -->`` on the page ``docs/PAGE``."""
+    text = (ROOT / "docs" / page).read_text()
     match = re.search(rf"<!-- example: {re.escape(name)} -->\n```python\n(.*?)```", text, re.S)
-    assert match, f"README has no example {name}"
+    assert match, f"docs/{page} has no example {name}"
     return match.group(1)
 
 
 def test_readme_technique_runs_and_its_loss_falls(tmp_path: Path) -> None:
     for name in ("dream.py", "run.py"):
-        (tmp_path / name).write_text(readme_example(name))
+        (tmp_path / name).write_text(docs_example("your_own_technique.md", name))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
     subprocess.run([sys.executable, "run.py"], cwd=tmp_path, env=env, check=True,
                    capture_output=True)
@@ -36,7 +36,8 @@ def test_readme_technique_runs_and_its_loss_falls(tmp_path: Path) -> None:
 
 
 def test_readme_training_pictures_example_runs_as_written(tmp_path: Path) -> None:
-    (tmp_path / "train_digits.py").write_text(readme_example("train_digits.py"))
+    (tmp_path / "train_digits.py").write_text(
+        docs_example("training_pictures.md", "train_digits.py"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "train_digits.py"], cwd=tmp_path, env=env, check=True,
                    capture_output=True)
