@@ -772,12 +772,19 @@ def translate_error(error: BaseException, argv: Sequence[str] = ()
 
 
 def with_shipped_configs(argv: Sequence[str]) -> list[str]:
-    """``argv`` with every ``--config NAME`` that is no file replaced by the shipped config's path.
+    """``argv`` with every ``--config NAME`` that is no file replaced by the shipped config's path,
+    and every config file checked (``configs.find_config``).
 
     ``--config style_transfer`` and ``--config configs/style_transfer.yaml`` then work from any
-    directory, in a checkout or after ``pip install .``; an existing file always wins.
+    directory, in a checkout or after ``pip install .``; an existing file always wins. A value
+    that is YAML itself (jsonargparse reads ``--config '{trainer: ...}'`` too) is left as it is.
     """
-    from configs import resolve_config
+    from configs import find_config
+
+    def resolve_config(given: str) -> str:
+        if any(mark in given for mark in ("{", "\n", ": ")):
+            return given
+        return str(find_config(given))
 
     resolved = list(argv)
     for index, item in enumerate(resolved):

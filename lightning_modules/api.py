@@ -470,22 +470,9 @@ class _Run:
 def _config_file(given: Any, technique: str) -> Path:
     """The config to start from: ``given`` (a path, or a shipped config's name such as
     ``cs231n/the_scream``), else the shipped ``<technique>`` config."""
-    from configs import shipped_config, shipped_configs
+    from configs import find_config
 
-    if given is None:
-        found = shipped_config(technique)
-        if found is None:
-            raise UserInputError(f"The shipped config {technique} is missing from the "
-                                 f"installed package.")
-        return found
-    path = Path(given)
-    if path.is_file():
-        return path
-    found = shipped_config(str(given))
-    if found is None:
-        raise UserInputError(f"Config {given} not found: give a YAML file or a shipped "
-                             f"config's name ({', '.join(shipped_configs())}).")
-    return found
+    return find_config(technique if given is None else given)
 
 
 def _max_steps(run: dict[str, Any]) -> int:

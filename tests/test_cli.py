@@ -312,3 +312,58 @@ def test_techniques_and_data_by_their_short_names(workdir, content_image) -> Non
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert (workdir / "runs" / "run" / "version_0" / "content.png").is_file()
+
+
+def billion_laughs(tmp_path: Path) -> Path:
+    """Nine levels of ten aliases each: 10**9 strings once expanded."""
+    lines = ['a0: &a0 "lol"']
+    for level in range(1, 10):
+        lines.append(f"a{level}: &a{level} [{', '.join(['*a' + str(level - 1)] * 10)}]")
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def binary_config(tmp_path: Path) -> Path:
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(bytes(range(256)) * 8)
+    return path
+
+
+def config_fifo(tmp_path: Path) -> Path:
+    import os
+
+    path = tmp_path / "config.yaml"
+    os.mkfifo(path)
+    return path
+
+
+BAD_CONFIGS = {
+    "binary": (binary_config, "is not text (UTF-8)"),
+    "billion laughs": (billion_laughs, "expands to more than 100,000 values"),
+    "named pipe": (config_fifo, "is a named pipe"),
+    "folder": (lambda t: t, "is a folder"),
+    "unknown name": (lambda t: "no_such_config", "Config no_such_config not found: give a YAML "
+                                                 "file or a shipped config's name (channel_atlas"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_a_bad_config_file_is_one_sentence_not_a_hang(case, workdir, capsys) -> None:
+    make, expected = BAD_CONFIGS[case]
+    assert cli.main(["fit", "--config", str(make(workdir))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
+    assert not (workdir / "runs").exists()
+
+
+def test_a_shipped_config_is_found_by_name_from_any_folder(workdir, capsys) -> None:
+    for given in ("style_transfer", "configs/style_transfer.yaml", "cs231n/the_scream"):
+        with pytest.raises(SystemExit):
+            cli.main(["fit", "--config", given, "--print_config"])
+        assert "class_path: lightning_modules.StyleTransfer" in capsys.readouterr().out, given
+    # A file of the user's own with a shipped config's name wins.
+    (workdir / "style_transfer").write_text("trainer: {max_steps: 7}\n")
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--config", "style_transfer", "--print_config"])
+    assert "max_steps: 7" in capsys.readouterr().out
