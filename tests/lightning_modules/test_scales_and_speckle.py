@@ -89,14 +89,14 @@ def test_each_scale_starts_from_the_previous_result_upsampled(content_image, sty
                          enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu", callbacks=[recorder])
     starts = []
-    original = module.enter_scale
+    original = module.enter_stage
 
-    def enter_scale(scale: int) -> None:
+    def enter_stage(scale: int) -> None:
         starts.append(module.result_pixels(0))  # the previous scale's result
         original(scale)
         starts.append(module.result_pixels(0))  # what the next scale starts from
 
-    module.enter_scale = enter_scale
+    module.enter_stage = enter_stage
     trainer.fit(module, StyleTransferData(content=str(content_image), style=str(style_image),
                                           image_size=32))
     height, width = module.jobs[0].size
@@ -107,7 +107,7 @@ def test_each_scale_starts_from_the_previous_result_upsampled(content_image, sty
         assert torch.allclose(resize_pixels(before, after.shape[-2:]).clamp(1e-3, 1 - 1e-3),
                               after, atol=1e-5)
     # The targets follow the scale: the content target has the last scale's feature size.
-    assert module._content_targets[0][0].shape[-2:] == \
+    assert module.targets[0][0][0].shape[-2:] == \
         module.backbone.extract(module._decode(0, module.images[0]), [2])[0].shape[-2:]
 
 
@@ -289,7 +289,7 @@ def test_a_tileable_texture_stays_seamless_through_the_scales(style_image) -> No
     from lightning_modules.style_transfer.tiling import seam_ratio
 
     seamless = texture(True, style_image, scales=[16])
-    assert seamless.scale_index == 1
+    assert seamless.stage_index == 1
     assert 0.9 < float(seam_ratio(seamless.result_pixels(0))) < 1.15
 
 

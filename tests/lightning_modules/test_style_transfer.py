@@ -21,10 +21,18 @@ def fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int) ->
 
 
 def tiny_module(cls=StyleTransfer, **kwargs) -> StyleTransfer:
-    options = dict(backbone="tiny", weights="random", content_layers=[2], style_layers=[0, 1, 2],
-                   style_weights=[1.0, 1.0, 1.0], tv_weight=0.01, lr=0.05)
+    options = dict(backbone="tiny", weights="random", tv_weight=0.01, lr=0.05)
+    if cls is not TextureSynthesis:  # the options of the terms each preset has
+        options.update(content_layers=[2])
+    if cls is not FeatureInversion:
+        options.update(style_layers=[0, 1, 2], style_weights=[1.0, 1.0, 1.0])
     options.update(kwargs)
     return cls(**options)
+
+
+def style_targets(module, group: int = 0) -> list:
+    """The style term's blended target of each style layer, for one image group."""
+    return module.targets[group][module.term_names.index("style")][0]
 
 
 class StepRecorder(pl.Callback):
@@ -94,7 +102,7 @@ def test_blended_style_target_is_weighted_sum_of_grams(content_image, style_imag
     job = data.jobs[0]
     assert job.style_blend_weights == [0.75, 0.25]
     assert [tuple(s.shape[1:]) for s in job.styles] == [(20, 20), (24, 20)]
-    for layer, target in zip(module.style_layers, module._style_targets[0]):
+    for layer, target in zip(module.term("style").layers, style_targets(module)):
         grams = [gram_matrix(module.backbone.extract(module.backbone.normalize(s[None]), [layer])[0])[0]
                  for s in job.styles]
         assert torch.allclose(target[0], 0.75 * grams[0] + 0.25 * grams[1], atol=1e-6)
@@ -230,11 +238,12 @@ def test_gram_is_the_default_and_the_homeworks_style_loss(content_image, style_i
     from lightning_modules.style_transfer import GramLoss, style_loss
 
     module = tiny_module()
-    assert isinstance(module.style_criterion, GramLoss)
+    assert isinstance(module.term("style").criterion, GramLoss)
     fit(module, StyleTransferData(content=str(content_image), style=str(style_image), image_size=24), 1)
     images = module.images[0].detach()
     feats = dict(zip([0, 1, 2], module.backbone.extract(images, [0, 1, 2])))
-    expected = style_loss(feats, module.style_layers, module._style_targets[0], module.style_weights)
+    style = module.term("style")
+    expected = style_loss(feats, style.layers, style_targets(module), style.weights)
     assert torch.equal(module.loss_terms(0, images)["style"], expected)
 
 
@@ -246,7 +255,7 @@ def test_sliced_wasserstein_blends_quantiles_of_each_style(content_image, style_
                              style_blend_weights=[3, 1], image_size=24)
     module = tiny_module(style_loss="sliced_wasserstein")
     fit(module, data, 2)
-    mixture = module._style_targets[0][0][0]  # layer 0, job 0
+    mixture = style_targets(module)[0][0]  # layer 0, job 0
     assert [weight for weight, _ in mixture] == [0.75, 0.25]
     assert [tuple(cloud.shape) for _, cloud in mixture] == [(8, 24 * 24), (8, 24 * 29)]
 
