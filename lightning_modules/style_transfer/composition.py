@@ -44,7 +44,7 @@ class FeatureMatching(ImageOptimization):
         scales: Coarse to fine: the shorter sides the picture is optimized at in turn, each
             starting from the previous result upsampled; the last is always the image size
             (``image_size``), added if missing. ``"auto"``: a ladder of sides growing by
-            ``sqrt(2)`` from 128 px (see :class:`~lightning_modules.style_transfer.scales.ScalePlan`).
+            ``sqrt(2)`` from 128 px (see :class:`~.scales.ScalePlan`).
             Style images are resized with the picture, so brush strokes keep their size
             relative to it. None: the image size only.
         scale_steps: Steps at each scale (they sum to ``trainer.max_steps``); None: split
@@ -75,7 +75,8 @@ class FeatureMatching(ImageOptimization):
             only.
         decay_power: How fast the Fourier spectrum's scale falls with frequency (``fourier``).
         **kwargs: ``backbone``, ``weights``, ``channels_last``, ``fast`` and
-            ``recompute_features`` of :class:`~lightning_modules.image_optimization.ImageOptimization`.
+            ``recompute_features`` of
+            :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
 
     data_name = "a StyleTransferData datamodule (data: class_path: datamodules.StyleTransferData)"
@@ -120,7 +121,8 @@ class FeatureMatching(ImageOptimization):
         check_learning_rate("lr", lr)
         check_learning_rate("lr_drop_to", lr_drop_to)
         if clamp is not None and not clamp > 0:
-            raise UserInputError(f"clamp must be positive (or null for the pixel range), got {clamp}.")
+            raise UserInputError(f"clamp must be positive (or null for the pixel range), got "
+                                 f"{clamp}.")
         if not decay_power > 0:
             raise UserInputError(f"decay_power must be positive, got {decay_power}.")
         if parameterization != "pixel" and (clamp is not None or clamp_until is not None):
@@ -302,7 +304,8 @@ class FeatureMatching(ImageOptimization):
         layers = sorted({layer for term in self.terms for layer in term.layers})
         features: dict[int, torch.Tensor] = {}
         if layers:
-            shift = min(self.shift, min(pictures.shape[-2:]) - 1)  # a reflection needs a smaller pad
+            # A reflection needs a pad smaller than the picture.
+            shift = min(self.shift, min(pictures.shape[-2:]) - 1)
             seen = (random_shift(pictures, shift, self._shift_generator(), circular=self.tileable)
                     if shift > 0 else pictures)
             features = dict(zip(layers, self.backbone.extract(seen, layers)))
