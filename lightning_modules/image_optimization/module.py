@@ -21,6 +21,15 @@ image) and ``configure_optimizers`` (its own optimizers and schedules), and may 
 :meth:`make_jobs`, :meth:`job_size`, :meth:`prepare_targets`, :meth:`before_step`,
 :meth:`after_step` and :meth:`chunk_finished`. It returns results (``result_pixels``,
 ``sheet_panels`` and its own records); callbacks write every file.
+
+**Stages.** A chunk's steps may be split into stages, each with its own picture size
+(coarse-to-fine scales, DeepDream's octaves). A technique with stages implements
+:meth:`stage_count`, :meth:`stage_steps` and :meth:`stage_size` (and may name them with
+:meth:`stage_name`); the base does the rest: ``create_images`` makes the pictures at the size
+of ``self.stage_index``, the first step of a stage enters it (:meth:`enter_stage`: the images
+resampled by :meth:`resample_group`, a fresh optimizer state, the targets prepared again), the
+end of a stage that is not the last is a snapshot, and a checkpoint keeps the stage it was
+taken in (under :attr:`stage_key`), so a run resumed mid-stage goes on at that stage's size.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from lightning_modules.image_optimization.fast_path import fast_path_mode
 from lightning_modules.image_optimization.jobs import ImageSlot, JobPlan, size_groups
 from lightning_modules.image_optimization.metrics import LossRecord
 from lightning_modules.image_optimization.parameterizations import Parameterization, PixelImage
+from lightning_modules.image_optimization.resize import resize_pixels
 from lightning_modules.image_optimization.strategy import ImageDDPStrategy
 
 
@@ -64,6 +74,11 @@ class ImageOptimization(pl.LightningModule):
 
     #: What the technique's jobs come from, for the error message when they are missing.
     data_name = "a datamodule with jobs"
+
+    #: The checkpoint's key for the stage its images are at, and what a stage is called in the
+    #: message that refuses a checkpoint of other stages (a technique keeps its older names).
+    stage_key = "image_stage"
+    stage_word = "stages"
 
     # ``backbone``: a name on the command line; Python callers may pass a Backbone object.
     def __init__(self, backbone: Union[str, Backbone] = DEFAULT_BACKBONE, weights: str = "default",
@@ -95,6 +110,7 @@ class ImageOptimization(pl.LightningModule):
         self._saved_optimizer: Optional[str] = None
         self.losses = LossRecord()
         self.steps_per_chunk = 0  # trainer.max_steps: the steps every job gets (set by setup)
+        self.stage_index = 0  # the stage the images are at now (see "Stages" above)
 
     # ----------------------------------------------------------------- the technique's part
     def make_jobs(self, items: Sequence[Any]) -> list[Any]:
@@ -129,13 +145,99 @@ class ImageOptimization(pl.LightningModule):
 
     def snapshot_name(self, steps_taken: int) -> Optional[str]:
         """A name for the images after ``steps_taken`` steps of the chunk, if they are a stage
-        worth keeping (e.g. the end of a coarse scale); the image writer saves them as
-        ``snapshots/<job>_<name>.png``. Default: none."""
+        worth keeping; the image writer saves them as ``snapshots/<job>_<name>.png``. Default:
+        the end of every stage but the last, named by :meth:`stage_name`."""
+        if steps_taken in self._stage_ends()[:-1]:
+            return self.stage_name(self.stage_index)
         return None
 
     def chunk_finished(self) -> bool:
         """Whether this process's jobs are done before the chunk's last step (default: never)."""
         return False
+
+    # ----------------------------------------------------------------- stages
+    def stage_count(self) -> int:
+        """How many stages the current chunk's pictures go through (default 1: no stages)."""
+        return 1
+
+    def stage_steps(self) -> list[int]:
+        """The steps of each stage, summing to ``trainer.max_steps`` (default: one stage).
+
+        Raises:
+            UserInputError: If the steps cannot be split so (called in ``setup``, before any
+                step is taken).
+        """
+        return [self.steps_per_chunk]
+
+    def stage_size(self, index: int, stage: Optional[int] = None) -> Optional[tuple[int, int]]:
+        """Job ``index``'s picture size ``(H, W)`` at ``stage`` (default: the current one);
+        None: the technique has no stages (its pictures keep their size)."""
+        return None
+
+    def stage_name(self, stage: int) -> str:
+        """The name of stage ``stage`` in snapshot file names (default ``stage<k>``, from 1)."""
+        return f"stage{stage + 1}"
+
+    def stage_at(self, step: int) -> int:
+        """The stage of step ``step`` (counted from 0 in the chunk)."""
+        ends = self._stage_ends()
+        return next((stage for stage, end in enumerate(ends) if step < end), len(ends) - 1)
+
+    def _stage_ends(self) -> list[int]:
+        """The step that ends each stage (the last one's is ``trainer.max_steps``)."""
+        ends, total = [], 0
+        for steps in self.stage_steps():
+            total += steps
+            ends.append(total)
+        return ends
+
+    def resize_for_stage(self, inputs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Normalized pictures ``[N, 3, H, W]`` at another stage's ``size``: bilinearly,
+        antialiased when shrinking (see :func:`~.resize.resize_pixels`)."""
+        return resize_pixels(inputs, size)
+
+    def resample_group(self, group: int, parameter: torch.Tensor, previous: int
+                       ) -> Optional[torch.Tensor]:
+        """Group ``group``'s parameter, made at stage ``previous``, at the current stage.
+
+        The default resizes the picture, not the parameter (a spectrum cannot be resized as
+        pixels are), and encodes it again. Returns None when the size does not change.
+        """
+        positions = self.groups[group]
+        size, old_size = (self.stage_size(positions[0]),
+                          self.stage_size(positions[0], previous))
+        if size is None or old_size == size:
+            return None
+        mean, std = self.backbone.mean, self.backbone.std
+        inputs = self.parameterization.to_inputs(parameter, mean, std, old_size[1])
+        pixels = self.backbone.denormalize(self.resize_for_stage(inputs, size))
+        return self.parameterization.encode(pixels, mean, std)
+
+    @torch.no_grad()
+    def _resample_images(self, previous: int) -> None:
+        """Bring every image group from stage ``previous`` to the current stage's size."""
+        for group, image in enumerate(self.images):
+            resampled = self.resample_group(group, image.detach(), previous)
+            if resampled is not None:
+                image.data = self._in_memory_format(resampled.to(image.device, image.dtype))
+
+    @torch.no_grad()
+    def enter_stage(self, stage: int) -> None:
+        """Go on at stage ``stage``: the images resampled, a fresh optimizer state, the targets
+        prepared again (they may depend on the size).
+
+        The optimizer keeps its parameters (their tensors change size in place) and forgets its
+        moments or curvature pairs, which belonged to the previous stage's pixels.
+        """
+        previous, self.stage_index = self.stage_index, stage
+        self._resample_images(previous)
+        if self._trainer is not None:
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
+                if isinstance(optimizer, torch.optim.LBFGS):
+                    # L-BFGS flattens its parameters and caches their size; it must count again.
+                    optimizer._numel_cache = None
+        self._prepare_targets()
 
     # ----------------------------------------------------------------- jobs
     def set_jobs(self, items: Sequence[Any], batch_size: Optional[int] = None) -> None:
@@ -174,6 +276,7 @@ class ImageOptimization(pl.LightningModule):
         self.jobs = self.plan.current()
         self.slots, self.groups = size_groups([job.name for job in self.jobs],
                                               [self.job_size(job) for job in self.jobs])
+        self.stage_index = 0  # a fresh chunk starts at its first stage
         groups = [self._in_memory_format(group) for group in self.create_images(self.jobs)]
         if len(self.images) == 0:
             self._check_memory(groups)
@@ -256,6 +359,17 @@ class ImageOptimization(pl.LightningModule):
             self._start_images()
         if self._trainer is not None and stage == "fit":
             self._plan_loop()
+            if self.jobs:
+                self._check_stages()
+
+    def _check_stages(self) -> None:
+        """Refuse stages that do not fit the steps, and pictures whose last (largest) stage
+        would not fit in memory, before the first step (the images were made at the first)."""
+        self.stage_steps()
+        last = self.stage_count() - 1
+        if last > 0:
+            self._check_memory([torch.empty(len(positions), 3, *self.stage_size(positions[0], last),
+                                            device="meta") for positions in self.groups])
 
     @property
     def fused_optimizer(self) -> bool:
@@ -323,6 +437,9 @@ class ImageOptimization(pl.LightningModule):
         if self.backbone.compile_mode == "reduce-overhead":
             # A new step: the CUDA graphs may reuse the previous step's output memory.
             torch.compiler.cudagraph_mark_step_begin()
+        stage = self.stage_at(batch_idx)
+        if stage != self.stage_index:
+            self.enter_stage(stage)
         self.before_step(batch_idx)
         return None
 
@@ -407,6 +524,7 @@ class ImageOptimization(pl.LightningModule):
         for key in [key for key in state if key.startswith("backbone.")]:
             del state[key]  # frozen and rebuilt from the hyperparameters: keep checkpoints small
         optimizers = self.trainer.optimizers if self._trainer is not None else []
+        checkpoint[self.stage_key] = self.stage_index
         checkpoint["image_jobs"] = {"chunk": self.chunk, "world_size": self._world()[0],
                                     "slots": [[s.name, s.group, s.row] for s in self.slots],
                                     "optimizer": type(optimizers[0]).__name__ if optimizers
@@ -432,6 +550,15 @@ class ImageOptimization(pl.LightningModule):
         if [[s.name, s.group, s.row] for s in self.slots] != saved["slots"]:
             raise UserInputError("The checkpoint holds other jobs than this run: resume with the "
                                  "same data options as the interrupted run.")
+        # The images take the checkpoint's stage's size before their shapes are checked and
+        # its values replace them.
+        stage = int(checkpoint.get(self.stage_key, 0))
+        if not 0 <= stage < self.stage_count():
+            raise UserInputError(f"The checkpoint was made with other {self.stage_word}: resume "
+                                 "with the interrupted run's options (its config.yaml).")
+        if stage != self.stage_index:
+            previous, self.stage_index = self.stage_index, stage
+            self._resample_images(previous)
         for index, group in enumerate(self.images):
             stored = checkpoint["state_dict"].get(f"images.{index}")
             if stored is None or tuple(stored.shape) != tuple(group.shape):

@@ -1,4 +1,5 @@
-"""Neural style transfer, feature inversion and texture synthesis: the seed's losses and modules."""
+"""Neural style transfer, feature inversion and texture synthesis: one composition of loss terms
+(:class:`FeatureMatching`), its three presets, the seed's losses and the style losses."""
 
 from lightning_modules._lazy import lazy_exports
 
@@ -9,5 +10,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "seam_ratio": ".tiling", "tile": ".tiling",
     "StyleLoss": ".style_losses", "GramLoss": ".style_losses", "MeanStdLoss": ".style_losses",
     "SlicedWassersteinLoss": ".style_losses", "STYLE_LOSSES": ".style_losses",
-    "make_style_loss": ".style_losses",
+    "make_style_loss": ".style_losses", "FeatureMatching": ".composition",
+    "LossTerm": ".terms", "ContentTerm": ".terms", "StyleTerm": ".terms",
+    "TotalVariation": ".terms", "ChromaTotalVariation": ".terms",
 })

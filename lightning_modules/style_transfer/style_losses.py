@@ -9,6 +9,11 @@ times (as a Lucent objective or a torchattacks attack is one object with one job
 - ``loss(features, target, mask, seed)``: one value per image ``[N]`` of the current images'
   features against the batched target. Images of a batch never mix.
 
+A config names a loss by its short name (``style_loss: sliced_wasserstein``, resolved in the
+one registry :data:`STYLE_LOSSES`) or by class with its own options (``style_loss:
+{class_path: lightning_modules.style_transfer.SlicedWassersteinLoss, init_args: {projections:
+32}}``). A new loss is one subclass of :class:`StyleLoss` and its entry in the registry.
+
 A ``mask`` ``[N, 1, h, w]`` (0-1, at the feature map's size: see :func:`resize_mask`) restricts
 the current image's statistics to a region, as in Gatys et al. 2017, "Controlling Perceptual
 Factors in Neural Style Transfer": every position counts with its mask value as weight.
@@ -28,12 +33,12 @@ backbone, compare the first rows of ``losses.csv`` and scale ``style_weights`` t
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.errors import check_choice
+from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.image_optimization.parameterizations import at_least_float32
 from lightning_modules.style_transfer.functional import gram_matrix
 
@@ -71,6 +76,19 @@ class StyleLoss:
     """
 
     name = ""
+
+    def options(self) -> dict[str, Any]:
+        """The loss's own options, as its ``__init__`` takes them (default: its attributes)."""
+        return dict(vars(self))
+
+    def describe(self) -> Union[str, dict[str, Any]]:
+        """The loss as a config would name it: its short name when it has its default
+        options, else ``{class_path, init_args}`` (a checkpoint's hyperparameters hold no
+        objects)."""
+        if STYLE_LOSSES.get(self.name) is type(self) and self.options() == type(self)().options():
+            return self.name
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.options()}
 
     def target(self, features: torch.Tensor) -> Any:
         """Statistics of one style image's features ``[1, C, H, W]`` (without a batch axis)."""
@@ -158,6 +176,8 @@ class MeanStdLoss(StyleLoss):
     name = "mean_std"
 
     def __init__(self, eps: float = 1e-5) -> None:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise UserInputError(f"eps of the mean_std style loss must be positive, got {eps!r}.")
         self.eps = eps
 
     def target(self, features: torch.Tensor) -> torch.Tensor:
@@ -212,6 +232,10 @@ class SlicedWassersteinLoss(StyleLoss):
     name = "sliced_wasserstein"
 
     def __init__(self, projections: Optional[int] = None) -> None:
+        if projections is not None and (isinstance(projections, bool)
+                                        or not isinstance(projections, int) or projections < 1):
+            raise UserInputError(f"projections of the sliced_wasserstein style loss must be a "
+                                 f"whole number of at least 1 (or null), got {projections!r}.")
         self.projections = projections
 
     def target(self, features: torch.Tensor) -> torch.Tensor:
@@ -260,16 +284,32 @@ class SlicedWassersteinLoss(StyleLoss):
         return channels * torch.stack(losses)
 
 
-#: The style losses by name, for ``--model.style_loss``.
+#: The style losses' short names, for ``--model.style_loss NAME``: the one place a name
+#: becomes a class (a new loss is its class and its entry here).
 STYLE_LOSSES: dict[str, type[StyleLoss]] = {
     cls.name: cls for cls in (GramLoss, MeanStdLoss, SlicedWassersteinLoss)
 }
 
 
-def make_style_loss(name: str) -> StyleLoss:
-    """The style loss called ``name`` (``"gram"``, ``"mean_std"`` or ``"sliced_wasserstein"``)."""
-    check_choice("style_loss", name, STYLE_LOSSES)
-    return STYLE_LOSSES[name]()
+def make_style_loss(loss: Union[StyleLoss, str]) -> StyleLoss:
+    """The style loss ``loss`` names, with its default options, or ``loss`` itself.
+
+    Args:
+        loss: A :class:`StyleLoss` (e.g. a config's ``class_path:
+            lightning_modules.style_transfer.SlicedWassersteinLoss`` with its ``init_args``),
+            or a short name of :data:`STYLE_LOSSES` (``"gram"``, ``"mean_std"``,
+            ``"sliced_wasserstein"``).
+
+    Raises:
+        UserInputError: For an unknown name or another kind of object.
+    """
+    if isinstance(loss, StyleLoss):
+        return loss
+    if not isinstance(loss, str):
+        raise UserInputError(f"style_loss must be a style loss's name or a StyleLoss, got "
+                             f"{type(loss).__name__}.")
+    check_choice("style_loss", loss, STYLE_LOSSES)
+    return STYLE_LOSSES[loss]()
 
 
 def layered_style_loss(

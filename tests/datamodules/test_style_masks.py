@@ -88,7 +88,8 @@ def test_masks_reach_the_module_as_regions(content_image, style_image, tmp_path)
                            style_layers=[0, 1], style_weights=[1.0, 1.0])
     pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, accelerator="cpu").fit(module, data)
-    targets, region_masks, weights = module._style_regions[0]
+    _, regions = module.targets[0][module.term_names.index("style")]  # (blended, regions)
+    targets, region_masks, weights = regions
     assert len(targets) == 2 and len(targets[0]) == 2
     assert region_masks.shape == (2, 1, 1, 20, 24)
     assert torch.allclose(weights, torch.tensor([[0.5], [1.5]]))

@@ -58,7 +58,8 @@ def _texture(paths: tuple[Path, Path], **options: Any) -> tuple[Any, Any]:
     options = {**STYLE_OPTIONS, **options}
     del options["content_layers"]
     return (TextureSynthesis(**options),
-            StyleTransferData(style=[str(paths[1])], image_size=32, style_size=40))
+            StyleTransferData(content=None, style=[str(paths[1])], image_size=32,
+                              style_size=40))
 
 
 def _class_pixels(paths: tuple[Path, Path], **options: Any) -> tuple[Any, Any]:

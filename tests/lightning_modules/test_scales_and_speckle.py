@@ -89,14 +89,14 @@ def test_each_scale_starts_from_the_previous_result_upsampled(content_image, sty
                          enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu", callbacks=[recorder])
     starts = []
-    original = module.enter_scale
+    original = module.enter_stage
 
-    def enter_scale(scale: int) -> None:
+    def enter_stage(scale: int) -> None:
         starts.append(module.result_pixels(0))  # the previous scale's result
         original(scale)
         starts.append(module.result_pixels(0))  # what the next scale starts from
 
-    module.enter_scale = enter_scale
+    module.enter_stage = enter_stage
     trainer.fit(module, StyleTransferData(content=str(content_image), style=str(style_image),
                                           image_size=32))
     height, width = module.jobs[0].size
@@ -107,7 +107,7 @@ def test_each_scale_starts_from_the_previous_result_upsampled(content_image, sty
         assert torch.allclose(resize_pixels(before, after.shape[-2:]).clamp(1e-3, 1 - 1e-3),
                               after, atol=1e-5)
     # The targets follow the scale: the content target has the last scale's feature size.
-    assert module._content_targets[0][0].shape[-2:] == \
+    assert module.targets[0][0][0].shape[-2:] == \
         module.backbone.extract(module._decode(0, module.images[0]), [2])[0].shape[-2:]
 
 
@@ -289,7 +289,7 @@ def test_a_tileable_texture_stays_seamless_through_the_scales(style_image) -> No
     from lightning_modules.style_transfer.tiling import seam_ratio
 
     seamless = texture(True, style_image, scales=[16])
-    assert seamless.scale_index == 1
+    assert seamless.stage_index == 1
     assert 0.9 < float(seam_ratio(seamless.result_pixels(0))) < 1.15
 
 
@@ -336,3 +336,53 @@ def test_fourier_inverts_layer_3_closer_than_pixels_in_the_same_steps() -> None:
         similarity[parameterization] = float(ssim(module.result_pixels(0)[None], photo[None],
                                                   data_range=1.0))
     assert similarity["fourier"] > similarity["pixel"] + 0.1, similarity
+
+
+# ----------------------------------------------------------------- the base's stages, resumed
+@pytest.mark.parametrize("parameterization", ["pixel", "fourier"])
+def test_a_run_resumed_within_either_scale_ends_as_the_uninterrupted_one(
+        content_image, style_image, tmp_path, parameterization) -> None:
+    """Scales 16 and 32 px, 3 steps each; checkpoints after steps 2 (within the coarse scale)
+    and 4 (within the fine one). Each resume takes the checkpoint's scale from it and ends with
+    the uninterrupted run's images, bit for bit."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(callbacks=(), ckpt_path=None) -> StyleTransfer:
+        pl.seed_everything(0, verbose=False)
+        module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                               style_layers=[0, 1], style_weights=[1.0, 1.0], scales=[16],
+                               shift=2, parameterization=parameterization, lr=0.05)
+        trainer = pl.Trainer(max_steps=6, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu",
+                             callbacks=list(callbacks), enable_checkpointing=bool(callbacks))
+        trainer.fit(module, StyleTransferData(content=str(content_image), style=str(style_image),
+                                              image_size=32), ckpt_path=ckpt_path)
+        return module
+
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    uninterrupted = run([saver]).images[0].detach().clone()
+    for step, scale in ((2, 0), (4, 1)):
+        path = next((tmp_path / "ckpt").glob(f"*step={step}.ckpt"))
+        assert torch.load(path, weights_only=True)["style_scale"] == scale
+        resumed = run([ModelCheckpoint(dirpath=tmp_path / f"again{step}")], ckpt_path=path)
+        assert resumed.stage_index == 1
+        assert torch.equal(resumed.images[0].detach(), uninterrupted), step
+
+
+def test_a_checkpoint_of_other_scales_is_one_sentence(content_image, style_image,
+                                                     tmp_path) -> None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(scales, callbacks=(), ckpt_path=None) -> None:
+        module = StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                               style_layers=[0], style_weights=[1.0], scales=scales)
+        trainer = pl.Trainer(max_steps=4, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu",
+                             callbacks=list(callbacks), enable_checkpointing=bool(callbacks))
+        trainer.fit(module, StyleTransferData(content=str(content_image), style=str(style_image),
+                                              image_size=32), ckpt_path=ckpt_path)
+
+    run([16], [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3)])
+    with pytest.raises(UserInputError, match="The checkpoint was made with other scales"):
+        run(None, [ModelCheckpoint(dirpath=tmp_path / "again")],
+            ckpt_path=next((tmp_path / "ckpt").glob("*.ckpt")))

@@ -21,10 +21,18 @@ def fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int) ->
 
 
 def tiny_module(cls=StyleTransfer, **kwargs) -> StyleTransfer:
-    options = dict(backbone="tiny", weights="random", content_layers=[2], style_layers=[0, 1, 2],
-                   style_weights=[1.0, 1.0, 1.0], tv_weight=0.01, lr=0.05)
+    options = dict(backbone="tiny", weights="random", tv_weight=0.01, lr=0.05)
+    if cls is not TextureSynthesis:  # the options of the terms each preset has
+        options.update(content_layers=[2])
+    if cls is not FeatureInversion:
+        options.update(style_layers=[0, 1, 2], style_weights=[1.0, 1.0, 1.0])
     options.update(kwargs)
     return cls(**options)
+
+
+def style_targets(module, group: int = 0) -> list:
+    """The style term's blended target of each style layer, for one image group."""
+    return module.targets[group][module.term_names.index("style")][0]
 
 
 class StepRecorder(pl.Callback):
@@ -94,7 +102,7 @@ def test_blended_style_target_is_weighted_sum_of_grams(content_image, style_imag
     job = data.jobs[0]
     assert job.style_blend_weights == [0.75, 0.25]
     assert [tuple(s.shape[1:]) for s in job.styles] == [(20, 20), (24, 20)]
-    for layer, target in zip(module.style_layers, module._style_targets[0]):
+    for layer, target in zip(module.term("style").layers, style_targets(module)):
         grams = [gram_matrix(module.backbone.extract(module.backbone.normalize(s[None]), [layer])[0])[0]
                  for s in job.styles]
         assert torch.allclose(target[0], 0.75 * grams[0] + 0.25 * grams[1], atol=1e-6)
@@ -230,11 +238,12 @@ def test_gram_is_the_default_and_the_homeworks_style_loss(content_image, style_i
     from lightning_modules.style_transfer import GramLoss, style_loss
 
     module = tiny_module()
-    assert isinstance(module.style_criterion, GramLoss)
+    assert isinstance(module.term("style").criterion, GramLoss)
     fit(module, StyleTransferData(content=str(content_image), style=str(style_image), image_size=24), 1)
     images = module.images[0].detach()
     feats = dict(zip([0, 1, 2], module.backbone.extract(images, [0, 1, 2])))
-    expected = style_loss(feats, module.style_layers, module._style_targets[0], module.style_weights)
+    style = module.term("style")
+    expected = style_loss(feats, style.layers, style_targets(module), style.weights)
     assert torch.equal(module.loss_terms(0, images)["style"], expected)
 
 
@@ -246,7 +255,7 @@ def test_sliced_wasserstein_blends_quantiles_of_each_style(content_image, style_
                              style_blend_weights=[3, 1], image_size=24)
     module = tiny_module(style_loss="sliced_wasserstein")
     fit(module, data, 2)
-    mixture = module._style_targets[0][0][0]  # layer 0, job 0
+    mixture = style_targets(module)[0][0]  # layer 0, job 0
     assert [weight for weight, _ in mixture] == [0.75, 0.25]
     assert [tuple(cloud.shape) for _, cloud in mixture] == [(8, 24 * 24), (8, 24 * 29)]
 
@@ -287,3 +296,133 @@ def test_sliced_wasserstein_runs_are_reproducible_and_resume_alike(content_image
                   ckpt_path=at_step_3)
     assert fixed_losses == {step: uninterrupted[step] for step in (3, 4, 5)}
     assert torch.equal(resumed, first)
+
+
+# ----------------------------------------------------------------- composition of loss terms
+@pytest.mark.parametrize("build, message", [
+    (lambda: TextureSynthesis(content_weight=5),
+     "TextureSynthesis has no option content_weight: it belongs to a content term"),
+    (lambda: FeatureInversion(style_weights=[0, 0]),
+     "FeatureInversion has no option style_weights: it belongs to a style term"),
+    (lambda: TextureSynthesis(init="content"),
+     "TextureSynthesis has no content image to start from: init must be 'noise' or an image"),
+    (lambda: TextureSynthesis(preserve_colors=True),
+     "preserve_colors keeps the content image's colours, and TextureSynthesis has none"),
+    (lambda: StyleTransfer(colour=1), "StyleTransfer has no option 'colour'."),
+])
+def test_a_preset_refuses_what_its_terms_would_ignore(build, message) -> None:
+    from lightning_modules.errors import UserInputError
+
+    with pytest.raises(UserInputError) as caught:
+        build()
+    assert str(caught.value).startswith(message.replace("has none", "has no content image"))
+
+
+@pytest.mark.parametrize("config, extra, message", [
+    ("texture_synthesis", ["--model.content_weight", "5"], "'content_weight' is not accepted"),
+    ("feature_inversion", ["--model.style_loss", "gram"], "'style_loss' is not accepted"),
+    ("texture_synthesis", ["--data.content", "{content}"],
+     "TextureSynthesis uses no content image: leave --data.content out (null)."),
+    ("feature_inversion", ["--data.style", "{style}"],
+     "FeatureInversion uses no style image: leave --data.style out (null)."),
+])
+def test_the_command_line_refuses_an_option_or_image_no_term_uses(
+        config, extra, message, workdir, content_image, style_image, capsys) -> None:
+    import cli
+    from test_bad_input import one_error_line
+    from test_cli import REPO
+
+    images = {"content": str(content_image), "style": str(style_image)}
+    own = (["--data.content", images["content"]] if config == "feature_inversion" else
+           ["--data.style", images["style"], "--model.style_layers", "[0, 1]",
+            "--model.style_weights", "[1, 1]"])
+    args = ["fit", "--config", str(REPO / "configs" / f"{config}.yaml"), "--model.backbone", "tiny",
+            "--model.weights", "random", "--data.image_size", "16", "--trainer.max_steps", "2",
+            "--trainer.enable_progress_bar", "false",
+            *(["--model.content_layers", "[1]"] if config == "feature_inversion" else []),
+            *own, *[arg.format(**images) for arg in extra]]
+    assert cli.main(args) == (2 if "not accepted" in message else 1)
+    assert message in one_error_line(capsys)
+    assert not (workdir / "runs").exists() or not list((workdir / "runs").rglob("*.png"))
+
+
+def test_feature_matching_sums_the_terms_it_is_given(content_image) -> None:
+    """Two content terms of their own layers and reductions and a TV term: each logged under
+    its own name, and the loss is their sum."""
+    from lightning_modules.style_transfer import (ContentTerm, FeatureMatching,
+                                                  TotalVariation)
+
+    terms = [ContentTerm([1], 1.0), ContentTerm([2], 0.5, "sum"), TotalVariation(0.1)]
+    module = FeatureMatching(terms=terms, backbone="tiny", weights="random", init="noise",
+                             lr=0.1)
+    assert module.term_names == ["content", "content_2", "tv"]
+    trainer = fit(module, StyleTransferData(content=str(content_image), style=None,
+                                            image_size=16), 3)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    parts = [metrics[f"{name}_loss"] for name in ("content", "content_2", "tv")]
+    assert metrics["loss"] == pytest.approx(sum(parts), rel=1e-5)
+    assert parts[1] > 10 * parts[0]  # a sum over the values, not their mean
+    assert [title for title, _ in module.sheet_panels(0)] == ["content", "result"]
+
+
+def test_feature_matching_terms_from_a_config(workdir, content_image, tmp_path) -> None:
+    """A config composes terms by class_path, with their own options."""
+    import yaml
+
+    import cli
+    from test_cli import REPO
+
+    config = yaml.safe_load((REPO / "configs" / "feature_inversion.yaml").read_text())
+    config["model"] = {"class_path": "lightning_modules.style_transfer.FeatureMatching",
+                       "init_args": {"backbone": "tiny", "weights": "random", "init": "noise",
+                                     "terms": [
+        {"class_path": "lightning_modules.style_transfer.terms.ContentTerm",
+         "init_args": {"layers": [1], "weight": 2.0}},
+        {"class_path": "lightning_modules.style_transfer.terms.ChromaTotalVariation",
+         "init_args": {"weight": 5.0}}]}}
+    path = tmp_path / "composed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["fit", "--config", str(path), "--data.content", str(content_image),
+                     "--data.image_size", "16", "--trainer.max_steps", "2",
+                     "--trainer.enable_progress_bar", "false"]) == 0
+    [run] = (workdir / "runs" / "feature_inversion").glob("version_*")
+    header = (run / "losses.csv").read_text().splitlines()[0]
+    assert "content_loss" in header and "chroma_tv_loss" in header and "style" not in header
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "terms" not in checkpoint["hyper_parameters"]
+
+
+def test_a_style_loss_by_class_path_keeps_its_options(workdir, content_image,
+                                                      style_image) -> None:
+    """``style_loss`` names a class with its own options; the checkpoint, loaded as a resume
+    loads it (weights only), holds a plain description of it."""
+    import json
+
+    import cli
+    from lightning_modules.style_transfer import SlicedWassersteinLoss
+    from test_cli import tiny_args
+
+    spec = {"class_path": "lightning_modules.style_transfer.SlicedWassersteinLoss",
+            "init_args": {"projections": 3}}
+    assert cli.main(tiny_args(content_image, style_image, "--model.style_loss",
+                              json.dumps(spec))) == 0
+    [run] = (workdir / "runs" / "style_transfer").glob("version_*")
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    described = checkpoint["hyper_parameters"]["style_loss"]
+    assert described["init_args"] == {"projections": 3}
+    assert described["class_path"].endswith("SlicedWassersteinLoss")
+    module = tiny_module(style_loss=SlicedWassersteinLoss(projections=3))
+    assert module.term("style").criterion.projections == 3
+    assert tiny_module(style_loss="sliced_wasserstein").hparams["style_loss"] == \
+        "sliced_wasserstein"
+
+
+def test_style_loss_options_are_checked() -> None:
+    from lightning_modules.errors import UserInputError
+    from lightning_modules.style_transfer import MeanStdLoss, SlicedWassersteinLoss
+
+    with pytest.raises(UserInputError, match="projections of the sliced_wasserstein style "
+                                             "loss must be a whole number of at least 1"):
+        SlicedWassersteinLoss(projections=0)
+    with pytest.raises(UserInputError, match="eps of the mean_std style loss must be positive"):
+        MeanStdLoss(eps=-1.0)
