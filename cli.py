@@ -99,7 +99,10 @@ CLI_SETTINGS = {
     "trainer_defaults": TRAINER_DEFAULTS,
     "seed_everything_default": DEFAULT_SEED,
     "auto_configure_optimizers": False,
-    "parser_kwargs": {"exit_on_error": False},
+    "parser_kwargs": {"exit_on_error": False,
+                      "epilog": "Also: cli.py layers --model.backbone NAME lists a network's "
+                                "layers (index, name, output shape), which options such as "
+                                "--model.style_layers name."},
 }
 
 
@@ -377,6 +380,19 @@ class ImageCLI(LightningCLI):
             )
         self._add_tensorboard()
 
+    def after_fit(self) -> None:
+        self._say_where_results_went()
+
+    def after_predict(self) -> None:
+        self._say_where_results_went()
+
+    def _say_where_results_went(self) -> None:
+        """One line on stderr naming the run folder, once, by the first process."""
+        logger = self.trainer.logger
+        if logger is None or not self.trainer.is_global_zero:
+            return
+        print(f"Results in {logger.log_dir}", file=sys.stderr)
+
     def _add_tensorboard(self) -> None:
         """Log to TensorBoard too, into the same run directory, when it is installed."""
         loggers = self.trainer.loggers
@@ -517,6 +533,9 @@ class PythonRun(ImageCLI):
     def _add_tensorboard(self) -> None:
         if not self.quiet:
             super()._add_tensorboard()
+
+    def _say_where_results_went(self) -> None:
+        """Python gets the run folder in its results (``run_directory``), not on stderr."""
 
 
 def _plain(value: Any) -> bool:

@@ -70,6 +70,15 @@ def test_print_config_can_be_fed_back(workdir, content_image, style_image, capsy
     (workdir / "printed.yaml").write_text(printed)
     assert cli.main(["fit", "--config", str(workdir / "printed.yaml")]) == 0
     assert (run_dirs(workdir)[0] / "content__style.png").is_file()
+    # The run says where its results went, on a line of its own.
+    assert f"Results in {Path('runs') / 'style_transfer' / 'version_0'}" in \
+        capsys.readouterr().err.splitlines()
+
+
+def test_help_lists_the_layers_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "cli.py layers --model.backbone NAME" in " ".join(capsys.readouterr().out.split())
 
 
 def test_feature_inversion_and_texture_synthesis_run(workdir, content_image, style_image) -> None:
