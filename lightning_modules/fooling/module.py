@@ -15,7 +15,6 @@ from lightning_modules.fooling.functional import (
     FoolingAttack,
     FoolingProgress,
     Loss,
-    Method,
     Norm,
     quantize_pixels,
 )
@@ -75,6 +74,7 @@ class FoolingImage(ImageOptimization):
             :class:`~lightning_modules.fooling.CarliniWagner` (the smallest change, no
             budget)), or its shorthand ``"seed"``, ``"pgd"`` or ``"cw"`` with the attack's
             options as the flat options below. A flat option of another attack is refused.
+            (A ``str``, not a ``Literal``: the registry says an unknown name in one sentence.)
         lr: ``method: seed``: its step length, in normalized units (None: the attack's default,
             as for every flat option).
         norm: ``method: pgd``: the budget's norm, ``"linf"`` or ``"l2"``.
@@ -112,7 +112,7 @@ class FoolingImage(ImageOptimization):
         self,
         target: Union[ClassSpec, list[ClassSpec]] = 6,
         all_pairs: bool = False,
-        method: Union[Method, Attack] = "seed",
+        method: Union[Attack, str] = "seed",
         lr: Optional[float] = None,
         norm: Optional[Norm] = None,
         eps: Optional[float] = None,

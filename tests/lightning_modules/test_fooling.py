@@ -373,7 +373,7 @@ def test_an_attack_object_runs_as_its_shorthand_and_leaves_plain_hyperparameters
         "class_path": "lightning_modules.fooling.attacks.pgd.PGD",
         "init_args": {"eps": 0.1, "step_size": 0.02, "norm": "linf", "loss": "ce",
                       "momentum": 0.0}}
-    rebuilt = FoolingImage(backbone=TINY, weights="random", **as_object.hparams)
+    rebuilt = FoolingImage(**as_object.hparams)  # as load_from_checkpoint builds it
     assert repr(rebuilt.attack.method) == repr(as_object.attack.method)
 
 
@@ -405,7 +405,9 @@ def test_cli_runs_an_attack_named_by_class_path_and_refuses_a_foreign_flat_optio
     assert "class_path: lightning_modules.fooling.PGD" in (object_run / "config.yaml").read_text()
     results = (object_run / RESULTS_FILE).read_text()
     assert results == (shorthand_run / RESULTS_FILE).read_text()
-    assert max(float(row["linf"]) for row in csv.DictReader(results.splitlines())) <= 0.1 + 1e-6
+    # The budget holds before the 8-bit rounding, which may add half a level.
+    assert max(float(row["linf"]) for row in csv.DictReader(results.splitlines())) <= (
+        0.1 + 0.5 / 255 + 1e-6)
     refused = tiny_cli("--config", str(config), "--model.c", "5")
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert refused.returncode == 1 and errors == [
@@ -627,7 +629,7 @@ def test_robustness_checks_on_pictures_whose_answers_are_known() -> None:
     (["--model.momentum", "1"], "momentum is an option of PGD (method: pgd), not of the seed's"),
     (["--model.eps", "0.03"], "eps is an option of PGD (method: pgd), not of the seed's step"),
     (["--model.method", "cw", "--model.lr", "0.5"], "give Carlini-Wagner's own cw_lr"),
-    (["--model.method", "bogus"], "method"),
+    (["--model.method", "bogus"], "Unknown method 'bogus'; choose 'seed', 'pgd' or 'cw'."),
     (["--model.diversity", "2"], "diversity is a probability"),
     (["--model.method", "cw", "--model.c", "0"], "c must be in (0, 1e6]"),
     (["--model.ensemble", "[tiny]"], "An ensemble needs networks with the same classes"),
