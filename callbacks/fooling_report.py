@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.chunk_end import ChunkEndCallback
+from callbacks.image_writer import ImageWriter
 from callbacks.run_directory import continues_run, run_directory
 from datamodules.files import write_csv_rows
 from lightning_modules.fooling.functional import RESULT_COLUMNS, summarize
@@ -23,9 +24,11 @@ class FoolingReport(ChunkEndCallback):
     ``FoolingImage`` brings it (``configure_callbacks``). At the end of each chunk it keeps the
     module's :meth:`~lightning_modules.fooling.FoolingImage.fooling_records`: every job judged on
     its picture rounded to 8 bits as its PNG stores it, so success means the saved file fools the
-    network, whichever callback writes the file, and in whatever order. At the end of the run
-    process 0 writes the CSV (never over an existing one), the loggers get the summary and each
-    job's figures, and one line says how many were fooled.
+    network, whichever callback writes the file, and in whatever order. At the end of the run the
+    loggers get the summary and each job's figures, and one line says how many were fooled; in a
+    run that saves the pictures (an :class:`~callbacks.ImageWriter` among the Trainer's
+    callbacks, wherever it is) process 0 writes the CSV beside them, never over an existing one.
+    A run that saves nothing (the Python API without ``save_dir``) writes no file.
     """
 
     def __init__(self) -> None:
@@ -44,7 +47,9 @@ class FoolingReport(ChunkEndCallback):
         rows = [row for _, row in sorted((pair for part in gather_objects(self.rows,
                                                                           trainer.world_size)
                                           for pair in part), key=lambda pair: pair[0])]
-        if trainer.is_global_zero:
+        # The CSV describes the saved pictures: it goes where they go, and only there.
+        saved = any(isinstance(callback, ImageWriter) for callback in trainer.callbacks)
+        if saved and trainer.is_global_zero:
             self.write_csv(rows, self.directory / RESULTS_FILE, continues_run(trainer))
         metrics = summarize(rows)
         for row in rows:
@@ -59,7 +64,7 @@ class FoolingReport(ChunkEndCallback):
             f"Fooled {sum(r['success'] for r in rows)} of {len(rows)} images (8-bit PNG"
             f"{'; still after ' + after[2:] if after else ''}); "
             f"mean ||δ||₂ {metrics['l2_mean']:.4g}, max ||δ||∞ {metrics['linf_max']:.4g} "
-            f"(0-1 pixels); results in {self.directory / RESULTS_FILE}."
+            f"(0-1 pixels)" + (f"; results in {self.directory / RESULTS_FILE}." if saved else ".")
         )
 
     @staticmethod
