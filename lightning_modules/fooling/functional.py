@@ -36,7 +36,6 @@ from lightning_modules.backbones.normalization import denormalize, normalize
 from lightning_modules.errors import UserInputError
 from lightning_modules.fooling.attacks import (
     Attack,
-    CarliniWagner,
     Loss,
     PGD,
     SeedAttack,
@@ -185,11 +184,6 @@ class FoolingAttack:
             if needs is not None:
                 raise UserInputError(f"{needs} needs the mean and std of the normalization, to "
                                      "work in 0-1 pixel units.")
-
-    @property
-    def attack(self) -> Attack:
-        """The attack (``method``, resolved)."""
-        return self.method
 
     # ----------------------------------------------------------------- pixel space
     def to_pixels(self, inputs: torch.Tensor) -> torch.Tensor:
