@@ -1,4 +1,4 @@
-"""The fooling report: each fooled PNG read back from disk and judged, in one CSV."""
+"""The fooling report: each job's verdict on its 8-bit picture, in one CSV."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.chunk_end import ChunkEndCallback
-from callbacks.image_writer import require_image_writer
+from callbacks.image_writer import ImageWriter
 from callbacks.run_directory import continues_run, run_directory
 from datamodules.files import write_csv_rows
-from datamodules.images import image_to_tensor, load_image
 from lightning_modules.fooling.functional import RESULT_COLUMNS, summarize
 from lightning_modules.image_optimization.jobs import gather_objects
 
@@ -23,11 +21,14 @@ RESULTS_FILE = "fooling_results.csv"
 class FoolingReport(ChunkEndCallback):
     """Writes ``fooling_results.csv``: per job success, steps, ``||δ||``, SSIM, PSNR, p(target).
 
-    At the end of each chunk it reads every job's ``<job>.png`` back from disk (written by an
-    :class:`~callbacks.ImageWriter` that comes before it) and has the module's ``score`` judge
-    it, so success means the saved file fools the network. At the end of the run process 0
-    writes the CSV (never over an existing one), the loggers get the summary and each job's
-    figures, and one line says how many were fooled. Modules without ``score`` are left alone.
+    ``FoolingImage`` brings it (``configure_callbacks``). At the end of each chunk it keeps the
+    module's :meth:`~lightning_modules.fooling.FoolingImage.fooling_records`: every job judged on
+    its picture rounded to 8 bits as its PNG stores it, so success means the saved file fools the
+    network, whichever callback writes the file, and in whatever order. At the end of the run the
+    loggers get the summary and each job's figures, and one line says how many were fooled; in a
+    run that saves the pictures (an :class:`~callbacks.ImageWriter` among the Trainer's
+    callbacks, wherever it is) process 0 writes the CSV beside them, never over an existing one.
+    A run that saves nothing (the Python API without ``save_dir``) writes no file.
     """
 
     def __init__(self) -> None:
@@ -37,24 +38,18 @@ class FoolingReport(ChunkEndCallback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)  # a collective call: every process is here
         self.rows = []  # a new fit's own (a resumed one gets its rows back from the checkpoint)
-        if not hasattr(pl_module, "score"):
-            return
-        require_image_writer(trainer, self, "judges")
 
     def on_chunk_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not hasattr(pl_module, "score") or pl_module.idle:
-            return
-        saved = torch.stack([image_to_tensor(load_image(self.directory / f"{slot.name}.png"))
-                             for slot in pl_module.slots])
-        self.rows += list(zip(pl_module.job_indices, pl_module.score(saved)))
+        if not pl_module.idle:
+            self.rows += list(zip(pl_module.job_indices, pl_module.fooling_records()))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not hasattr(pl_module, "score"):
-            return
         rows = [row for _, row in sorted((pair for part in gather_objects(self.rows,
                                                                           trainer.world_size)
                                           for pair in part), key=lambda pair: pair[0])]
-        if trainer.is_global_zero:
+        # The CSV describes the saved pictures: it goes where they go, and only there.
+        saved = any(isinstance(callback, ImageWriter) for callback in trainer.callbacks)
+        if saved and trainer.is_global_zero:
             self.write_csv(rows, self.directory / RESULTS_FILE, continues_run(trainer))
         metrics = summarize(rows)
         for row in rows:
@@ -66,10 +61,10 @@ class FoolingReport(ChunkEndCallback):
         after = "".join(f", {key[len('success_'):]} {sum(r[key] for r in rows)}"
                         for key in rows[0] if key.startswith("success_")) if rows else ""
         rank_zero_info(
-            f"Fooled {sum(r['success'] for r in rows)} of {len(rows)} images (PNG read back"
+            f"Fooled {sum(r['success'] for r in rows)} of {len(rows)} images (8-bit PNG"
             f"{'; still after ' + after[2:] if after else ''}); "
             f"mean ||δ||₂ {metrics['l2_mean']:.4g}, max ||δ||∞ {metrics['linf_max']:.4g} "
-            f"(0-1 pixels); results in {self.directory / RESULTS_FILE}."
+            f"(0-1 pixels)" + (f"; results in {self.directory / RESULTS_FILE}." if saved else ".")
         )
 
     @staticmethod

@@ -1,11 +1,13 @@
-"""Fooling images: the seed's step, targeted PGD, and the LightningModule."""
+"""Fooling images: the attacks (one class each), their shared loop, and the LightningModule."""
 
 from lightning_modules._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "FoolingImage": ".module", "FoolingJob": ".module",
     "FoolingAttack": ".functional", "FoolingProgress": ".functional",
-    "ProjectedStep": ".steps", "SeedStep": ".steps",
+    "ATTACKS": ".attacks", "Attack": ".attacks", "CarliniWagner": ".attacks", "PGD": ".attacks",
+    "SeedAttack": ".attacks", "resolve_attack": ".attacks",
+    "CarliniWagnerStep": ".steps", "ProjectedStep": ".steps", "SeedStep": ".steps",
     "RESULT_COLUMNS": ".functional", "make_fooling_image": ".functional",
     "pgd_attack": ".functional", "project": ".steps", "quantize_pixels": ".steps",
     "summarize": ".functional", "target_objective": ".steps",

@@ -1,39 +1,45 @@
 """Fooling images: small changes that make a classifier see a class of our choosing.
 
-Two targeted attacks move each image towards a target class until the network predicts it:
+The attacks are objects (:mod:`lightning_modules.fooling.attacks`), each with its own options,
+step, stopping rule and result:
 
-* ``"seed"``, the CS231n homework's method: gradient ascent on the target's raw score, each step
-  ``lr * g / ||g||_2`` in the network's normalized input space (:func:`make_fooling_image`);
-* ``"pgd"``, targeted projected gradient descent: signed (L∞) or length-normalized (L2) steps of
-  ``step_size`` that raise the target's log-probability (``loss="ce"``) or its margin over the
-  best other class (``loss="margin"``); the change ``δ`` is projected back into the ``eps`` ball
-  and the image into [0, 1], both in 0-1 pixel units (:func:`pgd_attack`).
+* :class:`SeedAttack` (``"seed"``), the CS231n homework's method: gradient ascent on the target's
+  raw score, each step ``lr * g / ||g||_2`` in the network's normalized input space
+  (:func:`make_fooling_image`);
+* :class:`PGD` (``"pgd"``), targeted projected gradient descent: signed (L∞) or length-normalized
+  (L2) steps of ``step_size`` that raise the target's log-probability (``loss="ce"``) or its
+  margin over the best other class (``loss="margin"``); the change ``δ`` is projected back into
+  the ``eps`` ball and the image into [0, 1], both in 0-1 pixel units (:func:`pgd_attack`);
+* :class:`CarliniWagner` (``"cw"``): the smallest change that fools, no budget.
 
-:class:`FoolingAttack` is the one implementation of both: it checks which images are fooled
-(:meth:`FoolingAttack.check`), gives the loss of the others (:meth:`FoolingAttack.attack_loss`) and
-the optimizer that takes the step (:meth:`FoolingAttack.optimizer`: :class:`SeedStep` or
-:class:`ProjectedStep`). The functions run them in a loop; the LightningModule
-(:class:`~lightning_modules.fooling.module.FoolingImage`) runs them once per trainer step under
-Lightning's own optimization. Each image stops changing once it is fooled (its gradient is zero, and
-an optimizer leaves a row with a zero gradient as it is). A PNG stores 8-bit pixels, and rounding
-can undo an attack, so with ``quantize=True`` (always, in the module) an image counts as fooled only
-when its 8-bit version is classified as the target: the saved file is what was checked.
+:class:`FoolingAttack` is what they share: it checks which images are fooled
+(:meth:`FoolingAttack.check`), gives the loss of the others (:meth:`FoolingAttack.attack_loss`,
+with expectation over transformations and input diversity around the attack's own loss) and the
+attack's optimizer (:meth:`FoolingAttack.optimizer`). The functions run it in a loop; the
+LightningModule (:class:`~lightning_modules.fooling.module.FoolingImage`) runs it once per trainer
+step under Lightning's own optimization. Each image stops changing once it is fooled (its gradient
+is zero, and an optimizer leaves a row with a zero gradient as it is). A PNG stores 8-bit pixels,
+and rounding can undo an attack, so with ``quantize=True`` (always, in the module) an image counts
+as fooled only when its 8-bit version is classified as the target: the saved file is what was
+checked.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import torch
 
 from lightning_modules.backbones.normalization import denormalize, normalize
-from lightning_modules.errors import (
-    MAX_LEARNING_RATE,
-    UserInputError,
-    check_choice,
-    check_learning_rate,
+from lightning_modules.errors import UserInputError
+from lightning_modules.fooling.attacks import (
+    Attack,
+    Loss,
+    PGD,
+    SeedAttack,
+    resolve_attack,
 )
 from lightning_modules.fooling.robustness import diverse_input, fools, transformation
 from lightning_modules.fooling.steps import (  # noqa: F401 - re-exported: the seed's API
@@ -46,8 +52,8 @@ from lightning_modules.fooling.steps import (  # noqa: F401 - re-exported: the s
     target_objective,
 )
 
+#: The attacks' shorthands (keys of ``lightning_modules.fooling.attacks.ATTACKS``).
 Method = Literal["seed", "pgd", "cw"]
-Loss = Literal["ce", "margin"]
 
 RESULT_COLUMNS = ("name", "true_class", "target_class", "success", "steps", "l2", "linf", "ssim",
                   "psnr", "p_target", "predicted_class")
@@ -91,22 +97,27 @@ class FoolingProgress:
 
 @dataclass
 class FoolingAttack:
-    """One targeted attack step, and the loop that repeats it until every image is fooled.
+    """What every attack shares: which images count as fooled, the loss with transformations,
+    and the loop that steps until every image is fooled.
 
     Images are in the network's normalized input space, as in the homework; ``mean`` and ``std``
-    (per channel, 0-1 pixel units) say how pixels were normalized.
+    (per channel, 0-1 pixel units) say how pixels were normalized. The attack itself (its loss,
+    optimizer, stopping rule and result) is ``method``, an
+    :class:`~lightning_modules.fooling.attacks.Attack`.
 
     Args:
-        method: ``"seed"`` (the homework's step ``lr * g / ||g||_2`` on the target's raw score)
-            or ``"pgd"`` (targeted projected gradient descent).
-        lr: Length of the seed's step, in normalized units.
-        norm: The PGD budget's norm, ``"linf"`` or ``"l2"``.
-        eps: The PGD budget: the largest ``||δ||`` in 0-1 pixel units (2/255 ≈ 0.00784).
-        step_size: The PGD step in 0-1 pixel units: each pixel moves by it (L∞), or the whole
-            image does (L2). None: ``eps / 4``.
-        loss: What PGD raises: ``"ce"`` (log-probability of the target) or ``"margin"``.
-        mean: Per-channel mean of the normalization; needed by PGD and by ``quantize``. With
-            the seed's method it also keeps the image within the valid pixel range.
+        method: The attack: an ``Attack`` (``SeedAttack(lr=1.0)``, ``PGD(eps=0.03)``,
+            ``CarliniWagner(c=10)``), or its shorthand ``"seed"``, ``"pgd"`` or ``"cw"`` with its
+            options as the flat arguments below (see
+            :func:`~lightning_modules.fooling.attacks.resolve_attack`). After construction,
+            always the ``Attack``.
+        lr: ``"seed"``: its step length, in normalized units (None: the attack's default).
+        norm: ``"pgd"``: the budget's norm, ``"linf"`` or ``"l2"``.
+        eps: ``"pgd"``: the budget, the largest ``||δ||`` in 0-1 pixel units.
+        step_size: ``"pgd"``: the step in 0-1 pixel units (None: ``eps / 4``).
+        loss: ``"pgd"``: what it raises, ``"ce"`` or ``"margin"``.
+        mean: Per-channel mean of the normalization; needed by PGD, Carlini-Wagner and
+            ``quantize``. With the seed's step it also keeps the image within valid pixels.
         std: Per-channel standard deviation of the normalization.
         quantize: Count an image as fooled only when its 8-bit version (as saved to a PNG) is
             classified as the target.
@@ -120,47 +131,39 @@ class FoolingAttack:
             transformations, Athalye et al. 2018), and an image counts as fooled only when it
             also fools after each one's check (the real JPEG, the smallest scale, the blur).
         eot_samples: Draws per step with ``robust_to``.
-        momentum: PGD only: MI-FGSM's momentum (1.0 in Dong et al. 2018; 0: none).
+        momentum: ``"pgd"``: MI-FGSM's momentum (1.0 in Dong et al. 2018; 0: none).
         diversity: The probability of input diversity (DI, Xie et al. 2019; 0.5 in the paper)
             at each step: see :func:`~lightning_modules.fooling.robustness.diverse_input`.
-        c: ``"cw"`` only: the weight of the logit term against ``||δ||₂²``.
-        kappa: ``"cw"`` only: the logit margin over the best other class to aim for.
-        cw_lr: ``"cw"`` only: Adam's learning rate (0.01 in the paper).
+        c: ``"cw"``: the weight of the logit term against ``||δ||₂²``.
+        kappa: ``"cw"``: the logit margin over the best other class to aim for.
+        cw_lr: ``"cw"``: Adam's learning rate (0.01 in the paper).
         seed: Seed of the random draws (transformations, diversity).
     """
 
-    method: Method = "seed"
-    lr: float = 1.0
-    norm: Norm = "linf"
-    eps: float = 2 / 255
+    method: Union[Method, Attack] = "seed"
+    lr: Optional[float] = None
+    norm: Optional[Norm] = None
+    eps: Optional[float] = None
     step_size: Optional[float] = None
-    loss: Loss = "ce"
+    loss: Optional[Loss] = None
     mean: Any = None
     std: Any = None
     quantize: bool = False
     confidence: float = 0.0
     robust_to: Sequence[str] = ()
     eot_samples: int = 4
-    momentum: float = 0.0
+    momentum: Optional[float] = None
     diversity: float = 0.0
-    c: float = 1.0
-    kappa: float = 0.0
-    cw_lr: float = 0.01
+    c: Optional[float] = None
+    kappa: Optional[float] = None
+    cw_lr: Optional[float] = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, allowed in {"method": ("seed", "pgd", "cw"), "norm": ("linf", "l2"),
-                              "loss": ("ce", "margin")}.items():
-            check_choice(name, getattr(self, name), allowed)
-        # Past MAX_LEARNING_RATE the step overflows float32 (a traceback, not a result).
-        if not 0 < self.eps <= MAX_LEARNING_RATE:  # also catches NaN
-            raise UserInputError(
-                f"eps must be positive and at most {MAX_LEARNING_RATE:g}, in 0-1 pixel units "
-                f"(2/255 is 0.00784), got {self.eps:g}."
-            )
-        if self.norm == "linf" and self.eps > 1:
-            raise UserInputError(f"eps is in 0-1 pixel units: an L∞ budget above 1 allows any "
-                                 f"image, got {self.eps:g}.")
+        self.method = resolve_attack(self.method, lr=self.lr, norm=self.norm, eps=self.eps,
+                                     step_size=self.step_size, loss=self.loss,
+                                     momentum=self.momentum, c=self.c, kappa=self.kappa,
+                                     cw_lr=self.cw_lr)
         if not 0 <= self.confidence < 1:  # also catches NaN
             raise UserInputError(f"confidence is the p(target) to reach, from 0 up to (not "
                                  f"including) 1, got {self.confidence:g}.")
@@ -168,34 +171,19 @@ class FoolingAttack:
         if not (isinstance(self.eot_samples, int) and 1 <= self.eot_samples <= 1000):
             raise UserInputError(f"eot_samples must be a whole number from 1 to 1000, got "
                                  f"{self.eot_samples}.")
-        if not 0 <= self.momentum <= 10:  # also catches NaN
-            raise UserInputError(f"momentum must be from 0 to 10 (MI-FGSM uses 1), got "
-                                 f"{self.momentum:g}.")
-        if self.momentum and self.method != "pgd":
-            raise UserInputError("momentum is MI-FGSM's, a PGD option: add method: pgd.")
         if not 0 <= self.diversity <= 1:
             raise UserInputError(f"diversity is a probability, from 0 to 1, got "
                                  f"{self.diversity:g}.")
-        if not 0 < self.c <= 1e6 or not 0 <= self.kappa <= 1e3:  # also catches NaN
-            raise UserInputError(f"c must be in (0, 1e6] and kappa in [0, 1000], got c "
-                                 f"{self.c:g}, kappa {self.kappa:g}.")
-        check_learning_rate("cw_lr", self.cw_lr)
         self.generator = torch.Generator().manual_seed(self.seed)
-        if self.step_size is None:
-            self.step_size = self.eps / 4
-        if not 0 < self.step_size <= MAX_LEARNING_RATE:
-            raise UserInputError(f"step_size must be positive and at most "
-                                 f"{MAX_LEARNING_RATE:g}, in 0-1 pixel units, got "
-                                 f"{self.step_size:g}.")
-        check_learning_rate("lr", self.lr)
         if (self.mean is None) != (self.std is None):
             raise UserInputError("Give both mean and std of the normalization, or neither.")
-        if self.mean is None and (self.method != "seed" or self.quantize or self.robust_to
-                                  or self.diversity):
-            needs = (self.method.upper() if self.method != "seed" else "quantize" if self.quantize
-                     else "robust_to" if self.robust_to else "diversity")
-            raise UserInputError(f"{needs} needs the mean and std of the normalization, to work "
-                                 "in 0-1 pixel units.")
+        if self.mean is None:
+            needs = (self.method.title if self.method.needs_normalization
+                     else "quantize" if self.quantize else "robust_to" if self.robust_to
+                     else "diversity" if self.diversity else None)
+            if needs is not None:
+                raise UserInputError(f"{needs} needs the mean and std of the normalization, to "
+                                     "work in 0-1 pixel units.")
 
     # ----------------------------------------------------------------- pixel space
     def to_pixels(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -215,21 +203,34 @@ class FoolingAttack:
     def check(self, images: torch.Tensor, target_y: torch.Tensor,
               model: Callable[[torch.Tensor], torch.Tensor],
               progress: FoolingProgress, origin: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Check the images not fooled yet; returns the rows to step on.
+        """Check the images as the attack does; returns the rows to step on.
 
-        Carlini-Wagner goes on after a first success, shrinking the change while the logit
-        term allows: it checks and steps every image, and keeps (in ``progress.best``) the
-        smallest change of each that fooled, which needs ``origin``.
+        Most attacks check and step only the images not fooled yet; Carlini-Wagner goes on
+        after a first success, keeping (in ``progress.best``) each image's smallest change that
+        fooled, which needs ``origin`` (see :meth:`Attack.check`).
 
         Args:
             images: Current normalized images ``[N, 3, H, W]``.
             target_y: ``[N]`` target classes.
             model: Maps normalized images to logits.
             progress: Updated in place (``fooled``, ``p_target``, ``best``).
-            origin: The unchanged images (Carlini-Wagner).
+            origin: The unchanged images.
         """
-        if self.method == "cw" and origin is not None:
-            return self._check_keeping_the_best(images, target_y, model, progress, origin)
+        return self.method.check(self, images, target_y, model, progress, origin)
+
+    @torch.no_grad()
+    def check_unfooled(self, images: torch.Tensor, target_y: torch.Tensor,
+                       model: Callable[[torch.Tensor], torch.Tensor],
+                       progress: FoolingProgress) -> torch.Tensor:
+        """Check the images not fooled yet (their 8-bit versions when quantizing, and what
+        each ``robust_to`` check leaves of them); returns the rows still not fooled.
+
+        Args:
+            images: Current normalized images ``[N, 3, H, W]``.
+            target_y: ``[N]`` target classes.
+            model: Maps normalized images to logits.
+            progress: Updated in place (``fooled``, ``p_target``).
+        """
         rows = (~progress.fooled).nonzero().squeeze(1)
         if rows.numel() == 0:
             return rows
@@ -246,22 +247,6 @@ class FoolingAttack:
                                 target_y[rows], self.confidence)
         progress.fooled[rows] = fooled
         return rows[~fooled]
-
-    def _check_keeping_the_best(self, images: torch.Tensor, target_y: torch.Tensor,
-                                model: Callable[[torch.Tensor], torch.Tensor],
-                                progress: FoolingProgress, origin: torch.Tensor) -> torch.Tensor:
-        every = torch.arange(len(images), device=images.device)
-        fooled_now = FoolingProgress.start(len(images), images.device)
-        self.check(images, target_y, model, fooled_now)  # the plain check, on every image
-        progress.p_target.copy_(fooled_now.p_target)
-        l2 = (quantize_pixels(self.to_pixels(images)) - self.to_pixels(origin)).flatten(1).norm(dim=1)
-        better = fooled_now.fooled & (l2 < progress.best_l2)
-        if progress.best is None or progress.best.shape != images.shape:
-            progress.best = images.detach().clone()
-        progress.best[better] = images[better].detach()
-        progress.best_l2[better] = l2[better]
-        progress.fooled |= fooled_now.fooled
-        return every
 
     def attack_loss(self, images: torch.Tensor, target_y: torch.Tensor,
                     model: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -283,22 +268,12 @@ class FoolingAttack:
         return total / draws
 
     def _loss(self, logits: torch.Tensor, target_y: torch.Tensor) -> torch.Tensor:
-        """The method's loss of these logits, summed over the images."""
-        if self.method == "cw":
-            # c · max(best other - target, -κ): no push once the margin reaches κ.
-            shortfall = -target_objective(logits, target_y, "margin")
-            return (self.c * shortfall.clamp_min(-self.kappa)).sum()
-        objective = "score" if self.method == "seed" else self.loss
-        return -target_objective(logits, target_y, objective).sum()
+        """The attack's loss of these logits, summed over the images."""
+        return self.method.logit_loss(logits, target_y)
 
     def optimizer(self, params: Any) -> torch.optim.Optimizer:
         """The optimizer that takes this attack's step on ``params`` (normalized images)."""
-        if self.method == "seed":
-            return SeedStep(params, self.lr, self.mean, self.std)
-        if self.method == "cw":
-            return CarliniWagnerStep(params, self.cw_lr, self.mean, self.std)
-        return ProjectedStep(params, self.eps, self.step_size, self.norm, self.mean, self.std,
-                             self.momentum)
+        return self.method.optimizer(params, self.mean, self.std)
 
     # ----------------------------------------------------------------- whole steps
     def update(self, images: torch.Tensor, origin: torch.Tensor, target_y: torch.Tensor,
@@ -378,19 +353,8 @@ class FoolingAttack:
                 self.attack_loss(moving[rows], targets[rows], model).backward()
             optimizer.step()  # rows without a gradient (fooled) stay exactly as they are
             progress.steps[rows] += 1
-        images = moving.detach()
-        if self.method == "cw":
-            self.check(images, targets, model, progress, origin)
-            images = self.best_images(images, progress)
+        images = self.method.conclude(self, moving.detach(), targets, model, progress, origin)
         return images, progress
-
-    @staticmethod
-    def best_images(images: torch.Tensor, progress: FoolingProgress) -> torch.Tensor:
-        """Carlini-Wagner's result: each image's smallest fooling change, else the last one."""
-        if progress.best is None:
-            return images
-        found = torch.isfinite(progress.best_l2)
-        return torch.where(found.view(-1, *[1] * (images.dim() - 1)), progress.best, images)
 
 
 class Ensemble(torch.nn.Module):
@@ -453,7 +417,7 @@ def make_fooling_image(
     Returns:
         The fooled images ``[N, 3, H, W]``, normalized.
     """
-    attack = FoolingAttack("seed", lr=lr, mean=mean, std=std, quantize=mean is not None)
+    attack = FoolingAttack(SeedAttack(lr), mean=mean, std=std, quantize=mean is not None)
     return attack.run(X, target_y, model, max_iter)[0]
 
 
@@ -489,8 +453,8 @@ def pgd_attack(
     Returns:
         The fooled images ``[N, 3, H, W]``, normalized.
     """
-    attack = FoolingAttack("pgd", norm=norm, eps=eps, step_size=step_size, loss=loss, mean=mean,
-                           std=std, quantize=quantize)
+    attack = FoolingAttack(PGD(eps, step_size, norm, loss), mean=mean, std=std,
+                           quantize=quantize)
     return attack.run(X, target_y, model, max_iter)[0]
 
 

@@ -9,12 +9,12 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_modules.errors import UserInputError
+from lightning_modules.fooling.attacks import Attack
 from lightning_modules.fooling.functional import (
     Ensemble,
     FoolingAttack,
     FoolingProgress,
     Loss,
-    Method,
     Norm,
     quantize_pixels,
 )
@@ -55,23 +55,32 @@ class FoolingImage(ImageOptimization):
     Images and their true classes come from ``datamodules.labeled_images.LabeledImageData``.
     Every trainer step checks each image (its 8-bit version, as the PNG will store it) and steps
     those not yet fooled with the attack's own optimizer; a fooled image gets no gradient and
-    stops changing, and the run stops when all are fooled (or at ``trainer.max_steps``).
+    stops changing, and the run stops when all are fooled (or at ``trainer.max_steps``), as the
+    attack's stopping rule says (Carlini-Wagner goes on to the last step).
     ``ImageWriter`` writes ``<job>.png`` (the fooled image at the network's input size) and
-    ``<job>_sheet.png`` (original | fooled | difference x10); ``callbacks.FoolingReport`` reads
-    each PNG back, has :meth:`score` judge it, and writes ``fooling_results.csv``.
+    ``<job>_sheet.png`` (original | fooled | difference x10); the module brings its own
+    ``callbacks.FoolingReport`` (:meth:`configure_callbacks`), which writes
+    ``fooling_results.csv`` from :meth:`fooling_records`: each job judged on its 8-bit picture,
+    the very pixels of its PNG.
 
     Args:
         target: The target class (index or ImageNet name) for every image, or a list: one per
             image, or with ``all_pairs`` the classes each image is pushed towards.
         all_pairs: Make one job per image and target class in ``target``; pairs whose target
             is the image's true class are skipped.
-        method: ``"seed"`` (the homework's step ``lr * g / ||g||_2``), ``"pgd"``, or ``"cw"``
-            (Carlini and Wagner's L2 attack: the smallest change, no budget).
-        lr: Step length of the seed's method, in normalized units.
-        norm: PGD budget norm, ``"linf"`` or ``"l2"``.
-        eps: PGD budget in 0-1 pixel units (2/255 is 0.00784).
-        step_size: PGD step in 0-1 pixel units (None: ``eps / 4``).
-        loss: What PGD raises: ``"ce"`` or ``"margin"``.
+        method: The attack, an object with its own options (a config names it by
+            ``class_path``: :class:`~lightning_modules.fooling.SeedAttack` (the homework's step
+            ``lr * g / ||g||_2``), :class:`~lightning_modules.fooling.PGD` or
+            :class:`~lightning_modules.fooling.CarliniWagner` (the smallest change, no
+            budget)), or its shorthand ``"seed"``, ``"pgd"`` or ``"cw"`` with the attack's
+            options as the flat options below. A flat option of another attack is refused.
+            (A ``str``, not a ``Literal``: the registry says an unknown name in one sentence.)
+        lr: ``method: seed``: its step length, in normalized units (None: the attack's default,
+            as for every flat option).
+        norm: ``method: pgd``: the budget's norm, ``"linf"`` or ``"l2"``.
+        eps: ``method: pgd``: the budget in 0-1 pixel units (2/255 is 0.00784).
+        step_size: ``method: pgd``: the step in 0-1 pixel units (None: ``eps / 4``).
+        loss: ``method: pgd``: what it raises, ``"ce"`` or ``"margin"``.
         confidence: The least p(target) an image (its 8-bit version) must reach to count as
             fooled and stop; 0: the target only has to win.
         robust_to: Transformations the image must survive (``jpeg75``, ``resize0.5-1.5``,
@@ -84,11 +93,11 @@ class FoolingImage(ImageOptimization):
             (Gaussian, sigma 1 pixel); any ``jpeg<q>``, ``resize<s>``, ``blur<sigma>`` too.
         ensemble: More backbones attacked together with ``backbone`` (the mean of their
             logits must reach the target): images that fool several networks transfer better.
-        momentum: PGD's MI-FGSM momentum (1.0 is the paper's; 0: none).
+        momentum: ``method: pgd``: MI-FGSM's momentum (1.0 is the paper's; 0: none).
         diversity: The probability of input diversity (DI) at each step (0.5 is the paper's).
-        c: Carlini-Wagner (``method: cw``): the logit term's weight against ``||δ||₂²``.
-        kappa: Carlini-Wagner: the logit margin over the best other class to aim for.
-        cw_lr: Carlini-Wagner: Adam's learning rate on ``w`` (``x = (tanh w + 1) / 2``).
+        c: ``method: cw``: the logit term's weight against ``||δ||₂²``.
+        kappa: ``method: cw``: the logit margin over the best other class to aim for.
+        cw_lr: ``method: cw``: Adam's learning rate on ``w`` (``x = (tanh w + 1) / 2``).
         judges: Other backbones that judge each saved PNG (``success_on_<judge>``): whether
             the image fools a network it was not made on. An attacked backbone (``backbone``
             or one in ``ensemble``) is marked ``_not_held_out``.
@@ -103,28 +112,33 @@ class FoolingImage(ImageOptimization):
         self,
         target: Union[ClassSpec, list[ClassSpec]] = 6,
         all_pairs: bool = False,
-        method: Method = "seed",
-        lr: float = 1.0,
-        norm: Norm = "linf",
-        eps: float = 2 / 255,
+        method: Union[Attack, str] = "seed",
+        lr: Optional[float] = None,
+        norm: Optional[Norm] = None,
+        eps: Optional[float] = None,
         step_size: Optional[float] = None,
-        loss: Loss = "ce",
+        loss: Optional[Loss] = None,
         confidence: float = 0.0,
         robust_to: Sequence[str] = (),
         eot_samples: int = 4,
         ensemble: Sequence[str] = (),
-        momentum: float = 0.0,
+        momentum: Optional[float] = None,
         diversity: float = 0.0,
-        c: float = 1.0,
-        kappa: float = 0.0,
-        cw_lr: float = 0.01,
+        c: Optional[float] = None,
+        kappa: Optional[float] = None,
+        cw_lr: Optional[float] = None,
         checks: Sequence[str] = DEFAULT_CHECKS,
         judges: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        attack = method
+        if isinstance(method, Attack):
+            # Hyperparameters hold plain values: checkpoints are read with weights_only, which
+            # unpickles no objects (a mapping names the attack as a config does).
+            method = method.as_config()
         self.save_hyperparameters()
-        self.attack = FoolingAttack(method, lr=lr, norm=norm, eps=eps, step_size=step_size,
+        self.attack = FoolingAttack(attack, lr=lr, norm=norm, eps=eps, step_size=step_size,
                                     loss=loss, mean=self.backbone.mean, std=self.backbone.std,
                                     quantize=True, confidence=confidence,
                                     robust_to=tuple(robust_to), eot_samples=eot_samples,
@@ -230,19 +244,25 @@ class FoolingImage(ImageOptimization):
         return loss
 
     def chunk_finished(self) -> bool:
-        """Every image is fooled: the chunk (or the run) ends early (Carlini-Wagner goes on
-        shrinking the changes to the last step)."""
-        return (self.progress is not None and self.attack.method != "cw"
-                and bool(self.progress.fooled.all()))
+        """The attack's stopping rule: by default every image is fooled, and the chunk (or the
+        run) ends early (Carlini-Wagner goes on shrinking the changes to the last step)."""
+        return self.progress is not None and self.attack.method.finished(self.progress)
 
     def result_pixels(self, index: int) -> torch.Tensor:
-        """Job ``index``'s image; with Carlini-Wagner its smallest change that fooled."""
-        progress = self.progress
-        if (self.attack.method == "cw" and progress is not None and progress.best is not None
-                and bool(torch.isfinite(progress.best_l2[index]))):
-            return self.backbone.denormalize(progress.best[index:index + 1].float())[0].clamp(
-                0, 1).cpu()
+        """Job ``index``'s image, or the one its attack kept (Carlini-Wagner: its smallest
+        change that fooled)."""
+        kept = (None if self.progress is None
+                else self.attack.method.kept_image(self.progress, index))
+        if kept is not None:
+            return self.backbone.denormalize(kept[None].float())[0].clamp(0, 1).cpu()
         return super().result_pixels(index)
+
+    def configure_callbacks(self) -> list[Any]:
+        """The technique's own report: ``fooling_results.csv`` (it replaces a
+        ``FoolingReport`` the Trainer has already)."""
+        from callbacks.fooling_report import FoolingReport  # callbacks import this package
+
+        return [FoolingReport()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -269,8 +289,15 @@ class FoolingImage(ImageOptimization):
         return backbone(inputs).float().softmax(dim=1).cpu()
 
     def fooled_pixels(self, index: int) -> torch.Tensor:
-        """Job ``index``'s fooled image as its 8-bit PNG will hold it, 0-1 ``[3, H, W]``."""
+        """Job ``index``'s fooled image as its 8-bit PNG will hold it, 0-1 ``[3, H, W]``: the
+        same values as ``ImageWriter``'s ``<job>.png`` read back."""
         return quantize_pixels(self.result_pixels(index))
+
+    def fooling_records(self) -> list[dict[str, Any]]:
+        """This process's current jobs (the chunk's), judged on their 8-bit pictures: one
+        :meth:`score` row each, in the slots' order (``FoolingReport`` writes them)."""
+        return self.score(torch.stack([self.fooled_pixels(index)
+                                       for index in range(len(self.slots))]))
 
     def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
         job = self.jobs[index]
@@ -307,7 +334,8 @@ class FoolingImage(ImageOptimization):
         """Judge this process's current jobs on their saved pictures.
 
         Args:
-            saved: The PNGs as read back from disk, 0-1 ``[N, 3, S, S]``, in the jobs' order.
+            saved: The pictures as their PNGs hold them (:meth:`fooled_pixels`), 0-1
+                ``[N, 3, S, S]``, in the jobs' order.
 
         Returns:
             One row per job with the columns of ``fooling_results.csv``.

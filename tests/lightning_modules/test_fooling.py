@@ -7,6 +7,7 @@ uses the real offline EfficientNet-Lite0 at 224 px.
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,16 +29,23 @@ from lightning_modules.fooling.steps import CarliniWagnerStep, ProjectedStep
 from callbacks import FoolingReport, ImageWriter
 from callbacks.fooling_report import RESULTS_FILE
 from lightning_modules.fooling import (
+    ATTACKS,
+    PGD,
+    Attack,
+    CarliniWagner,
     FoolingAttack,
     FoolingImage,
     FoolingProgress,
+    SeedAttack,
     make_fooling_image,
     pgd_attack,
     project,
     quantize_pixels,
+    resolve_attack,
 )
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "fooling.yaml")
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "fooling.yaml")
 TINY = "tiny_fooling"
 # The built-in samples' classes come first, so LabeledImageData's labels resolve.
 CATEGORIES = ["Egyptian cat", "espresso", "missile", "stingray", "flamingo", "balloon",
@@ -317,6 +325,97 @@ def test_bad_arguments_raise_one_sentence(arguments: dict, message: str) -> None
     assert "\n" not in str(caught.value)
 
 
+# --------------------------------------------------------------------------- attacks as objects
+def test_shorthands_and_flat_options_build_the_same_attacks_as_the_objects() -> None:
+    assert set(ATTACKS) == {"seed", "pgd", "cw"}
+    assert all(issubclass(cls, Attack) for cls in ATTACKS.values())
+    assert repr(resolve_attack("pgd", eps=0.1, norm="l2", momentum=1.0)) == repr(
+        PGD(eps=0.1, norm="l2", momentum=1.0))
+    assert repr(resolve_attack("cw", c=5.0, cw_lr=0.05)) == repr(CarliniWagner(c=5.0, lr=0.05))
+    # A config's object with the old flat option beside it (--model.lr 4): the object's own.
+    assert resolve_attack(SeedAttack(2.0), lr=4.0).lr == 4.0
+    pgd = PGD(eps=0.1)
+    assert resolve_attack(pgd) is pgd and pgd.step == 0.1 / 4
+    assert resolve_attack(pgd, eps=0.2).step == 0.2 / 4  # step_size still follows eps
+    assert repr(resolve_attack(PGD(eps=0.1).as_config())) == repr(PGD(eps=0.1))
+    # Another attack's default does nothing: older configs and checkpoints list every option.
+    assert isinstance(resolve_attack("seed", eps=2 / 255, momentum=0.0, c=1.0), SeedAttack)
+
+
+@pytest.mark.parametrize("method, flat, message", [
+    ("seed", {"eps": 0.03}, "eps is an option of PGD (method: pgd), not of the seed's step "
+                            "(method: seed): choose method pgd, or leave eps out."),
+    ("pgd", {"kappa": 2.0}, "kappa is an option of Carlini-Wagner (method: cw), not of PGD"),
+    (CarliniWagner(), {"lr": 0.5}, "choose method seed, or give Carlini-Wagner's own cw_lr."),
+    ("seed", {"eps": 0.0}, "eps must be positive"),  # the value is wrong wherever it goes
+    ("fgsm", {}, "Unknown method 'fgsm'; choose 'seed', 'pgd' or 'cw'."),
+    ({"class_path": "torch.nn.Linear"}, {}, "names no attack"),
+])
+def test_an_option_the_attack_lacks_is_refused_in_one_sentence(method: Any, flat: dict,
+                                                                message: str) -> None:
+    with pytest.raises(UserInputError) as caught:
+        resolve_attack(method, **flat)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_attack_object_runs_as_its_shorthand_and_leaves_plain_hyperparameters(
+        tmp_path: Path) -> None:
+    """PGD(...) and method="pgd" with flat options give the same pictures; the checkpoint's
+    hyperparameters name the attack as a config does (checkpoints are read with weights_only)."""
+    by_name, _, _ = _fit(tmp_path / "by_name", max_steps=6, target="flamingo", method="pgd",
+                         eps=0.1, step_size=0.02)
+    as_object, _, _ = _fit(tmp_path / "object", max_steps=6, target="flamingo",
+                           method=PGD(eps=0.1, step_size=0.02))
+    assert torch.equal(by_name.images[0], as_object.images[0])
+    assert ((tmp_path / "by_name" / RESULTS_FILE).read_text()
+            == (tmp_path / "object" / RESULTS_FILE).read_text())
+    assert as_object.hparams["method"] == {
+        "class_path": "lightning_modules.fooling.attacks.pgd.PGD",
+        "init_args": {"eps": 0.1, "step_size": 0.02, "norm": "linf", "loss": "ce",
+                      "momentum": 0.0}}
+    rebuilt = FoolingImage(**as_object.hparams)  # as load_from_checkpoint builds it
+    assert repr(rebuilt.attack.method) == repr(as_object.attack.method)
+
+
+def test_cli_runs_an_attack_named_by_class_path_and_refuses_a_foreign_flat_option(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config's ``method: {class_path: ..., init_args: ...}``, with one of its options set
+    from the command line, gives the shorthand run's results; a flat option of another attack
+    beside it is refused in one line."""
+    config = tmp_path / "pgd.yaml"
+    config.write_text("model:\n  init_args:\n    method:\n"
+                      "      class_path: lightning_modules.fooling.PGD\n"
+                      "      init_args: {eps: 0.1, step_size: 0.05}\n")
+    common = ["fit", "--config", CONFIG, "--model.backbone", "tiny", "--model.weights",
+              "random", "--model.target", "[23, 10]", "--model.checks", "[jpeg75]",
+              "--data.image_size", "32", "--trainer.max_steps", "8",
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
+              "false"]
+    def tiny_cli(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "tests" / "tiny_cli.py"), *common,
+                               *extra], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+    done = tiny_cli("--config", str(config), "--model.method.step_size", "0.02")
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    assert cli.main([*common, "--model.method", "pgd", "--model.eps", "0.1",
+                     "--model.step_size", "0.02"]) == 0
+    object_run, shorthand_run = sorted((tmp_path / "runs" / "fooling").glob("version_*"))
+    assert "class_path: lightning_modules.fooling.PGD" in (object_run / "config.yaml").read_text()
+    results = (object_run / RESULTS_FILE).read_text()
+    assert results == (shorthand_run / RESULTS_FILE).read_text()
+    # The budget holds before the 8-bit rounding, which may add half a level.
+    assert max(float(row["linf"]) for row in csv.DictReader(results.splitlines())) <= (
+        0.1 + 0.5 / 255 + 1e-6)
+    refused = tiny_cli("--config", str(config), "--model.c", "5")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 1 and errors == [
+        "error: c is an option of Carlini-Wagner (method: cw), not of PGD (method: PGD): "
+        "choose method cw, or leave c out."], refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+
+
 # --------------------------------------------------------------------------- the CLI
 def _cli(*extra: str) -> int:
     return cli.main(["fit", "--config", CONFIG, "--model.backbone", TINY, "--model.weights",
@@ -527,7 +626,10 @@ def test_robustness_checks_on_pictures_whose_answers_are_known() -> None:
     (["--model.robust_to", "[jpeg200]"], "Unknown or out-of-range transformation 'jpeg200'"),
     (["--model.robust_to", "[sharpen]"], "Unknown or out-of-range transformation 'sharpen'"),
     (["--model.eot_samples", "0"], "eot_samples must be a whole number"),
-    (["--model.momentum", "1"], "momentum is MI-FGSM's, a PGD option"),
+    (["--model.momentum", "1"], "momentum is an option of PGD (method: pgd), not of the seed's"),
+    (["--model.eps", "0.03"], "eps is an option of PGD (method: pgd), not of the seed's step"),
+    (["--model.method", "cw", "--model.lr", "0.5"], "give Carlini-Wagner's own cw_lr"),
+    (["--model.method", "bogus"], "Unknown method 'bogus'; choose 'seed', 'pgd' or 'cw'."),
     (["--model.diversity", "2"], "diversity is a probability"),
     (["--model.method", "cw", "--model.c", "0"], "c must be in (0, 1e6]"),
     (["--model.ensemble", "[tiny]"], "An ensemble needs networks with the same classes"),

@@ -156,15 +156,42 @@ def test_a_module_without_its_data_says_which_it_needs(tmp_path: Path) -> None:
         trainer.fit(module, train_dataloaders=StepLoader())
 
 
-def test_fooling_report_needs_the_image_writer_before_it(tmp_path: Path) -> None:
-    from datamodules import LabeledImageData
+def test_fooling_report_comes_with_the_module_and_is_right_whatever_the_order(
+        tmp_path: Path) -> None:
+    """FoolingImage brings its report (one, replacing the Trainer's); it judges each job on the
+    8-bit picture that ImageWriter saves, so before or after the writer its CSV is the same, and
+    agrees with the PNG read back. A run that saves no pictures writes no CSV either."""
+    import csv
 
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path,
-                         callbacks=[FoolingReport()])
-    with pytest.raises(UserInputError, match="ImageWriter before it"):
-        trainer.fit(FoolingImage(backbone="tiny", weights="random", target=3),
-                    LabeledImageData(image_size=16))
+    from callbacks import ImageWriter
+    from datamodules import LabeledImageData
+    from datamodules.images import image_to_tensor, load_image
+
+    orders = {"writer_first": lambda: [ImageWriter(), FoolingReport()],
+              "report_first": lambda: [FoolingReport(), ImageWriter()],
+              "module_brings_it": lambda: [ImageWriter()],
+              "saves_nothing": lambda: []}
+    for folder, callbacks in orders.items():
+        module = FoolingImage(backbone="tiny", weights="random", target=3)
+        trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=tmp_path / folder, callbacks=callbacks())
+        trainer.fit(module, LabeledImageData(image_size=16))
+        assert sum(isinstance(c, FoolingReport) for c in trainer.callbacks) == 1, folder
+    assert not (tmp_path / "saves_nothing").exists()
+    results = {folder: (tmp_path / folder / "fooling_results.csv").read_text()
+               for folder in orders if folder != "saves_nothing"}
+    assert len(set(results.values())) == 1, results
+    rows = list(csv.DictReader(results["report_first"].splitlines()))
+    assert len(rows) == 3
+    with torch.no_grad():
+        for row, job in zip(rows, module.jobs):
+            saved = image_to_tensor(load_image(tmp_path / "report_first" / f"{row['name']}.png"))
+            probabilities = module.backbone(module.backbone.normalize(saved[None])).softmax(1)[0]
+            assert float(row["p_target"]) == pytest.approx(
+                float(probabilities[job.target_class]), abs=1e-5)
+            assert float(row["linf"]) == pytest.approx(float((saved - job.pixels).abs().max()),
+                                                       abs=1e-6)
 
 
 def test_one_image_writer_writes_the_results_of_every_fit_it_watches(
