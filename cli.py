@@ -40,7 +40,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from callbacks import (AtlasSheet, ClassReport, FoolingReport, ImageWriter, LossHistory,
+from callbacks import (AtlasSheet, ClassReport, ImageWriter, LossHistory,
                        SaveOnInterrupt)
 from callbacks.checkpoint import RunCheckpoint, choose_checkpoint, previous_path, written_by
 from callbacks.run_directory import claim_run_directory
@@ -145,7 +145,6 @@ class ImageCLI(LightningCLI):
         # Each report acts only on the technique whose records it writes.
         parser.add_lightning_class_args(ClassReport, "class_report")
         parser.add_lightning_class_args(AtlasSheet, "atlas_sheet")
-        parser.add_lightning_class_args(FoolingReport, "fooling_report")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")
         parser.set_defaults(CHECKPOINT_DEFAULTS)

@@ -330,7 +330,7 @@ def _class_records(module: Any) -> list[tuple[torch.Tensor, int, str, float, Any
 
 
 def _fooling_records(module: Any) -> list[FoolingResult]:
-    """Each job judged on its 8-bit picture, as ``FoolingReport`` judges the PNG it reads."""
+    """Each job judged on its 8-bit picture, as the run's ``fooling_results.csv`` gives it."""
     fooled = torch.stack([module.fooled_pixels(row) for row in range(len(module.slots))])
     rows = module.score(fooled)
     # score() names the predicted class; its index comes from the same network's probabilities.
