@@ -18,6 +18,7 @@ A new method is one class in its family's file and one entry here.
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Mapping, Optional, Union
 
 from lightning_modules.errors import UserInputError, check_choice
@@ -146,6 +147,7 @@ def method_from_module_options(method: MethodSpec, settings: Mapping[str, Any],
             raise UserInputError(f"Option '{next(iter(given))}' configures a method given by its "
                                  f"short name; give {type(method).__name__}'s options in its "
                                  "init_args.")
+        _warn_of_unused_settings(method, settings)
         return method
     check_path(settings["baseline"], settings["steps"], settings["integration"],
                settings["reduction"])
@@ -164,6 +166,20 @@ def method_from_module_options(method: MethodSpec, settings: Mapping[str, Any],
             raise UserInputError(f"Option '{key}' does not apply to method '{method}'; it "
                                  f"belongs to {', '.join(owners(name))}.")
     return cls(**fixed, **arguments)
+
+
+def _warn_of_unused_settings(method: SaliencyMethod, settings: Mapping[str, Any]) -> None:
+    """Say so where a flat setting was chosen (not its default) for an option that ``method``
+    has, with another value: the object's own value is the one used."""
+    parameters = inspect.signature(type(method).__init__).parameters
+    for key, value in settings.items():
+        parameter = parameters.get(key)
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            continue
+        own = vars(method).get(key, parameter.default)
+        if value != parameter.default and value != own:
+            warnings.warn(f"{key}={value!r} is a setting for short method names; "
+                          f"{type(method).__name__} uses its own {key}={own!r}.", stacklevel=3)
 
 
 def is_class_activation_map(method: MethodSpec) -> bool:
