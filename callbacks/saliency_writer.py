@@ -19,8 +19,6 @@ from datamodules.images import save_png
 from lightning_modules.errors import UserInputError
 from lightning_modules.naming import short_title
 from lightning_modules.saliency.module import SaliencyBatch
-# Which methods make class activation maps is each method's own attribute; kept importable here.
-from lightning_modules.saliency.registry import is_class_activation_map  # noqa: F401
 
 
 def scale_map(saliency: torch.Tensor, clip_percentile: float = 99.9) -> torch.Tensor:

@@ -1,17 +1,18 @@
 """What every saliency method is: an object with its own options and one ``attribute`` call.
 
-A method (:class:`~lightning_modules.saliency.gradients.SmoothGrad`,
-:class:`~lightning_modules.saliency.cam.GradCAM`, :class:`~lightning_modules.saliency.captum_methods.CaptumMethod`, ...)
-holds its options and computes maps of any classifier; :class:`~lightning_modules.saliency.SaliencyMap`
-and :class:`~callbacks.training_pictures.TrainingPictures` both call it the same way, so neither
+A method (``SmoothGrad`` in gradients.py, ``GradCAM`` in cam.py, ``CaptumMethod`` in
+captum_methods.py, ...) holds its options and computes maps of any classifier;
+:class:`~lightning_modules.saliency.SaliencyMap` and
+:class:`~callbacks.training_pictures.TrainingPictures` both call it the same way, so neither
 knows which method it runs. A config names one by ``class_path``::
 
     method:
       class_path: lightning_modules.saliency.SmoothGrad
       init_args: {noise_level: 0.1, samples: 25}
 
-or by its short name (``method: smoothgrad``), resolved in :mod:`~lightning_modules.saliency.registry`.
-A new method is one subclass in one file plus its registry entry.
+or by its short name (``method: smoothgrad``), resolved in
+:mod:`~lightning_modules.saliency.registry`. A new method is one subclass in one file plus its
+registry entry.
 """
 
 from __future__ import annotations

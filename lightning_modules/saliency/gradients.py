@@ -50,7 +50,8 @@ def check_path(baseline: object, steps: int, integration: str, reduction: str) -
 
 class Vanilla(SaliencyMethod):
     """The homework's map (Simonyan et al. 2014): the absolute gradient of the class score,
-    maximum over the colour channels (:func:`~lightning_modules.saliency.functional.compute_saliency_maps`)."""
+    maximum over the colour channels
+    (:func:`~lightning_modules.saliency.functional.compute_saliency_maps`)."""
 
     shorthand = "vanilla"
 

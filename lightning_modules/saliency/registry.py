@@ -139,7 +139,8 @@ def method_from_module_options(method: MethodSpec, settings: Mapping[str, Any],
         UserInputError: An unknown method, a bad value, or an option the method does not take.
     """
     method = _checked_spec(method)
-    given = {key: value for key, value in options.items() if value is not None}
+    # Unset: None, or an empty dict (method_options: {} asks for nothing).
+    given = {key: value for key, value in options.items() if value is not None and value != {}}
     for name in ("internal_batch_size", "patch_size"):
         check_internal_batch_size(given.get(name), name)
     if isinstance(method, SaliencyMethod):
@@ -181,10 +182,3 @@ def _warn_of_unused_settings(method: SaliencyMethod, settings: Mapping[str, Any]
             warnings.warn(f"{key}={value!r} is a setting for short method names; "
                           f"{type(method).__name__} uses its own {key}={own!r}.", stacklevel=3)
 
-
-def is_class_activation_map(method: MethodSpec) -> bool:
-    """Whether a method (or short name) makes class activation maps; False for unknown names."""
-    if isinstance(method, SaliencyMethod):
-        return method.class_activation_map
-    cls = SHORTHANDS.get(method)
-    return cls is not None and cls.class_activation_map

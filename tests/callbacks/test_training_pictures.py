@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks.training_pictures import TrainingPictures
 from lightning_modules.errors import UserInputError
-from lightning_modules.saliency import GradCAM, IntegratedGradients, SmoothGrad
+from lightning_modules.saliency import CaptumMethod, GradCAM, IntegratedGradients, SmoothGrad
 
 # The test extra installs tensorboard.
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -159,6 +159,9 @@ def test_every_method_draws_a_sheet(workdir: Path, method: str) -> None:
     # As its function had it: Integrated Gradients from the zero baseline, its rule `method`.
     ("integrated_gradients", {"steps": 4, "method": "riemann_left"},
      IntegratedGradients(baseline="zero", steps=4, integration="riemann_left")),
+    # Any method of the one registry draws here too, Captum's included.
+    ("captum:Saliency", {"reduction": "abs_max"},
+     CaptumMethod("Saliency", baseline="zero", reduction="abs_max")),
 ])
 def test_a_method_object_draws_the_sheet_of_its_short_name(tmp_path: Path, name: str,
                                                            options: dict, method) -> None:

@@ -128,6 +128,12 @@ def test_bad_method_options_are_one_sentence(build, message: str) -> None:
     assert message in str(error.value) and str(error.value).count(". ") == 0, error.value
 
 
+def test_an_empty_method_options_asks_for_nothing() -> None:
+    module = SaliencyMap(backbone="tiny", weights="random", method="smoothgrad",
+                         method_options={})
+    assert isinstance(module.method, SmoothGrad)
+
+
 def test_a_flat_setting_beside_a_method_object_that_has_its_own_is_said() -> None:
     # The shipped config sets noise_level: 0.1 for the short names; an object keeps its own.
     with pytest.warns(UserWarning, match="noise_level=0.1 is a setting for short method names; "
