@@ -20,14 +20,6 @@ from lightning_modules.errors import UserInputError
 from lightning_modules.naming import short_title
 from lightning_modules.saliency.module import SaliencyBatch
 
-# Methods whose maps are class activation maps: smooth regions, drawn as CAM papers draw them.
-CLASS_ACTIVATION_MAPS = ("gradcam", "gradcam++", "gradcam_plus_plus", "scorecam")
-
-
-def is_class_activation_map(method: str) -> bool:
-    """Whether ``method`` makes class activation maps (Guided Grad-CAM's are pixel-sharp: no)."""
-    return method in CLASS_ACTIVATION_MAPS
-
 
 def scale_map(saliency: torch.Tensor, clip_percentile: float = 99.9) -> torch.Tensor:
     """Scale a non-negative map ``[H, W]`` to 0-1, clipping the brightest pixels.
@@ -174,7 +166,7 @@ class SaliencyWriter(BasePredictionWriter):
         directory = self.directory
         written = []
         scaled_maps, overlays = [], []
-        colormap = self.colormap_of(result.method)
+        colormap = self.colormap_of(result)
         for index, name in enumerate(result.names):
             saliency = result.maps[index]
             scaled, heatmap, drawn = self.pictures(result, index)
@@ -191,17 +183,17 @@ class SaliencyWriter(BasePredictionWriter):
         written.append(self.append_rows(result, directory / f"predictions{self.suffix}.csv"))
         return written
 
-    def colormap_of(self, method: str) -> str:
-        """The colormap of ``method``'s maps: ``cam_colormap`` for class activation maps."""
-        return self.cam_colormap if is_class_activation_map(method) else self.colormap
+    def colormap_of(self, result: SaliencyBatch) -> str:
+        """The colormap of a batch's maps: ``cam_colormap`` for class activation maps."""
+        return self.cam_colormap if result.class_activation_map else self.colormap
 
     def pictures(self, result: SaliencyBatch, index: int
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image ``index``'s map scaled to 0-1 ``[H, W]``, its heat map and its overlay (0-1
         pixels ``[3, H, W]``): what ``<image>_heatmap.png`` and ``<image>_overlay.png`` hold."""
-        colormap = self.colormap_of(result.method)
+        colormap = self.colormap_of(result)
         scaled = scale_map(result.maps[index], self.clip_percentile)
-        if is_class_activation_map(result.method):
+        if result.class_activation_map:
             drawn = cam_overlay(result.pixels[index], scaled, colormap)
         else:
             drawn = overlay(result.pixels[index], scaled, colormap)

@@ -27,12 +27,11 @@ from torch import nn
 
 from callbacks.logged_images import log_picture
 from callbacks.run_directory import continues_run, run_directory
-from callbacks.saliency_writer import SaliencyWriter, cam_overlay, is_class_activation_map
-from callbacks.saliency_writer import overlay, scale_map
+from callbacks.saliency_writer import SaliencyWriter
 from callbacks.sheets import grid_sheet
 from datamodules.images import save_png
 from lightning_modules.backbones.backbone import Backbone
-from lightning_modules.backbones.custom import classifier_backbone, module_name
+from lightning_modules.backbones.custom import classifier_backbone
 from lightning_modules.backbones.normalization import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules.class_visualization.functional import (
     create_class_visualization,
@@ -41,23 +40,17 @@ from lightning_modules.class_visualization.functional import (
 from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.image_optimization.parameterizations import make_parameterization
 from lightning_modules.naming import short_title
-from lightning_modules.saliency import cam
-from lightning_modules.saliency.functional import (
-    METHODS,
-    attribution_map,
-    compute_saliency_maps,
-    integrated_gradients,
-    smoothgrad_saliency,
-)
+from lightning_modules.saliency.base import SaliencyMethod
 from lightning_modules.saliency.module import SaliencyBatch
+from lightning_modules.saliency.registry import SHORTHANDS, method_from_options
 
-SALIENCY_METHODS = METHODS + cam.CAM_METHODS
-SALIENCY_FUNCTIONS = {
-    "vanilla": compute_saliency_maps, "smoothgrad": smoothgrad_saliency,
-    "integrated_gradients": integrated_gradients, "gradcam": cam.grad_cam,
-    "gradcam++": cam.grad_cam_plusplus, "scorecam": cam.score_cam,
-    "guided_gradcam": cam.guided_grad_cam,
-}
+SALIENCY_METHODS = tuple(SHORTHANDS)  # the short names saliency_method takes
+# saliency_options take the methods' option names, and the names of the functions they once
+# went to: Integrated Gradients' quadrature rule was its function's `method`.
+FUNCTION_NAMES = {"method": "integration"}
+# Unset options as the functions had them: Integrated Gradients from the zero baseline
+# (Captum's default), where SaliencyMap starts from black.
+FUNCTION_DEFAULTS = {"baseline": "zero"}
 # Options the callback passes itself, so a user may not set them through the option dicts.
 OWN_ARGUMENTS = {"X", "y", "model", "generator", "target_y", "num_iterations", "image_size",
                  "mean", "std", "show_every", "on_show"}
@@ -89,14 +82,15 @@ class TrainingPictures(pl.Callback):
         labels: The true class of each of ``images`` (None: the labels of the validation
             batch, where it has them).
         num_images: The most images taken from the validation batch.
-        saliency_method: ``"vanilla"``, ``"smoothgrad"``, ``"integrated_gradients"``,
+        saliency_method: A method object of :mod:`lightning_modules.saliency` (``SmoothGrad(
+            samples=10)``, ``GradCAM(layer="conv2")``, ...; a config's ``class_path``), or a
+            short name: ``"vanilla"``, ``"smoothgrad"``, ``"integrated_gradients"``,
             ``"gradcam"``, ``"gradcam++"``, ``"scorecam"`` or ``"guided_gradcam"``; None: no
-            saliency sheet.
-        saliency_options: Further arguments of the method's function in
-            :mod:`lightning_modules.saliency` (``samples``, ``noise_level``, ``steps``,
-            ``baseline``, ...); for CAM methods ``layer`` is a module name of *your* model
-            (``"conv2"``, or ``"3"`` for an ``nn.Sequential``'s fourth child); for Integrated
-            Gradients ``reduction`` too.
+            saliency sheet. A CAM method's ``layer`` is a module name of *your* model
+            (``"conv2"``, or ``"3"`` for an ``nn.Sequential``'s fourth child).
+        saliency_options: The options of a method given by short name (``samples``,
+            ``noise_level``, ``steps``, ``baseline``, ``layer``, ...; Integrated Gradients'
+            ``integration`` also as ``method``, and its baseline is ``"zero"`` unless given).
         target: Which class each map explains: ``"true"`` (the label) or ``"predicted"``.
         classes: Classes to visualize, by index or name; None: no class sheet.
         class_steps: Gradient steps of each class visualization.
@@ -120,7 +114,7 @@ class TrainingPictures(pl.Callback):
         images: Optional[torch.Tensor] = None,
         labels: Optional[Union[torch.Tensor, Sequence[int]]] = None,
         num_images: int = 8,
-        saliency_method: Optional[str] = "vanilla",
+        saliency_method: Optional[Union[SaliencyMethod, str]] = "vanilla",
         saliency_options: Optional[dict[str, Any]] = None,
         target: Literal["true", "predicted"] = "true",
         classes: Optional[Sequence[Union[int, str]]] = None,
@@ -139,21 +133,19 @@ class TrainingPictures(pl.Callback):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise UserInputError(f"{name} must be a whole number of at least {least}, got "
                                      f"{value}.")
-        if saliency_method is not None:
-            check_choice("saliency_method", saliency_method, SALIENCY_METHODS, "saliency method")
         check_choice("target", target, ("true", "predicted"))
         if saliency_method is None and not classes:
             raise UserInputError("TrainingPictures has nothing to draw: give a saliency_method, "
                                  "classes, or both.")
         self.saliency_options = dict(saliency_options or {})
+        # The one method object, whichever way it was given (registry.py).
+        self.method: Optional[SaliencyMethod] = None if saliency_method is None else (
+            method_from_options(saliency_method, self.saliency_options, FUNCTION_DEFAULTS,
+                                FUNCTION_NAMES, what="saliency_options"))
         self.class_options = {"max_jitter": max(1, class_size // 14), **(class_options or {})}
         if classes and self.class_options.get("learning_rate") is None:
             self.class_options["learning_rate"] = class_learning_rate(self.class_options,
                                                                       class_size)
-        if saliency_method is not None:
-            extra = {"reduction"} if saliency_method == "integrated_gradients" else set()
-            check_arguments("saliency_options", self.saliency_options,
-                            SALIENCY_FUNCTIONS[saliency_method], extra)
         if classes:
             check_arguments("class_options", self.class_options, create_class_visualization)
         self.images = None if images is None else checked_images(images, "images")
@@ -164,7 +156,6 @@ class TrainingPictures(pl.Callback):
             raise UserInputError("labels must come with images, one label per image.")
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
-        self.saliency_method = saliency_method
         self.target = target
         self.classes = list(classes or [])
         self.class_steps = class_steps
@@ -180,15 +171,14 @@ class TrainingPictures(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer) / FOLDER  # a collective call: every process
-        # Bad classes or a bad CAM layer fail now, not after the first epoch's training.
-        layer = self.saliency_options.get("layer")
-        if not self.classes and layer is None:
-            return
-        backbone = self.backbone(pl_module, self.images)
+        # Bad classes or a bad CAM layer fail now, not after the first epoch's training. A
+        # layer does not depend on the classes: without class pictures, none are looked for
+        # (the model may not tell them before its first validation batch).
+        backbone = self.backbone(pl_module, self.images, with_classes=bool(self.classes))
         for name in self.classes:
             backbone.class_index(name)
-        if layer is not None:
-            cam.find_layer(backbone, cam_layer(backbone, layer))
+        if self.method is not None:
+            self.method.for_wrapped_model(backbone).check(backbone)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                 outputs: Any, batch: Any, batch_idx: int,
@@ -217,7 +207,7 @@ class TrainingPictures(pl.Callback):
                 torch.enable_grad():
             backbone = self.backbone(pl_module, self.images)
             generator = torch.Generator().manual_seed(self.seed)
-            if self.saliency_method is not None:
+            if self.method is not None:
                 if self.images is None:
                     rank_zero_warn("TrainingPictures has no images yet (no validation batch "
                                    "has run and none were given): no saliency sheet this epoch.")
@@ -230,11 +220,15 @@ class TrainingPictures(pl.Callback):
             log_picture(trainer, f"{FOLDER}/{path.stem.split('_epoch')[0]}", path)
         return written
 
-    def backbone(self, pl_module: nn.Module, images: Optional[torch.Tensor]) -> Backbone:
-        """A frozen copy of the user's classifier; the live one is never wrapped or run."""
+    def backbone(self, pl_module: nn.Module, images: Optional[torch.Tensor],
+                 with_classes: bool = True) -> Backbone:
+        """A frozen copy of the user's classifier; the live one is never wrapped or run.
+
+        Without ``with_classes`` its classes are a placeholder (for checking layer names).
+        """
         model = self.user_model(pl_module)
         frozen = copy.deepcopy(model)
-        categories: Any = self.categories
+        categories: Any = self.categories if with_classes else 1
         if categories is None and images is not None:
             frozen.eval()  # as the backbone will be: batch norm leaves its statistics alone
             device = next((p.device for p in frozen.parameters()), torch.device("cpu"))
@@ -267,7 +261,8 @@ class TrainingPictures(pl.Callback):
                                  "labels; give labels= or set target='predicted'.")
         targets = torch.tensor(true if self.target == "true" else predicted.tolist(),
                                device=device)
-        maps = self.saliency(backbone, inputs, targets, generator).detach().float().cpu()
+        method = self.method.for_wrapped_model(backbone)
+        maps = method.attribute(backbone, inputs, targets, generator).maps.detach().float().cpu()
         result = SaliencyBatch(
             names=[f"image{index}" for index in range(len(inputs))],
             pixels=backbone.denormalize(inputs).clamp(0, 1).detach().cpu(),
@@ -276,30 +271,12 @@ class TrainingPictures(pl.Callback):
             true=true if true is not None else [None] * len(inputs),
             categories=backbone.categories,
             target_probability=probabilities.gather(1, targets[:, None])[:, 0].tolist(),
-            method=self.saliency_method)
-        colormap = (self.drawer.cam_colormap if is_class_activation_map(self.saliency_method)
-                    else self.drawer.colormap)
-        scaled = [scale_map(saliency, self.drawer.clip_percentile) for saliency in maps]
-        draw = cam_overlay if is_class_activation_map(self.saliency_method) else overlay
-        overlays = [draw(pixels, map_, colormap) for pixels, map_ in zip(result.pixels, scaled)]
+            method=method.shorthand, class_activation_map=method.class_activation_map)
+        pictures = [self.drawer.pictures(result, index) for index in range(len(inputs))]
+        scaled, overlays = [p[0] for p in pictures], [p[2] for p in pictures]
         path = self.file(trainer, f"saliency_epoch{epoch:03d}.png")
-        return self.drawer.write_sheet(result, scaled, overlays, colormap, path)
-
-    def saliency(self, backbone: Backbone, inputs: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
-        """The chosen method's maps ``[N, H, W]``, by the project's own functions."""
-        options = dict(self.saliency_options)
-        function = SALIENCY_FUNCTIONS[self.saliency_method]
-        if self.saliency_method == "smoothgrad":
-            options["generator"] = generator
-        if self.saliency_method in cam.CAM_METHODS:
-            layer = options.pop("layer", None)
-            options["layer"] = (cam.default_cam_layer(backbone, inputs) if layer is None
-                                else cam_layer(backbone, layer))
-        if self.saliency_method == "integrated_gradients":
-            reduction = options.pop("reduction", "abs_sum")
-            return attribution_map(function(inputs, targets, backbone, **options), reduction)
-        return function(inputs, targets, backbone, **options)
+        return self.drawer.write_sheet(result, scaled, overlays, self.drawer.colormap_of(result),
+                                       path)
 
     def class_sheet(self, backbone: Backbone, generator: torch.Generator, epoch: int,
                     trainer: Optional[pl.Trainer]) -> Path:
@@ -332,10 +309,9 @@ class TrainingPictures(pl.Callback):
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def check_arguments(what: str, options: dict[str, Any], function: Any,
-                    extra: set[str] = frozenset()) -> None:
+def check_arguments(what: str, options: dict[str, Any], function: Any) -> None:
     """Refuse an option that ``function`` does not take, or that the callback sets itself."""
-    accepted = (set(inspect.signature(function).parameters) - OWN_ARGUMENTS) | extra
+    accepted = set(inspect.signature(function).parameters) - OWN_ARGUMENTS
     for name in options:
         if name not in accepted:
             raise UserInputError(f"Unknown {what} entry '{name}'; choose from "
@@ -387,13 +363,6 @@ def images_of_batch(batch: Any, count: int) -> tuple[torch.Tensor, Optional[torc
     if torch.is_tensor(labels) and labels.ndim == 1 and not labels.is_floating_point():
         return images, labels[:count].detach().long().cpu().clone()
     return images, None
-
-
-def cam_layer(backbone: Backbone, layer: Union[int, str]) -> Union[int, str]:
-    """A CAM layer the user named as their model names it, as the backbone names it."""
-    if isinstance(layer, int) and not isinstance(layer, bool):
-        return layer
-    return module_name(backbone, str(layer))
 
 
 @contextmanager

@@ -1,5 +1,11 @@
 """Saliency maps: the seed's vanilla gradient, SmoothGrad, Integrated Gradients, the Grad-CAM
-family (cam.py), and the module."""
+family (cam.py), Captum's methods (captum_methods.py), and the module.
+
+Each method is an object (:class:`SaliencyMethod`: ``Vanilla``, ``SmoothGrad``,
+``IntegratedGradients``, ``GradCAM``, ``GradCAMPlusPlus``, ``ScoreCAM``, ``GuidedGradCAM``,
+``CaptumMethod``) that a config names by ``class_path``; the short names (``smoothgrad``, ...)
+resolve in :mod:`~lightning_modules.saliency.registry`.
+"""
 
 from lightning_modules._lazy import lazy_exports
 
@@ -10,6 +16,13 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "integration_rule": ".functional", "resolve_baseline": ".functional",
     "smoothgrad_saliency": ".functional", "INTEGRATION_METHODS": ".functional",
     "METHODS": ".functional", "REDUCTIONS": ".functional",
+    # the methods as objects, and their short names
+    "Saliency": ".base", "SaliencyMethod": ".base",
+    "Vanilla": ".gradients", "SmoothGrad": ".gradients", "IntegratedGradients": ".gradients",
+    "GradCAM": ".cam", "GradCAMPlusPlus": ".cam", "ScoreCAM": ".cam", "GuidedGradCAM": ".cam",
+    "CaptumMethod": ".captum_methods",
+    "SHORTHANDS": ".registry", "method_from_options": ".registry",
+    "method_from_module_options": ".registry",
     # the trust report
     "TrustReport": ".evaluation", "trust_report": ".evaluation",
     "deletion_insertion": ".evaluation", "cascading_randomization": ".evaluation",

@@ -17,6 +17,9 @@ weights ``w_k``:
 - :func:`guided_grad_cam` (Selvaraju et al. 2017): Grad-CAM times Guided Backpropagation
   (:func:`guided_backprop`), the maximum absolute value over colour channels.
 
+Each also is a method object (:class:`GradCAM`, :class:`GradCAMPlusPlus`, :class:`ScoreCAM`,
+:class:`GuidedGradCAM`) that a config names by ``class_path``, with its layer as an option.
+
 The layer is an index into a :class:`~lightning_modules.backbones.backbone.Backbone`'s
 ``features`` or a dotted module name (``"features.6"``, ``"features.6.0.conv_pwl"``,
 ``"head.0"``); by default the last feature layer whose output is a spatial map. No Lightning
@@ -25,6 +28,7 @@ here; models map normalized images ``[N, 3, H, W]`` to logits ``[N, C]``, in eva
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence, Union
 
@@ -32,8 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules.backbones.custom import module_name
 from lightning_modules.errors import UserInputError
+from lightning_modules.saliency.base import Saliency, SaliencyMethod
 from lightning_modules.saliency.functional import _as_targets, class_score_gradient
+from lightning_modules.saliency.gradients import check_internal_batch_size
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "guided_gradcam")
 Layer = Union[None, int, str]
@@ -402,3 +409,104 @@ def guided_grad_cam(X: torch.Tensor, y: Targets, model: nn.Module,
         ``[N, H, W]``, non-negative.
     """
     return grad_cam(X, y, model, layer) * guided_backprop(X, y, model).abs().amax(dim=1)
+
+
+# --- the methods as objects ---------------------------------------------------------------------
+
+
+class LayerMethod(SaliencyMethod):
+    """Base of the CAM methods: maps of one layer's activations.
+
+    Args:
+        layer: An index into the backbone's ``features`` or a dotted module name such as
+            ``"features.6"`` (see :func:`find_layer`); None: the last feature layer with
+            spatial maps (:func:`default_cam_layer`), found on each batch's model.
+    """
+
+    class_activation_map = True
+
+    def __init__(self, layer: Layer = None) -> None:
+        self.layer = layer
+
+    def check(self, model: nn.Module) -> None:
+        if self.layer is not None:
+            find_layer(model, self.layer)  # an unknown layer fails before any image
+
+    def for_wrapped_model(self, backbone: nn.Module) -> SaliencyMethod:
+        if self.layer is None or (isinstance(self.layer, int) and not isinstance(self.layer, bool)):
+            return self
+        renamed = copy.copy(self)
+        renamed.layer = module_name(backbone, str(self.layer))
+        return renamed
+
+    def chosen_layer(self, model: nn.Module, inputs: torch.Tensor) -> Union[int, str]:
+        """The layer the maps are made of: the option, else the model's default."""
+        return default_cam_layer(model, inputs) if self.layer is None else self.layer
+
+
+class GradCAM(LayerMethod):
+    """Grad-CAM (:func:`grad_cam`): channels weighted by their mean gradient.
+
+    Args:
+        layer: See :class:`LayerMethod`.
+    """
+
+    shorthand = "gradcam"
+
+    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> Saliency:
+        return Saliency(grad_cam(inputs, targets, model, self.chosen_layer(model, inputs)))
+
+
+class GradCAMPlusPlus(LayerMethod):
+    """Grad-CAM++ (:func:`grad_cam_plusplus`): positive gradients weighed by alpha.
+
+    Args:
+        layer: See :class:`LayerMethod`.
+    """
+
+    shorthand = "gradcam++"
+
+    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> Saliency:
+        return Saliency(grad_cam_plusplus(inputs, targets, model,
+                                          self.chosen_layer(model, inputs)))
+
+
+class ScoreCAM(LayerMethod):
+    """Score-CAM (:func:`score_cam`): channels weighted by the score of the image they mask.
+
+    Args:
+        layer: See :class:`LayerMethod`.
+        internal_batch_size: Masked images per forward pass.
+    """
+
+    shorthand = "scorecam"
+
+    def __init__(self, layer: Layer = None, internal_batch_size: int = 32) -> None:
+        super().__init__(layer)
+        check_internal_batch_size(internal_batch_size)
+        self.internal_batch_size = internal_batch_size
+
+    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> Saliency:
+        return Saliency(score_cam(inputs, targets, model, self.chosen_layer(model, inputs),
+                                  self.internal_batch_size))
+
+
+class GuidedGradCAM(LayerMethod):
+    """Guided Grad-CAM (:func:`guided_grad_cam`): Grad-CAM times Guided Backpropagation.
+
+    Its maps are pixel-sharp, so they are drawn as gradient maps, not as class activation maps.
+
+    Args:
+        layer: Grad-CAM's layer, see :class:`LayerMethod`.
+    """
+
+    shorthand = "guided_gradcam"
+    class_activation_map = False
+
+    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> Saliency:
+        return Saliency(guided_grad_cam(inputs, targets, model,
+                                        self.chosen_layer(model, inputs)))

@@ -20,6 +20,10 @@ Anything else a method takes goes in ``--model.method_options`` (a dict: constru
 ``attribute`` arguments, e.g. ``{sliding_window_shapes: [3, 32, 32], strides: 16}`` or
 ``{multiply_by_inputs: false}``). The attributions are ``[N, 3, H, W]``, reduced to a map like
 Integrated Gradients'.
+
+:class:`CaptumMethod` is the adapter as a method object: ``CaptumMethod("Occlusion",
+{"strides": 8})``, or in a config ``{class_path: lightning_modules.saliency.CaptumMethod,
+init_args: {name: Occlusion, options: {strides: 8}}}``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ import torch
 from torch import nn
 
 from lightning_modules.errors import UserInputError
+from lightning_modules.saliency.base import Saliency, SaliencyMethod
+from lightning_modules.saliency.functional import attribution_map, resolve_baseline
+from lightning_modules.saliency.gradients import (
+    check_internal_batch_size,
+    check_path,
+    check_smoothing,
+)
 
 PREFIX = "captum:"
 # The methods that explain an image classifier's output from its input. Left out: Captum's
@@ -204,3 +215,61 @@ def captum_attributions(method: str, model: torch.nn.Module, inputs: torch.Tenso
             reason = str(error).strip().rstrip(".") or type(error).__name__
             raise UserInputError(f"{method} refused its arguments: {reason}.") from None
     return attributions.detach()
+
+
+class CaptumMethod(SaliencyMethod):
+    """A Captum attribution method by name, through :func:`captum_attributions`.
+
+    Args:
+        name: The Captum class, one of :data:`CAPTUM_METHODS` (``"Occlusion"``; also written
+            ``"captum:Occlusion"``).
+        options: Further arguments of its constructor or ``attribute`` (see the module
+            docstring), e.g. ``{sliding_window_shapes: [3, 32, 32], strides: 16}``.
+        baseline: ``"black"`` or ``"zero"``: the baseline of the methods that take one (the SHAP
+            methods take both, this one first).
+        steps: The points of the path methods (Integrated Gradients).
+        integration: Their quadrature rule (see
+            :class:`~lightning_modules.saliency.gradients.IntegratedGradients`).
+        samples: The sample count of the sampling methods (GradientShap, KernelShap, Lime,
+            ShapleyValueSampling).
+        patch_size: Side in pixels of the square features of the perturbation methods.
+        reduction: How the ``[N, 3, H, W]`` attributions become a map: ``"abs_sum"``,
+            ``"positive"`` or ``"abs_max"``.
+        internal_batch_size: The most network inputs in one pass (None: Captum's default).
+    """
+
+    def __init__(self, name: str, options: Optional[dict[str, Any]] = None,
+                 baseline: str = "black", steps: int = 50, integration: str = "gausslegendre",
+                 samples: int = 25, patch_size: int = 16, reduction: str = "abs_sum",
+                 internal_batch_size: Optional[int] = None) -> None:
+        name = str(name)
+        self.name = name[len(PREFIX):] if is_captum_method(name) else name
+        self.options = dict(options or {})
+        check_method_options(self.shorthand, self.options)  # also checks the name
+        check_path(baseline, steps, integration, reduction)
+        check_smoothing(0.0, samples)
+        check_internal_batch_size(patch_size, "patch_size")
+        check_internal_batch_size(internal_batch_size)
+        self.baseline = baseline
+        self.steps = steps
+        self.integration = integration
+        self.samples = samples
+        self.patch_size = patch_size
+        self.reduction = reduction
+        self.internal_batch_size = internal_batch_size
+
+    @property
+    def shorthand(self) -> str:
+        """``captum:NAME``, as a config writes it."""
+        return PREFIX + self.name
+
+    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> Saliency:
+        # The chosen baseline first; the SHAP methods take both as their distribution.
+        other = "zero" if self.baseline == "black" else "black"
+        baselines = torch.stack([resolve_baseline(start, inputs, model)
+                                 for start in (self.baseline, other)])
+        attributions = captum_attributions(
+            self.shorthand, model, inputs, targets, baselines, self.options, self.steps,
+            self.integration, self.samples, self.patch_size, self.internal_batch_size)
+        return Saliency(attribution_map(attributions, self.reduction), attributions)

@@ -9,28 +9,14 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
-from lightning_modules.errors import UserInputError, check_choice, check_non_negative
-from lightning_modules.saliency.captum_methods import (
-    captum_attributions,
-    check_method_options,
-    is_captum_method,
-)
+from lightning_modules.errors import UserInputError
+from lightning_modules.saliency.base import Saliency, SaliencyMethod
 from lightning_modules.saliency.evaluation import (
     TrustReport,
     check_evaluation_options,
     trust_report,
 )
-from lightning_modules.saliency.functional import (
-    METHODS,
-    attribution_map,
-    compute_saliency_maps,
-    integrated_gradients,
-    integration_rule,
-    resolve_baseline,
-    smoothgrad_saliency,
-)
-# The Grad-CAM family (issue 12): cam.py; its options are checked in _check_cam_options.
-from lightning_modules.saliency import cam
+from lightning_modules.saliency.registry import method_from_module_options
 
 
 @dataclass
@@ -49,8 +35,10 @@ class SaliencyBatch:
         categories: Class names, indexed by class.
         target_probability: Softmax probability of the explained class (a map of a class the
             network barely sees explains little; the sheet says so).
-        method: The method that made the maps.
+        method: The short name of the method that made the maps (``"smoothgrad"``).
         trust: The trust report (deletion, insertion, randomization) with ``evaluate``, else None.
+        class_activation_map: Whether the maps are class activation maps (Grad-CAM's family),
+            which the writer draws blended over the photo in its ``cam_colormap``.
     """
 
     names: list[str]
@@ -65,6 +53,7 @@ class SaliencyBatch:
     target_probability: list[float] = field(default_factory=list)
     method: str = "vanilla"
     trust: Optional[TrustReport] = None
+    class_activation_map: bool = False
 
     def class_name(self, index: Optional[int]) -> str:
         """A class's name, or ``"unknown"`` for None."""
@@ -75,15 +64,29 @@ class SaliencyMap(pl.LightningModule):
     """Saliency maps of a frozen classifier for a batch of labeled photos.
 
     Run with ``python cli.py predict --config configs/saliency.yaml``: images come from
-    ``datamodules.labeled_images.LabeledImageData`` and ``callbacks.saliency_writer.SaliencyWriter``
-    saves the pictures. The config sets ``trainer.inference_mode: false``; ``predict_step``
-    also leaves inference mode itself, so a default ``Trainer`` works too.
+    ``datamodules.labeled_images.LabeledImageData``, and the module brings its writers
+    (:meth:`configure_callbacks`): ``callbacks.saliency_writer.SaliencyWriter`` saves the
+    pictures, ``callbacks.trust_report.TrustReportWriter`` the trust report. The config sets
+    ``trainer.inference_mode: false``; ``predict_step`` also leaves inference mode itself, so a
+    default ``Trainer`` works too.
+
+    The method is an object of :mod:`~lightning_modules.saliency` (a config's ``class_path``,
+    e.g. ``{class_path: lightning_modules.saliency.SmoothGrad, init_args: {samples: 10}}``)
+    that carries its own options, or a short name that the flat options below configure
+    (``method: smoothgrad`` with ``samples: 10``), resolved in
+    :mod:`~lightning_modules.saliency.registry`. A flat option with a default is a setting for
+    whichever short name the run uses and is unused by methods without it; a flat option that
+    is None by default (``layer``, ``internal_batch_size``, ``patch_size``,
+    ``method_options``) is refused by a method that does not take it, and with a method object.
 
     Args:
         backbone: Name of the frozen classifier; from Python also a :class:`Backbone`, e.g.
             ``classifier_backbone(your_model)``.
         weights: ``"default"`` (ImageNet weights), ``"random"``, or a local state-dict file.
-        method: ``"vanilla"`` (the homework's gradient), ``"smoothgrad"``,
+        method: A :class:`~lightning_modules.saliency.base.SaliencyMethod` (``Vanilla``,
+            ``SmoothGrad``, ``IntegratedGradients``, ``GradCAM``, ``GradCAMPlusPlus``,
+            ``ScoreCAM``, ``GuidedGradCAM``, ``CaptumMethod``), or a short name:
+            ``"vanilla"`` (the homework's gradient), ``"smoothgrad"``,
             ``"integrated_gradients"``, a CAM method of :mod:`~lightning_modules.saliency.cam`
             (``"gradcam"``, ``"gradcam++"``, ``"scorecam"``, ``"guided_gradcam"``), or any Captum
             method as ``"captum:NAME"`` (e.g. ``captum:Occlusion``, ``captum:GradientShap``,
@@ -129,7 +132,7 @@ class SaliencyMap(pl.LightningModule):
         self,
         backbone: Union[str, Backbone] = DEFAULT_BACKBONE,
         weights: str = "default",
-        method: str = "vanilla",
+        method: Union[SaliencyMethod, str] = "vanilla",
         target: Union[int, str] = "true",
         noise_level: float = 0.15,
         samples: int = 25,
@@ -150,24 +153,13 @@ class SaliencyMap(pl.LightningModule):
         randomization_seed: int = 0,
     ) -> None:
         super().__init__()
-        if is_captum_method(method):
-            check_method_options(method, method_options or {})
-        else:
-            check_choice("method", method, METHODS + cam.CAM_METHODS, "saliency method")
-            if method_options:
-                raise UserInputError(f"method_options are for Captum methods (captum:NAME), not "
-                                     f"{method}.")
-        for name, value in (("internal_batch_size", internal_batch_size),
-                            ("patch_size", patch_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise UserInputError(f"{name} must be a whole number of at least 1, got {value}.")
-        check_choice("baseline", baseline, ("black", "zero"))
-        check_choice("reduction", reduction, ("abs_sum", "positive", "abs_max"))
-        check_non_negative("noise_level", noise_level)
-        if not samples >= 1:
-            raise UserInputError(f"samples must be at least 1, got {samples}.")
-        integration_rule(steps, integration)  # checks steps and the rule's name
+        # One resolution of the method and its options (registry.py) for every way in.
+        self.method: SaliencyMethod = method_from_module_options(
+            method,
+            settings={"noise_level": noise_level, "samples": samples, "baseline": baseline,
+                      "steps": steps, "integration": integration, "reduction": reduction},
+            options={"layer": layer, "internal_batch_size": internal_batch_size,
+                     "patch_size": patch_size, "method_options": method_options})
         if isinstance(target, bool):  # YAML's bare true; bool would pass as class 1
             raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
                                  "quote 'true' in YAML.")
@@ -176,19 +168,9 @@ class SaliencyMap(pl.LightningModule):
                                    else load_backbone(backbone, weights))
         if channels_last:
             self.backbone.use_channels_last()
-        self.method = method
         self.target = target
         self.fixed_target = (None if target in ("true", "predicted")
                              else self.backbone.class_index(target))
-        self.noise_level = noise_level
-        self.samples = samples
-        self.baseline = baseline
-        self.steps = steps
-        self.integration = integration
-        self.reduction = reduction
-        self.internal_batch_size = internal_batch_size
-        self.method_options = dict(method_options or {})
-        self.patch_size = 16 if patch_size is None else patch_size
         # The trust report (evaluation.py).
         check_evaluation_options(evaluation_steps, evaluation_batch_size, deletion_baseline,
                                  insertion_start, randomization_seed)
@@ -198,69 +180,36 @@ class SaliencyMap(pl.LightningModule):
         self.deletion_baseline = deletion_baseline
         self.insertion_start = insertion_start
         self.randomization_seed = randomization_seed
-        self._check_cam_options(layer, internal_batch_size, patch_size)
-        self.layer = layer
+        self.method.check(self.backbone)  # an unknown CAM layer fails before any image
 
-    # Options of the CAM methods, and the methods each belongs to. Their defaults are None, so
-    # a value here was set by the user; refusing it elsewhere catches a mistyped method.
-    CAM_OPTIONS = {"layer": cam.CAM_METHODS,
-                   "internal_batch_size": ("scorecam", "smoothgrad", "integrated_gradients",
-                                           "captum:*"),
-                   "patch_size": ("captum:*",)}
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The writers of a saliency run: its pictures, and the trust report with ``evaluate``.
 
-    def _check_cam_options(self, layer: Optional[Union[int, str]],
-                           internal_batch_size: Optional[int],
-                           patch_size: Optional[int]) -> None:
-        for name, value in (("layer", layer), ("internal_batch_size", internal_batch_size),
-                            ("patch_size", patch_size)):
-            method = "captum:*" if is_captum_method(self.method) else self.method
-            if value is not None and method not in self.CAM_OPTIONS[name]:
-                raise UserInputError(f"Option '{name}' does not apply to method "
-                                     f"'{self.method}'; it belongs to "
-                                     f"{', '.join(self.CAM_OPTIONS[name])}.".replace("*", "NAME"))
-        if layer is not None:
-            cam.find_layer(self.backbone, layer)  # an unknown layer fails before any image
+        A writer the Trainer already has (a config's ``trainer.callbacks`` entry, with its
+        ``colormap`` or ``clip_percentile``) is kept as it is: Lightning would replace it with
+        the module's, and so drop the options the config gave it. A Trainer without a logger
+        (``logger=False``, as in notebooks and the Python API) has no run folder to write to,
+        and gets none: the predictions come back from ``trainer.predict``.
+        """
+        # Imported here: the callbacks import this module (SaliencyBatch).
+        from callbacks.saliency_writer import SaliencyWriter
+        from callbacks.trust_report import TrustReportWriter
 
-    def saliency(self, inputs: torch.Tensor, targets: torch.Tensor
-                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The chosen method's maps ``[B, H, W]`` (and IG's ``[B, 3, H, W]`` attributions).
+        if not self.trainer.loggers:
+            return []
+        wanted = [SaliencyWriter()] + ([TrustReportWriter()] if self.evaluate else [])
+        return [writer for writer in wanted
+                if not any(isinstance(present, type(writer)) for present in self.trainer.callbacks)]
+
+    def saliency(self, inputs: torch.Tensor, targets: torch.Tensor) -> Saliency:
+        """The method's maps ``[B, H, W]`` (and signed ``[B, 3, H, W]`` attributions where it has
+        them).
 
         Args:
             inputs: Normalized images ``[B, 3, H, W]``.
             targets: The class to explain for each image, ``[B]``.
         """
-        if self.method == "vanilla":
-            return compute_saliency_maps(inputs, targets, self.backbone), None
-        if self.method == "smoothgrad":
-            return smoothgrad_saliency(inputs, targets, self.backbone, self.noise_level,
-                                       self.samples,
-                                       internal_batch_size=self.internal_batch_size), None
-        if self.method in cam.CAM_METHODS:
-            return self._cam(inputs, targets), None
-        if is_captum_method(self.method):
-            other = "zero" if self.baseline == "black" else "black"
-            baselines = torch.stack([resolve_baseline(name, inputs, self.backbone)
-                                     for name in (self.baseline, other)])
-            attributions = captum_attributions(
-                self.method, self.backbone, inputs, targets, baselines, self.method_options,
-                self.steps, self.integration, self.samples, self.patch_size,
-                self.internal_batch_size)
-        else:
-            attributions = integrated_gradients(inputs, targets, self.backbone, self.baseline,
-                                                self.steps, self.integration,
-                                                internal_batch_size=self.internal_batch_size)
-        return attribution_map(attributions, self.reduction), attributions
-
-    def _cam(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The CAM method's maps ``[B, H, W]`` in 0-1, at the chosen (or default) layer."""
-        if self.layer is None:  # found once: the layers' output shapes do not change
-            self.layer = cam.default_cam_layer(self.backbone, inputs)
-        if self.method == "scorecam":
-            return cam.score_cam(inputs, targets, self.backbone, self.layer,
-                                 self.internal_batch_size or 32)
-        function = {"gradcam": cam.grad_cam, "gradcam++": cam.grad_cam_plusplus,
-                    "guided_gradcam": cam.guided_grad_cam}[self.method]
-        return function(inputs, targets, self.backbone, self.layer)
+        return self.method.attribute(self.backbone, inputs, targets)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> SaliencyBatch:
         """Classify a batch of ``LabeledImageData`` (``pixels``, ``names``, ``labels``) and
@@ -299,8 +248,9 @@ class SaliencyMap(pl.LightningModule):
             categories=self.backbone.categories,
             target_probability=probabilities.gather(
                 1, torch.tensor(targets, device=probabilities.device)[:, None])[:, 0].tolist(),
-            method=self.method,
+            method=self.method.shorthand,
             trust=trust,
+            class_activation_map=self.method.class_activation_map,
         )
 
     # --- the trust report (lightning_modules/saliency/evaluation.py) ---------------------------
@@ -308,18 +258,12 @@ class SaliencyMap(pl.LightningModule):
     def trust_report(self, inputs: torch.Tensor, targets: torch.Tensor,
                      maps: torch.Tensor) -> TrustReport:
         """Deletion and insertion AUC and the randomization check of this batch's maps."""
-        return trust_report(self.backbone, self._saliency_of, inputs, targets, maps, self.method,
-                            self.evaluation_steps, self.evaluation_batch_size,
-                            self.deletion_baseline, self.insertion_start, self.randomization_seed)
+        return trust_report(self.backbone, self._saliency_of, inputs, targets, maps,
+                            self.method.shorthand, self.evaluation_steps,
+                            self.evaluation_batch_size, self.deletion_baseline,
+                            self.insertion_start, self.randomization_seed)
 
     def _saliency_of(self, backbone: Backbone, inputs: torch.Tensor,
                      targets: torch.Tensor) -> torch.Tensor:
-        """The chosen method's maps on another backbone (a randomized copy)."""
-        # saliency() reads self.backbone, so every method it dispatches to (present and future)
-        # is checked as it runs, with no second code path.
-        trained = self.backbone
-        self.backbone = backbone
-        try:
-            return self.saliency(inputs, targets)[0]
-        finally:
-            self.backbone = trained
+        """The method's maps on another backbone (a randomized copy)."""
+        return self.method.attribute(backbone, inputs, targets).maps

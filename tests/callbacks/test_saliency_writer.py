@@ -12,7 +12,7 @@ from PIL import Image
 from callbacks.saliency_writer import SaliencyWriter, colorize, mass_area, overlay, scale_map
 from lightning_modules.backbones import imagenet_categories
 from lightning_modules.errors import UserInputError
-from lightning_modules.saliency import SaliencyBatch
+from lightning_modules.saliency import GradCAM, SaliencyBatch
 
 
 def _batch(attributions: bool = False) -> SaliencyBatch:
@@ -78,7 +78,8 @@ def test_sheet_titles_say_where_the_mass_is_and_warn_of_an_unsure_class() -> Non
 
 def test_class_activation_maps_are_blended_over_the_photo_in_jet(tmp_path: Path) -> None:
     batch = _batch()
-    batch.method = "gradcam"
+    # As a Grad-CAM run labels its batches: the method says how its maps are drawn.
+    batch.method, batch.class_activation_map = GradCAM.shorthand, GradCAM.class_activation_map
     _writer(tmp_path).write_batch(batch, "sheet_0000.png")
     scaled = scale_map(batch.maps[0])
     expected = 0.5 * batch.pixels[0] + 0.5 * colorize(scaled, "jet")

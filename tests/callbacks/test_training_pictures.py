@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks.training_pictures import TrainingPictures
 from lightning_modules.errors import UserInputError
+from lightning_modules.saliency import CaptumMethod, GradCAM, IntegratedGradients, SmoothGrad
 
 # The test extra installs tensorboard.
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -150,6 +151,37 @@ def test_every_method_draws_a_sheet(workdir: Path, method: str) -> None:
                                 if method != "vanilla" else {})
     [sheet] = callback.render(None, TinyClassifier())
     assert Image.open(sheet).width > 100
+
+
+@pytest.mark.parametrize("name, options, method", [
+    ("smoothgrad", {"samples": 3, "noise_level": 0.3}, SmoothGrad(noise_level=0.3, samples=3)),
+    ("gradcam", {"layer": "3"}, GradCAM(layer="3")),
+    # As its function had it: Integrated Gradients from the zero baseline, its rule `method`.
+    ("integrated_gradients", {"steps": 4, "method": "riemann_left"},
+     IntegratedGradients(baseline="zero", steps=4, integration="riemann_left")),
+    # Any method of the one registry draws here too, Captum's included.
+    ("captum:Saliency", {"reduction": "abs_max"},
+     CaptumMethod("Saliency", baseline="zero", reduction="abs_max")),
+])
+def test_a_method_object_draws_the_sheet_of_its_short_name(tmp_path: Path, name: str,
+                                                           options: dict, method) -> None:
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    sheets = []
+    for index, given in enumerate([(name, options), (method, None)]):
+        callback = TrainingPictures(images=images, labels=[1, 3], saliency_method=given[0],
+                                    saliency_options=given[1], mean=MEAN, std=STD, model="net",
+                                    seed=4)
+        callback.directory = tmp_path / str(index)
+        torch.manual_seed(0)
+        [sheet] = callback.render(None, TinyClassifier())
+        sheets.append(np.asarray(Image.open(sheet)))
+    assert np.array_equal(sheets[0], sheets[1])
+
+
+def test_a_method_object_takes_no_saliency_options() -> None:
+    with pytest.raises(UserInputError, match="saliency_options are for a method given by its "
+                                             "short name; SmoothGrad takes its options itself"):
+        pictures(saliency_method=SmoothGrad(), saliency_options={"samples": 3})
 
 
 @pytest.mark.parametrize("options, message", [

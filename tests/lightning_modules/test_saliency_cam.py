@@ -188,7 +188,8 @@ def test_bad_layers_are_one_sentence(tiny: Backbone, images, layer, message: str
     ({"method": "vanilla", "layer": 2}, "Option 'layer' does not apply to method 'vanilla'"),
     ({"method": "integrated_gradients", "layer": "features.1"}, "does not apply"),
     ({"method": "gradcam", "internal_batch_size": 8},
-     "Option 'internal_batch_size' does not apply to method 'gradcam'; it belongs to scorecam."),
+     "Option 'internal_batch_size' does not apply to method 'gradcam'; it belongs to "
+     "smoothgrad, integrated_gradients, scorecam, captum:NAME."),
     ({"method": "scorecam", "internal_batch_size": 0}, "whole number of at least 1"),
     ({"method": "gradcam", "layer": 7}, "out of range"),
     ({"method": "gradcam++", "layer": "features.1.7"}, "Unknown CAM layer"),
