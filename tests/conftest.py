@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -12,6 +13,12 @@ from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per pytest-xdist worker, and per process it starts (the command-line tests'
+    # child processes read OMP_NUM_THREADS): the workers share the cores instead of fighting.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 from lightning_modules.backbones import Backbone, imagenet_categories, register_backbone  # noqa: E402
 

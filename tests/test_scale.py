@@ -206,7 +206,9 @@ def test_two_processes_in_batches_draw_the_classes_of_one_process(workdir: Path)
     split, alone = final_images(two), final_images(one)
     assert sorted(split) == names[2:]
     for name in split:
-        torch.testing.assert_close(split[name], alone[name], atol=1e-5, rtol=0)
+        # A batch of one and a batch of two sum their spectra and convolutions in another order:
+        # float rounding reaches 1.6e-5 after the steps (checked alone, on an idle machine).
+        torch.testing.assert_close(split[name], alone[name], atol=1e-4, rtol=0)
     expected = {f"{name}{end}" for name in names for end in (".png", "_sheet.png")}
     assert {p.name for p in two.glob("*.png")} == expected | {
         "loss_curve.png", "classes_sheet.png", "class_probability.png"}
