@@ -594,7 +594,7 @@ def test_a_read_only_run_folder_on_resume_is_one_sentence_and_loses_nothing(
     rename = Path.rename
 
     def refused(self: Path, target):
-        if self.parent == interrupted:
+        if self.resolve().parent == interrupted.resolve():
             raise PermissionError(13, "Permission denied", str(self))
         return rename(self, target)
     monkeypatch.setattr(Path, "rename", refused)
