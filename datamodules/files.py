@@ -64,6 +64,14 @@ def write_file(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None],
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise UserInputError(f"Cannot write {what} {path} ({describe(error)}).") from None
+    except RuntimeError as error:
+        temporary.unlink(missing_ok=True)
+        # torch.save reports a failed write (a full disk) as a RuntimeError of its zip writer,
+        # raised while the OSError is handled.
+        cause = _os_error_behind(error)
+        if cause is None:
+            raise
+        raise UserInputError(f"Cannot write {what} {path} ({describe(cause)}).") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -94,6 +102,18 @@ def _move_into_new(temporary: Path, path: Path) -> None:
         os.rename(temporary, path)
         return
     temporary.unlink()
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError that ``error`` was raised from or while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def describe(error: OSError) -> str:

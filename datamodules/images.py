@@ -123,12 +123,15 @@ def resize_shorter_side(image: Image.Image, size: int, name: str = "The image") 
         The resized image (Lanczos filtering, which antialiases when shrinking).
 
     Raises:
-        UserInputError: If ``size`` is not positive, or the resized image could not fit in
-            this machine's memory (a long thin image grows with its shorter side).
+        UserInputError: If ``size`` is not positive, the image has no pixels, or the resized
+            image could not fit in this machine's memory (a long thin image grows with its
+            shorter side).
     """
     if size <= 0:
         raise UserInputError(f"Image size must be a positive number of pixels, got {size}.")
     width, height = image.size
+    if min(width, height) <= 0:
+        raise UserInputError(f"{name} is empty ({width} x {height} pixels).")
     scale = size / min(width, height)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # Before Pillow allocates it: past RAM, Pillow raises MemoryError or OverflowError.

@@ -23,6 +23,8 @@ def image_files(folder: Path) -> list[str]:
 def expand_sources(sources: Sources, option: str = "An image source") -> list[str]:
     """Turn a path, a list of paths, folders (their images, sorted) and globs into paths.
 
+    An existing path is taken as it is, even when it reads as a glob (``photo[1].jpg``).
+
     Args:
         sources: A path, ``sample:NAME``, an in-memory ``memory:...`` source, a folder, a glob
             pattern, or a list of these.
@@ -50,7 +52,8 @@ def expand_sources(sources: Sources, option: str = "An image source") -> list[st
             if not found:
                 raise UserInputError(f"Folder {item} holds no image files.")
             expanded += found
-        elif glob.has_magic(item):
+        elif glob.has_magic(item) and not Path(item).exists():
+            # An existing file named like a pattern ("photo[1].jpg") is that file.
             found = sorted(glob.glob(item))
             if not found:
                 raise UserInputError(f"No file matches {item}.")

@@ -523,10 +523,16 @@ def _image_sources(images: dict[str, list[Any]]) -> Iterator[dict[str, list[str]
 
 
 def _source(value: Any, argument: str) -> Union[str, Image.Image]:
-    """A source string for a path or sample, else the picture to hold in memory."""
-    from datamodules.images import SAMPLE_PREFIX, list_samples, tensor_to_image
+    """A source string for a path or sample, else the picture to hold in memory.
+
+    Pictures in memory are PIL images, uint8 numpy arrays ``[H, W]`` or ``[H, W, 1|3|4]``, and
+    tensors ``[3, H, W]`` (or ``[1, 3, H, W]``, ``[1, H, W]``, ``[H, W]``) of 0-1 floats or
+    uint8 0-255: anything else is refused in one sentence rather than turned into some picture.
+    """
+    from datamodules.images import SAMPLE_PREFIX, list_samples
 
     if isinstance(value, Image.Image):
+        _check_not_empty(value.size[::-1], argument)
         return value
     if isinstance(value, (str, os.PathLike)):
         text = os.fspath(value)
@@ -534,23 +540,71 @@ def _source(value: Any, argument: str) -> Union[str, Image.Image]:
             return SAMPLE_PREFIX + text  # "chelsea": the built-in sample, unless a file is so named
         return text
     if isinstance(value, np.ndarray):
-        if value.dtype != np.uint8 or value.ndim not in (2, 3):
-            raise UserInputError(f"A numpy {argument} must be uint8 [H, W, 3] or [H, W], got "
-                                 f"{value.dtype} {list(value.shape)}.")
-        return Image.fromarray(value)
+        return _array_picture(value, argument)
     if isinstance(value, torch.Tensor):
-        pixels = value.detach()
-        if pixels.ndim == 4 and pixels.shape[0] == 1:
-            pixels = pixels[0]
-        if pixels.ndim == 2:
-            pixels = pixels[None]
-        if pixels.ndim != 3 or pixels.shape[0] not in (1, 3) or not pixels.shape[-1] > 0:
-            raise UserInputError(f"A tensor {argument} must be pixels [3, H, W] (or [1, 3, H, "
-                                 f"W]), got shape {list(value.shape)}.")
-        pixels = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float()
-        return tensor_to_image(pixels.expand(3, -1, -1))
+        return _tensor_picture(value, argument)
     raise UserInputError(f"The {argument} must be a path, a built-in sample name, a PIL image "
                          f"or a tensor, got {type(value).__name__}.")
+
+
+def _check_not_empty(height_width: Sequence[int], argument: str) -> None:
+    """Refuse a picture without pixels (resizing it would divide by zero)."""
+    height, width = height_width
+    if not (height > 0 and width > 0):
+        raise UserInputError(f"The {argument} picture is empty ({width} x {height} pixels).")
+
+
+def _array_picture(array: np.ndarray, argument: str) -> Image.Image:
+    """A uint8 numpy array ``[H, W]`` or ``[H, W, 1|3|4]`` as a picture."""
+    channels = array.shape[2] if array.ndim == 3 else None
+    if array.dtype != np.uint8 or not (array.ndim == 2 or channels in (1, 3, 4)):
+        raise UserInputError(f"A numpy {argument} must be uint8 [H, W, 3] or [H, W], got "
+                             f"{array.dtype} {list(array.shape)}.")
+    _check_not_empty(array.shape[:2], argument)
+    # Pillow cannot read [H, W, 1]: it is the greyscale [H, W].
+    return Image.fromarray(np.ascontiguousarray(array[..., 0] if channels == 1 else array))
+
+
+# Floats this far outside 0-1 still round to the 8-bit levels 0 and 255 (half a level): a
+# picture computed in floats may overshoot by a rounding error.
+_FLOAT_SLACK = 0.5 / 255
+
+
+def _tensor_picture(tensor: torch.Tensor, argument: str) -> Image.Image:
+    """A tensor of pixels (0-1 floats or uint8 0-255) as a picture."""
+    from datamodules.images import tensor_to_image
+
+    shape = list(tensor.shape)
+    if tensor.is_meta:
+        raise UserInputError(f"A tensor {argument} on the meta device holds no pixels: give a "
+                             f"tensor with data.")
+    if not (tensor.dtype == torch.uint8 or tensor.is_floating_point()):
+        raise UserInputError(f"A tensor {argument} must hold 0-1 floats or uint8 0-255, got "
+                             f"{tensor.dtype}.")
+    pixels = tensor.detach()
+    if pixels.ndim == 4 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+        raise UserInputError(f"A tensor {argument} must be pixels [3, H, W] (or [1, 3, H, "
+                             f"W]), got shape {shape}.")
+    _check_not_empty(pixels.shape[1:], argument)
+    pixels = pixels.cpu()
+    if pixels.dtype == torch.uint8:
+        pixels = pixels.float() / 255
+    else:
+        pixels = pixels.float()
+        if not bool(torch.isfinite(pixels).all()):
+            raise UserInputError(f"A tensor {argument} holds NaN or infinite values: give 0-1 "
+                                 f"floats or uint8 0-255.")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < -_FLOAT_SLACK or high > 1 + _FLOAT_SLACK:
+            raise UserInputError(
+                f"A float tensor {argument} must hold pixels in 0-1 (or be uint8 0-255), got "
+                f"values from {low:.4g} to {high:.4g}"
+                + (": divide 0-255 values by 255." if low >= 0 and high <= 255 else "."))
+    return tensor_to_image(pixels.expand(3, -1, -1))
 
 
 def _to_image(pixels: torch.Tensor) -> Image.Image:

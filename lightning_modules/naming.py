@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import textwrap
 from typing import Iterable
@@ -40,6 +41,30 @@ RUN_FILES = frozenset({"loss_curve", "losses", "classes_sheet", "class_probabili
 RUN_FILE_PATTERN = re.compile(r"(sheet_\d+|config_resumed(_\d+)?|\w+_before_resume(_\d+)?)$")
 
 
+# The longest job name, in bytes. A job's files add up to about 40 bytes to it
+# (``_interrupted_step000123_sheet.png``, and ``.<name>.partial-<pid>`` while being written),
+# and most file systems allow 255 bytes per name.
+MAX_NAME_BYTES = 120
+# The hash that keeps shortened names apart: 10 hexadecimal digits of SHA-256.
+NAME_HASH_LENGTH = 10
+
+
+def shortened(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """``name``, or when longer than ``limit`` bytes its beginning and a short hash of it.
+
+    Two long names that begin alike stay apart, and a name is shortened the same way on every
+    run (a resumed run finds its files). Example: 300 ``a`` -> 109 ``a``, ``_`` and 10 hex
+    digits.
+    """
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= limit:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:NAME_HASH_LENGTH]
+    # Cut at a character boundary: a multi-byte character is dropped whole.
+    beginning = encoded[:limit - NAME_HASH_LENGTH - 1].decode("utf-8", "ignore").rstrip("._ ")
+    return f"{beginning}_{digest}"
+
+
 def unique_names(names: Iterable[str]) -> list[str]:
     """The names in order, the second ``x`` as ``x_2``, the third as ``x_3``, and so on.
 
@@ -47,12 +72,13 @@ def unique_names(names: Iterable[str]) -> list[str]:
     ``["x", "x_sheet"]`` -> ``["x", "x_sheet_2"]`` (``x_sheet.png`` is ``x``'s sheet),
     ``["loss_curve"]`` -> ``["loss_curve_2"]``. Names differing only in case count as the same
     (they are on case-insensitive file systems). A generated name never collides with a name
-    given later either (``["a", "a", "a_2"]`` -> ``["a", "a_2", "a_2_2"]``).
+    given later either (``["a", "a", "a_2"]`` -> ``["a", "a_2", "a_2_2"]``). A name longer than
+    :data:`MAX_NAME_BYTES` is :func:`shortened` first, so that its files fit the file system.
     """
     taken: set[str] = set()
     derived: set[str] = set()  # the names that taken names' files were derived from
     result = []
-    for name in names:
+    for name in map(shortened, names):
         candidate, copy = name, 1
         while _collides(candidate.casefold(), taken, derived):
             copy += 1

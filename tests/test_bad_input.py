@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import cli
 from test_cli import REPO, STYLE_CONFIG, fifo, run_dirs, tiny_args
@@ -312,3 +314,78 @@ def test_a_good_mask_runs_with_each_new_loss(workdir, content_image, style_image
                                   "--trainer.logger", "false",
                                   "--trainer.default_root_dir", style_loss)) == 0
         assert (workdir / style_loss / "content__style.png").is_file()
+
+
+# ----------------------------------------------------------------- pictures given from Python
+def _api_calls():
+    from test_api import TINY_STYLE
+
+    from lightning_modules.api import saliency, stylize
+
+    def style(picture):
+        return stylize(picture, "sample:coffee", **{**TINY_STYLE, "steps": 1})
+
+    def explain(picture):
+        return saliency(picture, target=1, method="vanilla", backbone="tiny", weights="random",
+                        image_size=16)
+    return style, explain
+
+
+BAD_PICTURES = {
+    "an empty tensor": (lambda: torch.zeros(3, 0, 8), "The content picture is empty (8 x 0"),
+    "an empty array": (lambda: np.zeros((0, 5, 3), np.uint8), "picture is empty (5 x 0"),
+    "an empty PIL image": (lambda: Image.new("RGB", (0, 4)), "picture is empty (0 x 4"),
+    "a meta tensor": (lambda: torch.zeros(3, 8, 8, device="meta"), "meta device holds no pixels"),
+    "NaN": (lambda: torch.full((3, 8, 8), float("nan")), "holds NaN or infinite values"),
+    "inf": (lambda: torch.full((3, 8, 8), float("inf")), "holds NaN or infinite values"),
+    "negative floats": (lambda: -torch.rand(3, 8, 8) - 0.1, "must hold pixels in 0-1"),
+    "floats in 0-255": (lambda: torch.rand(3, 8, 8) * 200 + 10, "divide 0-255 values by 255"),
+    "a bool tensor": (lambda: torch.ones(3, 8, 8, dtype=torch.bool),
+                      "must hold 0-1 floats or uint8 0-255, got torch.bool"),
+    "int64 pixels": (lambda: torch.randint(0, 256, (3, 8, 8)),
+                     "must hold 0-1 floats or uint8 0-255, got torch.int64"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PICTURES))
+@pytest.mark.parametrize("function", ["stylize", "saliency"])
+def test_pictures_in_memory_outside_the_pixel_range_are_one_sentence(case, function,
+                                                                      workdir) -> None:
+    """Empty, meta, NaN or inf, and values outside 0-1 floats or uint8 0-255 were turned into
+    some picture (or traced back): each is refused, with the range that is expected."""
+    from lightning_modules.errors import UserInputError
+
+    make, expected = BAD_PICTURES[case]
+    style, explain = _api_calls()
+    call = style if function == "stylize" else explain
+    with pytest.raises(UserInputError) as raised:
+        call(make())
+    message = str(raised.value)
+    if function == "saliency":
+        expected = expected.replace("content", "image")
+    assert expected in message, message
+    assert len(message.splitlines()) == 1
+    assert list(workdir.iterdir()) == []
+
+
+def test_pixels_in_range_and_a_one_pixel_grey_array_give_a_picture(workdir) -> None:
+    style, _ = _api_calls()
+    slightly_over = torch.rand(3, 8, 8).clamp(0, 1)
+    slightly_over[0, 0, 0] = 1 + 1e-6  # a rounding error: still pixel 255
+    for picture in (np.full((1, 1, 1), 200, np.uint8), slightly_over,
+                    torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8)):
+        assert style(picture).size == (32, 32)
+
+
+# ----------------------------------------------------------------- paths that read as globs
+def test_an_existing_file_named_like_a_glob_is_that_file(workdir, content_image, style_image,
+                                                         capsys) -> None:
+    bracketed = content_image.with_name("photo[1].png")
+    content_image.rename(bracketed)
+    assert cli.main(tiny_args(bracketed, style_image, "--trainer.max_steps", "1")) == 0, \
+        capsys.readouterr().err[-3000:]
+    [run] = run_dirs(workdir)
+    assert (run / "photo[1]__style.png").is_file()
+    # A pattern that is no file still expands.
+    assert cli.main(tiny_args(workdir / "inputs" / "ph*.png", style_image,
+                              "--trainer.max_steps", "1")) == 0
