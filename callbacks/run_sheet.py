@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import pytorch_lightning as pl
 from PIL import Image
 
-from callbacks.chunk_end import ChunkEndCallback
+from callbacks.chunk_end import ChunkEndCallback, is_last_step_of_chunk
 from callbacks.image_writer import ImageWriter, require_image_writer
 from callbacks.logged_images import log_picture
 from callbacks.run_directory import continues_run, run_directory
@@ -100,6 +100,15 @@ class RunSheet(ChunkEndCallback):
 
     def after_sheet(self, trainer: pl.Trainer, records: list[dict[str, Any]]) -> None:
         """What else the run's records make, on process 0 (default: nothing)."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        # A technique's callbacks come after the trainer's: a checkpoint saved at a chunk's last
+        # step before this sheet's turn (SaveOnInterrupt's) must still carry that chunk.
+        if (self.records_of is not None and trainer.training and "callbacks" in checkpoint
+                and is_last_step_of_chunk(trainer, trainer.fit_loop.epoch_loop.batch_idx)):
+            self._end_chunk(trainer, pl_module)
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": list(self.records)}

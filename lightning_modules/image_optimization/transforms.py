@@ -255,7 +255,7 @@ class RandomCrops(ImageTransforms):
     def __init__(self, count: int = 4, size: Optional[int] = None,
                  scale: tuple[float, float] = (0.4, 1.0), noise: float = 0.05) -> None:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise UserInputError(f"crops (the crops' count) must be at least 1, got {count!r}.")
+            raise UserInputError(f"crops must be at least 1 (the crops' count), got {count!r}.")
         if size is not None and size < 8:
             raise UserInputError(f"crop_size (the crops' size) must be at least 8 pixels, "
                                  f"got {size}.")
