@@ -85,9 +85,6 @@ def as_view(transforms: Union[bool, str, ImageTransforms],
     seed function's older way to give the crops' options, goes with ``transforms="crops"``."""
     if crops is None:
         return resolve_transforms(transforms)
-    if isinstance(transforms, ImageTransforms):
-        raise UserInputError("crops goes with transforms given by its short name; give the "
-                             "crops' options in the transforms object instead.")
     return resolve_transforms(transforms, crops=crops.count, crop_size=crops.size,
                               crop_scale=crops.scale, crop_noise=crops.noise)
 

@@ -5,12 +5,14 @@ with its own options, which a config names by ``class_path``/``init_args``. Its 
 today's short names (``pixel``, ``crops``, ``adam``) to the classes, so ``parameterization:
 maco`` and ``parameterization: {class_path: ...MacoImage, init_args: {contrast: 2.0}}`` build
 the same object. Older configs gave a variant's options beside its name (``contrast: 2.0``
-next to ``parameterization: maco``); :func:`resolve_variant` still takes them, and refuses one
-that the chosen variant does not have, so no option is accepted and then ignored.
+next to ``parameterization: maco``); :func:`resolve_variant` still takes them, also beside an
+object of a class that has them (``--model.contrast 1.5`` over a config's ``MacoImage``), and
+refuses one that the chosen variant does not have, so no option is accepted and then ignored.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any, Mapping, Optional, TypeVar
 
@@ -43,24 +45,39 @@ def resolve_variant(family: str, value: Any, base: type, registry: Mapping[str, 
         UserInputError: An unknown name, or an option the variant does not take.
     """
     given = {option: pair for option, pair in (legacy or {}).items() if pair[1] is not None}
+    if isinstance(value, Mapping) and "class_path" in value:
+        value = _instantiate(family, value, base)
     if isinstance(value, base):
-        if given:
-            option = next(iter(given))
-            raise UserInputError(f"{option} goes with a {family} given by its short name; "
-                                 f"give it in the {family} object's init_args instead.")
-        return value
-    if not isinstance(value, str) or value.strip().lower() not in registry:
+        kind, name = type(value), type(value).__name__
+        own = {argument: getattr(value, argument) for argument in variant_options(kind)
+               if hasattr(value, argument)}
+    elif isinstance(value, str) and value.strip().lower() in registry:
+        kind, name, own = registry[value.strip().lower()], repr(value), {}
+    else:
         raise UserInputError(f"Unknown {family} {value!r}; choose one of "
                              f"{', '.join(registry)} (or a class_path).")
-    kind = registry[value.strip().lower()]
+    if not given and isinstance(value, base):
+        return value
     accepted = variant_options(kind)
     for option, (argument, _) in given.items():
         if argument not in accepted:
-            owners = [name for name, other in registry.items()
+            owners = [short for short, other in registry.items()
                       if argument in variant_options(other)]
-            raise UserInputError(f"{option} does nothing with {family} {value!r}; it is an "
+            raise UserInputError(f"{option} does nothing with {family} {name}; it is an "
                                  f"option of {' or '.join(repr(o) for o in owners)}.")
-    return kind(**{argument: option_value for argument, option_value in given.values()})
+    return kind(**{**own, **{argument: option_value for argument, option_value in given.values()}})
+
+
+def _instantiate(family: str, spec: Mapping[str, Any], base: type) -> Any:
+    """The object a ``{class_path, init_args}`` mapping names (as a config gives it)."""
+    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+    try:
+        kind = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise UserInputError(f"The {family} class {spec['class_path']!r} was not found.") from None
+    if not (isinstance(kind, type) and issubclass(kind, base)):
+        raise UserInputError(f"{spec['class_path']} is not a {family} (a {base.__name__}).")
+    return kind(**dict(spec.get("init_args") or {}))
 
 
 def describe_variant(variant: Any) -> dict[str, Any]:

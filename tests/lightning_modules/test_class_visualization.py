@@ -282,8 +282,11 @@ def test_cli_class_config_takes_short_names_and_class_paths_alike(
                 "fourier", "--model.transforms", "lucent", "--model.step", "normalized",
                 "--model.lr", "8") == 0
     runs = tmp_path / "runs" / "class_visualization"
-    pictures = [(runs / f"version_{n}" / "0130_flamingo.png").read_bytes() for n in range(3)]
-    assert pictures[0] == pictures[1] and pictures[2] != pictures[0]
+    # The older flat options still set the config's objects (the README's --model.contrast).
+    assert _cli("--data.classes", "[130]", "--model.judge", "null", "--model.contrast", "2.0",
+                "--model.crops", "4") == 0
+    pictures = [(runs / f"version_{n}" / "0130_flamingo.png").read_bytes() for n in range(4)]
+    assert pictures[0] == pictures[1] == pictures[3] and pictures[2] != pictures[0]
     # An option the chosen variant lacks is refused, in one sentence (exit 1).
     assert _cli("--data.classes", "[130]", "--model.parameterization", "pixel",
                 "--model.contrast", "2.0") == 1

@@ -218,12 +218,29 @@ def test_an_option_that_would_do_nothing_is_refused(options: dict, words: str) -
         FeatureVisualization(backbone="tiny", weights="random", **options)
 
 
-def test_an_older_option_beside_a_variant_object_is_refused() -> None:
+def test_an_older_option_beside_a_variant_object_sets_it_where_the_object_has_it() -> None:
     from lightning_modules.image_optimization.maco import MacoImage
+    from lightning_modules.image_optimization.parameterizations import FourierImage
+    from lightning_modules.image_optimization.transforms import RandomCrops
 
-    with pytest.raises(UserInputError, match="give it in the parameterization object"):
-        FeatureVisualization(backbone="tiny", weights="random", parameterization=MacoImage(),
-                             contrast=2.0)
+    # As a config's object and a command line's --model.contrast / --model.crops meet.
+    module = FeatureVisualization(backbone="tiny", weights="random",
+                                  parameterization=MacoImage(contrast=2.0, amplitude=None),
+                                  contrast=1.5, transforms=RandomCrops(3, noise=0.1), crops=5)
+    assert module.parameterization.contrast == 1.5
+    assert module.view == RandomCrops(5, noise=0.1)
+    with pytest.raises(UserInputError, match="contrast does nothing with parameterization "
+                                             "FourierImage"):
+        FeatureVisualization(backbone="tiny", weights="random",
+                             parameterization=FourierImage(), contrast=2.0)
+    # A {class_path, init_args} mapping (a config read without the parser) is built.
+    spec = {"class_path": "lightning_modules.image_optimization.maco.MacoImage",
+            "init_args": {"contrast": 2.0}}
+    built = FeatureVisualization(backbone="tiny", weights="random", parameterization=spec)
+    assert isinstance(built.parameterization, MacoImage)
+    with pytest.raises(UserInputError, match="not a parameterization"):
+        FeatureVisualization(backbone="tiny", weights="random", parameterization={
+            "class_path": "lightning_modules.image_optimization.transforms.RandomCrops"})
 
 
 def test_deep_dream_takes_only_options_that_act(workdir, content_image, capsys) -> None:
