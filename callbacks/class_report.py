@@ -18,15 +18,16 @@ class ClassReport(RunSheet):
     """Writes ``classes_sheet.png``, ``class_probability.png`` and, when the module has a
     judge, ``recognition.csv`` for a class visualization.
 
-    At the end of each chunk it keeps each class's record from the module's
-    ``class_records()`` (title with the probability of its 8-bit picture, and its probability
-    per step, and the judge's verdict); at the end of the run process 0 lays out every class's ``<class>.png`` (written
-    by :class:`~callbacks.ImageWriter`, read back) with its title, and plots the curves. The
-    records travel in checkpoints. Modules without ``class_records`` are left alone.
+    ``ClassVisualization`` brings it (its ``configure_callbacks``), handing it its
+    ``class_records``. At the end of each chunk it keeps each class's record (title with the
+    probability of its 8-bit picture, its probability per step, and the judge's verdict); at
+    the end of the run process 0 lays out every class's ``<class>.png`` (written by
+    :class:`~callbacks.ImageWriter`, read back) with its title, and plots the curves. The
+    records travel in checkpoints.
     """
 
     def __init__(self) -> None:
-        super().__init__("class_records", "classes_sheet.png")
+        super().__init__("classes_sheet.png")
 
     def after_sheet(self, trainer: pl.Trainer, records: list[dict[str, Any]]) -> None:
         if "recognition" in records[0]:

@@ -1,4 +1,5 @@
-"""Class visualization: the homework's loop and the LightningModule that runs it."""
+"""Class visualization: the homework's loop, and the preset of FeatureVisualization that runs it
+with one class objective per picture."""
 
 from lightning_modules._lazy import lazy_exports
 
@@ -6,7 +7,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "ClassJob": ".module", "ClassVisualization": ".module",
     "class_visualization_loss": ".functional", "create_class_visualization": ".functional",
     "default_learning_rate": ".functional", "make_optimizer": ".functional",
-    "regularize": ".functional",
+    "regularize": ".functional", "CropViews": ".functional", "shown_views": ".functional",
     # The pieces the homework's loop is made of, where they live now.
     "GradientAscent": "lightning_modules.image_optimization.steps",
     "blur_image": "lightning_modules.image_optimization.transforms",

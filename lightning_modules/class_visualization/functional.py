@@ -19,7 +19,6 @@ the network's logits. No Lightning and no files here: this is what a notebook im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Sequence, Union
 
 import torch
@@ -28,7 +27,6 @@ from torch import nn
 from lightning_modules.backbones.normalization import pixel_range, preprocessing_of
 from lightning_modules.errors import (
     UserInputError,
-    check_choice,
     check_image_side,
     check_learning_rate,
     check_non_negative,
@@ -37,81 +35,95 @@ from lightning_modules.image_optimization.parameterizations import (
     Parameterization,
     make_parameterization,
 )
-from lightning_modules.image_optimization.steps import GradientAscent
-from lightning_modules.image_optimization.transforms import jitter, random_crops, random_transforms
+from lightning_modules.image_optimization.steps import STEP_RULES, StepRule, resolve_step
+from lightning_modules.image_optimization.transforms import (
+    ImageTransforms,
+    RandomCrops,
+    jitter,
+    resolve_transforms,
+)
 
 Step = Literal["normalized", "raw", "adam"]
-STEPS = ("normalized", "raw", "adam")
+STEPS = tuple(STEP_RULES)
 ParameterizationName = Literal["pixel", "fourier", "maco"]
 # What the network sees of each picture every step: the picture itself, Lucent's standard random
 # transforms of it, or MACO's random crops of it (a canvas) with noise.
 TransformName = Literal["none", "lucent", "crops"]
-TRANSFORMS = ("none", "lucent", "crops")
+
+#: MACO's crops: the seed function's ``crops=`` (the older name of :class:`RandomCrops`).
+CropViews = RandomCrops
 
 DEFAULT_L2_REG = 1e-3
 DEFAULT_NUM_ITERATIONS = 100
 DEFAULT_INIT_STD = 1.0
 
 
-def default_learning_rate(step: str, parameterization: Parameterization) -> float:
+def default_learning_rate(step: Union[str, StepRule], parameterization: Parameterization) -> float:
     """The step length used when none is given.
 
     ``raw``: the homework's 25; ``adam``: Lucent's 0.05; ``normalized``: the parameterization's
     own (30 for pixels, 8 for a Fourier spectrum, measured on EfficientNet-Lite0 at 224 px:
     every one of the ten test classes above p = 0.9 within 50 to 100 steps).
     """
-    return {"raw": 25.0, "adam": 0.05}.get(step, parameterization.normalized_lr)
+    return resolve_step(step).default_lr(parameterization)
 
 
-def make_optimizer(step: str, params: Sequence[torch.Tensor], lr: float,
+def make_optimizer(step: Union[str, StepRule], params: Sequence[torch.Tensor], lr: float,
                    fused: bool = False) -> torch.optim.Optimizer:
-    """The optimizer of an update rule: ``"normalized"``, ``"raw"`` (homework) or ``"adam"``.
+    """The optimizer of an update rule: ``"normalized"``, ``"raw"`` (homework), ``"adam"`` or
+    a :class:`~lightning_modules.image_optimization.steps.StepRule`.
 
     ``fused`` picks the fused Adam kernel (``"adam"`` only; the others are two kernels a step).
     """
-    check_choice("step", step, STEPS)
-    if step == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=fused or None)
-    return GradientAscent(params, lr=lr, normalize=step == "normalized")
+    return resolve_step(step).optimizer(params, lr, fused)
 
 
-def transform_name(transforms: Union[bool, str]) -> str:
-    """``"none"``, ``"lucent"`` or ``"crops"``; ``True`` and ``False`` (the older switch) are
-    ``"lucent"`` and ``"none"``."""
-    if isinstance(transforms, bool):
-        return "lucent" if transforms else "none"
-    check_choice("transforms", transforms, TRANSFORMS)
-    return transforms
+def as_view(transforms: Union[bool, str, ImageTransforms],
+            crops: Optional[RandomCrops] = None) -> ImageTransforms:
+    """The view ``transforms`` stands for (see
+    :func:`~lightning_modules.image_optimization.transforms.resolve_transforms`); ``crops``, the
+    seed function's older way to give the crops' options, goes with ``transforms="crops"``."""
+    if crops is None:
+        return resolve_transforms(transforms)
+    return resolve_transforms(transforms, crops=crops.count, crop_size=crops.size,
+                              crop_scale=crops.scale, crop_noise=crops.noise)
 
 
-@dataclass(frozen=True)
-class CropViews:
-    """MACO's views of each picture: ``count`` random crops resized to ``size``, with noise.
+def shown_views(parameter: torch.Tensor, parameterization: Parameterization,
+                mean: torch.Tensor, std: torch.Tensor, max_jitter: int,
+                view: ImageTransforms, generator: Optional[torch.Generator] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pictures a parameter stands for, and what the network sees of them this step.
 
-    Attributes:
-        count: Crops per picture and step.
-        size: Side of each crop as the network sees it (None: the picture's side).
-        scale: Smallest and largest crop side, as fractions of the picture's side.
-        noise: Standard deviation of the Gaussian noise on each view, in normalized units.
+    The pictures are shifted by a random circular jitter of 0 to ``max_jitter`` pixels (so the
+    gradient step lands on the unshifted picture, exactly as the homework's jitter, step,
+    unjitter), then shown through ``view``. Every technique of this family (a class, any
+    objective, DeepDream) sees its pictures through this one function.
+
+    Args:
+        parameter: The pictures' parameter.
+        parameterization: What ``parameter`` is.
+        mean: Per-channel mean of the network's preprocessing, ``[1, 3, 1, 1]``.
+        std: Its standard deviation.
+        max_jitter: Largest random shift in pixels; 0 turns it off.
+        view: The view (none, Lucent's transforms, crops).
+        generator: Random source of the jitter and the view.
+
+    Returns:
+        ``(images, shown)``: the normalized pictures ``[N, 3, H, W]`` and their views
+        ``[N * view.views_per_image, 3, h, w]``.
     """
+    images = parameterization.to_inputs(parameter, mean, std)
+    shown = images
+    if max_jitter > 0:
+        ox, oy = (int(v) for v in torch.randint(max_jitter + 1, (2,), generator=generator))
+        shown = jitter(shown, ox, oy)
+    return images, view(shown, mean, std, generator)
 
-    count: int = 4
-    size: Optional[int] = None
-    scale: tuple[float, float] = (0.4, 1.0)
-    noise: float = 0.05
 
-    def check(self) -> "CropViews":
-        """Each option's one-sentence error; returns ``self``."""
-        if self.count < 1:
-            raise UserInputError(f"crops must be at least 1, got {self.count}.")
-        if self.size is not None and self.size < 8:
-            raise UserInputError(f"crop_size must be at least 8 pixels, got {self.size}.")
-        low, high = (float(v) for v in self.scale)
-        if not 0 < low <= high <= 1:
-            raise UserInputError(f"crop_scale must be two fractions 0 < low <= high <= 1 of the "
-                                 f"picture's side, got {list(self.scale)}.")
-        check_non_negative("crop_noise", self.noise)
-        return self
+def l2_penalty(images: torch.Tensor, l2_reg: float) -> torch.Tensor:
+    """``l2_reg * ||image||^2`` per image (normalized units), ``[N]``."""
+    return l2_reg * images.pow(2).flatten(1).sum(1)
 
 
 def class_visualization_loss(
@@ -124,9 +136,9 @@ def class_visualization_loss(
     std: torch.Tensor,
     l2_reg: float,
     max_jitter: int,
-    transforms: Union[bool, TransformName] = False,
+    transforms: Union[bool, TransformName, ImageTransforms] = False,
     generator: Optional[torch.Generator] = None,
-    crops: CropViews = CropViews(),
+    crops: Optional[CropViews] = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One step's loss terms (to minimize) and the logits they came from.
 
@@ -145,31 +157,23 @@ def class_visualization_loss(
         std: Per-channel standard deviation.
         l2_reg: Weight of ``||image||^2`` (normalized units).
         max_jitter: Largest random shift in pixels; 0 turns it off.
-        transforms: ``"none"`` (False), ``"lucent"`` (True) or ``"crops"``.
+        transforms: ``"none"`` (False), ``"lucent"`` (True), ``"crops"``, or a view object
+            (:class:`~lightning_modules.image_optimization.transforms.ImageTransforms`).
         generator: Random source of the jitter and transforms.
-        crops: The crops' options, with ``transforms="crops"``.
+        crops: The crops' options, with ``transforms="crops"`` (None: the defaults).
 
     Returns:
         ``({"score": -score, "l2": l2_reg * ||image||^2}, logits)``, each term ``[N]``; with
         crops the logits are each picture's mean over its crops.
     """
-    images = parameterization.to_inputs(parameter, mean, std)
-    shown = images
-    if max_jitter > 0:
-        ox, oy = (int(v) for v in torch.randint(max_jitter + 1, (2,), generator=generator))
-        shown = jitter(shown, ox, oy)
-    kind = transform_name(transforms)
-    if kind == "lucent":
-        grey = (0.5 - mean) / std
-        shown = random_transforms(shown, grey, generator)
-    elif kind == "crops":
-        shown = random_crops(shown, crops.count, crops.size or images.shape[-1], crops.scale,
-                             crops.noise, generator)
+    view = as_view(transforms, crops)
+    images, shown = shown_views(parameter, parameterization, mean, std, max_jitter, view,
+                                generator)
     logits = model(shown)
-    if kind == "crops":
-        logits = logits.view(len(images), crops.count, -1).mean(1)
+    if view.views_per_image > 1:
+        logits = logits.view(len(images), view.views_per_image, -1).mean(1)
     score = logits.gather(1, target_y.view(-1, 1)).squeeze(1)
-    l2 = l2_reg * images.pow(2).flatten(1).sum(1)
+    l2 = l2_penalty(images, l2_reg)
     return {"score": -score, "l2": l2}, logits
 
 
@@ -193,8 +197,8 @@ def regularize(parameter: torch.Tensor, parameterization: Parameterization, step
 
 
 def check_options(l2_reg: float, learning_rate: Optional[float], blur_every: int,
-                  blur_sigma: float, max_jitter: int, image_size: int, step: str,
-                  init_std: float) -> None:
+                  blur_sigma: float, max_jitter: int, image_size: int,
+                  step: Union[str, StepRule], init_std: float) -> None:
     """The options the function and the module share, each with its one-sentence error."""
     check_non_negative("l2_reg", l2_reg)
     check_non_negative("init_std", init_std)
@@ -208,7 +212,7 @@ def check_options(l2_reg: float, learning_rate: Optional[float], blur_every: int
     if image_size < 8:
         raise UserInputError(f"image_size must be at least 8 pixels, got {image_size}.")
     check_image_side("image_size", image_size)
-    check_choice("step", step, STEPS)
+    resolve_step(step)
 
 
 def create_class_visualization(
@@ -224,14 +228,14 @@ def create_class_visualization(
     show_every: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     image_size: int = 224,
-    step: Step = "normalized",
+    step: Union[Step, StepRule] = "normalized",
     blur_sigma: float = 0.5,
     parameterization: Union[ParameterizationName, Parameterization] = "pixel",
-    transforms: Union[bool, TransformName] = False,
+    transforms: Union[bool, TransformName, ImageTransforms] = False,
     decay_power: float = 1.0,
     init_std: float = DEFAULT_INIT_STD,
     on_show: Optional[Callable[[int, torch.Tensor], None]] = None,
-    crops: CropViews = CropViews(),
+    crops: Optional[CropViews] = None,
 ) -> torch.Tensor:
     """Generate an image that maximizes the score of a class (the homework's function).
 
@@ -255,19 +259,23 @@ def create_class_visualization(
         generator: Random source of the starting noise and the jitter (for reproducible runs).
         image_size: Side of the square image, in pixels.
         step: ``"normalized"`` (``lr * g / ||g||_2`` per image), ``"raw"`` (the homework's
-            ``lr * g``) or ``"adam"``.
+            ``lr * g``), ``"adam"``, or a
+            :class:`~lightning_modules.image_optimization.steps.StepRule`.
         blur_sigma: Standard deviation of the blur, in pixels.
         parameterization: ``"pixel"`` (the homework), ``"fourier"`` (Lucent's decorrelated
             Fourier-space image; no clamping or blur needed), ``"maco"`` (MACO's phase with a
             photo's amplitude), or a
             :class:`~lightning_modules.image_optimization.parameterizations.Parameterization`.
         transforms: ``"lucent"`` (or True): Lucent's random pad/jitter/scale/rotate transforms
-            each step; ``"crops"``: MACO's random crops (see ``crops``); ``"none"`` (False).
+            each step; ``"crops"``: MACO's random crops (see ``crops``); ``"none"`` (False); or
+            a view object (:class:`~lightning_modules.image_optimization.transforms.RandomCrops`,
+            ...).
         decay_power: Spectrum decay of the Fourier parameterization.
         init_std: Standard deviation of the starting noise in normalized units (pixel
             parameterization; the homework's is 1).
         on_show: ``on_show(step, images)`` with the current normalized images.
-        crops: The crops' count, size, scale and noise, with ``transforms="crops"``.
+        crops: The crops' count, size, scale and noise, with ``transforms="crops"`` (None:
+            :class:`CropViews`' defaults).
 
     Returns:
         The images in the model's normalized space: ``[1, 3, S, S]`` for one class,
@@ -275,8 +283,7 @@ def create_class_visualization(
     """
     check_options(l2_reg, learning_rate, blur_every, blur_sigma, max_jitter, image_size, step,
                   init_std)
-    transforms = transform_name(transforms)
-    crops.check()
+    view = as_view(transforms, crops)
     if num_iterations < 0:
         raise UserInputError(f"num_iterations must be zero or positive, got {num_iterations}.")
     if not isinstance(parameterization, Parameterization):
@@ -295,8 +302,7 @@ def create_class_visualization(
         optimizer.zero_grad()
         terms, logits = class_visualization_loss(
             parameter, target, model, parameterization=parameterization, mean=mean, std=std,
-            l2_reg=l2_reg, max_jitter=max_jitter, transforms=transforms, generator=generator,
-            crops=crops)
+            l2_reg=l2_reg, max_jitter=max_jitter, transforms=view, generator=generator)
         torch.stack([value.sum() for value in terms.values()]).sum().backward()
         optimizer.step()
         regularize(parameter, parameterization, t, low, high, blur_every, blur_sigma)

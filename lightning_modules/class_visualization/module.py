@@ -1,4 +1,4 @@
-"""The class-visualization LightningModule: one picture per class, all in one batch."""
+"""The class-visualization preset: feature visualization with one ``class:`` objective per job."""
 
 from __future__ import annotations
 
@@ -7,146 +7,71 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from lightning_modules.class_visualization.functional import (
-    DEFAULT_INIT_STD,
-    DEFAULT_L2_REG,
-    CropViews,
-    ParameterizationName,
-    Step,
-    TransformName,
-    check_options,
-    class_visualization_loss,
-    default_learning_rate,
-    make_optimizer,
-    regularize,
-    transform_name,
-)
+from lightning_modules.backbones import native_input_size
+from lightning_modules.class_visualization.functional import class_visualization_loss
 from lightning_modules.class_visualization.recognition import DEFAULT_CROPS, Recognition, recognise
-from lightning_modules.errors import UserInputError, check_learning_rate, check_positive
-from lightning_modules.backbones import load_backbone, native_input_size
+from lightning_modules.errors import UserInputError
+from lightning_modules.feature_visualization.module import (
+    FeatureVisualization,
+    ObjectiveJob,
+    report_class,
+)
+from lightning_modules.feature_visualization.objectives import ClassLogit
+from lightning_modules.image_optimization.judges import Judges
 from lightning_modules.image_optimization.metrics import StepBuffer
-from lightning_modules.image_optimization.module import ImageOptimization
-from lightning_modules.image_optimization.parameterizations import make_parameterization
 from lightning_modules.naming import class_file_name, unique_names
 
 
 @dataclass
-class ClassJob:
-    """One class to draw: its index, and the output name (``0130_flamingo``, ``..._2``)."""
+class ClassJob(ObjectiveJob):
+    """One class to draw: its output name (``0130_flamingo``, ``..._2``), its objective
+    (``class:130``) and its index."""
 
-    name: str
-    class_index: int
+    class_index: int = 0
 
 
-class ClassVisualization(ImageOptimization):
+class ClassVisualization(FeatureVisualization):
     """Draw what each class looks like to the network: one image per class, all in one batch.
 
-    Classes come from :class:`datamodules.classes.ClassListData` (indices or ImageNet names).
-    Each step logs ``target_prob`` (the mean probability of the target classes, as the network
-    sees the jittered images) and ``target_prob/<class>`` for each class. At the end of each
-    chunk :meth:`class_records` holds each class's title (its name and the probability the
-    network gives its 8-bit picture) and probability curve; ``callbacks.ClassReport`` draws them
-    into ``classes_sheet.png`` and ``class_probability.png``, and ``ImageWriter`` writes
-    ``<class>.png``.
+    The preset of :class:`~lightning_modules.feature_visualization.FeatureVisualization` for
+    classes: each job's objective is its class's logit (``class:130``), scored by the
+    homework's loss (:func:`~.functional.class_visualization_loss`, the same one as
+    :func:`~.functional.create_class_visualization`); everything else (parameterization, view,
+    step, clamp and blur, checkpoints) is feature visualization's. What the preset adds: the
+    class list, the probability of each class per step, an optional judge, and the class
+    report. Classes come from :class:`datamodules.classes.ClassListData` (indices or ImageNet
+    names). Each step logs ``target_prob`` (the mean probability of the target classes, as the
+    network sees the jittered images) and ``target_prob/<class>`` for each class. At the end of
+    each chunk :meth:`class_records` holds each class's title (its name and the probability the
+    network gives its 8-bit picture) and probability curve; the ``callbacks.ClassReport`` this
+    technique brings (:meth:`configure_callbacks`) draws them into ``classes_sheet.png`` and
+    ``class_probability.png``, and ``ImageWriter`` writes ``<class>.png``.
 
     Args:
-        l2_reg: Weight of the L2 penalty ``||image||^2`` on the normalized image.
-        blur_every: Blur every this many steps (0: never; pixel parameterization only).
-        blur_sigma: Standard deviation of the blur, in pixels.
-        max_jitter: Largest random circular shift in pixels, undone after each step (0: none).
-        image_size: Side of the square images.
-        parameterization: ``"pixel"`` (the homework: the image is the parameter),
-            ``"fourier"`` (Lucent: a colour-decorrelated spectrum; no clamping or blur needed)
-            or ``"maco"`` (MACO: only the spectrum's phase moves; its amplitude is that of
-            photos, so the picture keeps a photo's contrast and detail).
-        transforms: What the network sees each step: ``"lucent"`` (or true: Lucent's standard
-            random pad/jitter/scale/rotate), ``"crops"`` (MACO's random crops, see ``crops``)
-            or ``"none"`` (false).
-        decay_power: Spectrum decay of the Fourier parameterization.
-        init_std: Standard deviation of the starting noise in normalized units (pixel
-            parameterization; the homework's is 1).
-        step: ``"normalized"`` (``lr * g / ||g||_2`` per image), ``"raw"`` (the homework's
-            ``lr * g``) or ``"adam"``.
-        lr: Step length (the homework's ``learning_rate``); None:
-            :func:`~lightning_modules.class_visualization.functional.default_learning_rate`.
-        clamp: Clamp pixel images to ``[-clamp, clamp]`` in normalized units after each step;
-            None: the backbone's valid pixel range.
-        crops: With ``transforms: crops``, the crops of each picture the network sees per step.
-        crop_size: Their side as the network sees them (None: ``image_size``).
-        crop_scale: Their smallest and largest side, as fractions of the picture's side.
-        crop_noise: Standard deviation of the Gaussian noise on each crop (normalized units).
-        amplitude: MACO's amplitude: None for the built-in sample photos' mean, a ``.pt``
-            tensor ``[3, H, W//2+1]``, or a folder or glob of your photos.
-        contrast: MACO's gain before the sigmoid (1: unit-variance picture).
         judge: A second backbone (e.g. ``efficientnet_lite2``) that judges each saved picture:
             its probability and rank of the class, the share of half-area crops with flips it
             puts at top-1, and the picture's contrast (``recognition.csv``, the sheet's
             titles). None: no judge.
-        judge_crops: Half-area crops per picture the judge sees.
-        **kwargs: ``backbone``, ``weights``, ``channels_last`` and ``fast`` of
-            :class:`~lightning_modules.image_optimization.ImageOptimization`.
+        judge_crops: Half-area crops per picture the judge sees (with a judge).
+        **kwargs: The options of :class:`~lightning_modules.feature_visualization.
+            FeatureVisualization` (``parameterization``, ``transforms``, ``step``, ``lr``,
+            ``l2_reg``, ``max_jitter``, ``blur_every``, ``image_size``, ``clamp``, the
+            variants' older options, ``backbone``, ...).
     """
 
     data_name = ("a ClassListData datamodule (data: class_path: "
                  "datamodules.classes.ClassListData)")
 
-    def __init__(
-        self,
-        l2_reg: float = DEFAULT_L2_REG,
-        blur_every: int = 10,
-        blur_sigma: float = 0.5,
-        max_jitter: int = 16,
-        image_size: int = 224,
-        parameterization: ParameterizationName = "pixel",
-        transforms: Union[bool, TransformName] = False,
-        decay_power: float = 1.0,
-        init_std: float = DEFAULT_INIT_STD,
-        step: Step = "normalized",
-        lr: Optional[float] = None,
-        clamp: Optional[float] = None,
-        crops: int = 4,
-        crop_size: Optional[int] = None,
-        crop_scale: tuple[float, float] = (0.4, 1.0),
-        crop_noise: float = 0.05,
-        amplitude: Optional[str] = None,
-        contrast: float = 1.0,
-        judge: Optional[str] = None,
-        judge_crops: int = DEFAULT_CROPS,
-        **kwargs: Any,
-    ) -> None:
-        check_learning_rate("lr", lr)  # by the option's name here; check_options says learning_rate
-        check_options(l2_reg, lr, blur_every, blur_sigma, max_jitter, image_size, step, init_std)
-        check_positive("clamp", clamp, " (or null for the pixel range)")
-        self.crop_views = CropViews(crops, crop_size, tuple(crop_scale), crop_noise).check()
-        transforms = transform_name(transforms)
-        if judge_crops < 1:
+    def __init__(self, judge: Optional[str] = None, judge_crops: int = DEFAULT_CROPS,
+                 **kwargs: Any) -> None:
+        if isinstance(judge_crops, bool) or not isinstance(judge_crops, int) or judge_crops < 1:
             raise UserInputError(f"judge_crops must be at least 1, got {judge_crops}.")
-        if judge is not None:
-            from lightning_modules.backbones import available_backbones
-
-            if judge not in available_backbones():
-                raise UserInputError(f"Unknown judge '{judge}'; choose one of "
-                                     f"{', '.join(available_backbones())}.")
+        judges = Judges([] if judge is None else [judge])
         super().__init__(**kwargs)
-        self.save_hyperparameters()
-        self.parameterization = make_parameterization(parameterization, init_std, decay_power,
-                                                      amplitude, contrast)
-        self.lr = lr if lr is not None else default_learning_rate(step, self.parameterization)
-        self.l2_reg = l2_reg
-        self.blur_every = blur_every
-        self.blur_sigma = blur_sigma
-        self.max_jitter = max_jitter
-        self.image_size = image_size
-        self.transforms = transforms
-        self.step_rule = step
-        self.clamp = clamp
         self.judge_name = judge
         self.judge_crops = judge_crops
-        # In a plain dict, not an attribute: an nn.Module attribute would join the module's
-        # state dict, fill every checkpoint with the judge's weights and refuse a resume.
-        self._judge: dict[str, Any] = {}
+        self._judges = judges  # a plain object: the judge stays out of checkpoints
         self._recognitions: tuple[int, list[Recognition]] = (-1, [])
-        self.generator: Optional[torch.Generator] = None
         self.probability_history: list[list[float]] = []  # per step of the current chunk
         self._probabilities = StepBuffer()  # steps not yet in the history
         self._last_logits: Optional[torch.Tensor] = None
@@ -156,67 +81,43 @@ class ClassVisualization(ImageOptimization):
     # ----------------------------------------------------------------- jobs and images
     def make_jobs(self, items: Sequence[Union[int, str]]) -> list[ClassJob]:
         classes = [self.backbone.class_index(item) for item in items]
+        for index in classes:
+            self.objectives.setdefault(f"class:{index}", ClassLogit(index))
         # The same class twice: two pictures from different noise.
         names = unique_names(class_file_name(index, self.backbone.categories[index])
                              for index in classes)
-        return [ClassJob(name, index) for name, index in zip(names, classes)]
+        return [ClassJob(name, f"class:{index}", class_index=index)
+                for name, index in zip(names, classes)]
 
-    def create_images(self, jobs: list[ClassJob]) -> list[torch.Tensor]:
+    def create_images(self, jobs: list[Any]) -> list[torch.Tensor]:
         self.probability_history = []
-        # The seed function's generator, seeded like the run, so both give the same images.
-        # Every process and chunk draws the noise of all classes and keeps its own rows: the
-        # jitter that follows is then the same everywhere, as in one run of all classes.
-        self.generator = torch.Generator().manual_seed(torch.initial_seed())
-        low, high = self._bounds()
-        noise = self.parameterization.start(len(self.plan.jobs), self.image_size,
-                                            self.image_size, low, high, self.generator)
-        return [noise[self.job_indices]]
+        return super().create_images(jobs)
 
-    def _bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clamp range: ``±clamp`` when set, else the backbone's valid pixel range."""
-        if self.clamp is not None:
-            limit = torch.full_like(self.backbone.mean, self.clamp)
-            return -limit, limit
-        return self.backbone.pixel_min, self.backbone.pixel_max
-
-    def rendered_images(self) -> torch.Tensor:
-        """The current normalized images ``[B, 3, S, S]``, one per class."""
-        return self.parameterization.to_inputs(self.images[0], self.backbone.mean,
-                                               self.backbone.std)
-
-    # ----------------------------------------------------------------- optimization
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.step_rule, list(self.images), self.lr,
-                              fused=self.fused_optimizer)
-
+    # ----------------------------------------------------------------- the step
     def prepare_targets(self) -> None:
+        super().prepare_targets()
         # Once per chunk: a host list to a GPU tensor is a copy that waits for the GPU.
         self._targets = torch.as_tensor([job.class_index for job in self.jobs], dtype=torch.long,
                                         device=self.device)
 
     def loss_terms(self, group: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # The class objective, scored by the homework's loss, which also gives the logits that
+        # p(target) is read from.
         terms, self._last_logits = class_visualization_loss(
             images, self._targets, self.backbone, parameterization=self.parameterization,
             mean=self.backbone.mean, std=self.backbone.std, l2_reg=self.l2_reg,
-            max_jitter=self.max_jitter, transforms=self.transforms, generator=self.generator,
-            crops=self.crop_views)
+            max_jitter=self.max_jitter, transforms=self.view, generator=self.generator)
         return terms
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
+    def record_scores(self) -> None:
+        """After each step: the probability of each class, kept on the device until a
+        logging step (like the losses, see ``record_losses``)."""
         logits = self._last_logits.detach()
         self._last_logits = None  # under CUDA graphs the next step overwrites it
-        # On the device until a logging step, like the losses (see record_losses).
         self._probabilities.append(self.global_step,
                                    logits.softmax(1).gather(1, self._targets.view(-1, 1))[:, 0])
         if self.is_log_step():
             self.flush_probabilities(log=True)
-        return loss
-
-    def after_step(self, step: int) -> None:
-        low, high = self._bounds()
-        regularize(self.images[0], self.parameterization, step, low.to(self.device),
-                   high.to(self.device), self.blur_every, self.blur_sigma)
 
     def flush_probabilities(self, log: bool) -> None:
         """Move the pending steps' probabilities to the history (one host read); log the last."""
@@ -252,15 +153,9 @@ class ClassVisualization(ImageOptimization):
 
     def judge(self) -> Optional[Any]:
         """The judge backbone, built on first use on this module's device, frozen; or None."""
-        if self.judge_name is None:
+        if not self._judges:
             return None
-        if self.judge_name not in self._judge:
-            judge = load_backbone(self.judge_name, "default").to(self.device).eval()
-            if judge.categories != self.backbone.categories:
-                raise UserInputError(f"The judge '{self.judge_name}' has other classes than the "
-                                     f"backbone '{self.backbone.name}'; pick one with the same.")
-            self._judge[self.judge_name] = judge.requires_grad_(False)
-        return self._judge[self.judge_name]
+        return self._judges.get(self.judge_name, self.backbone)
 
     def recognitions(self) -> list[Recognition]:
         """The judge's verdict on each saved picture of this process's chunk ([] without one).
@@ -293,9 +188,6 @@ class ClassVisualization(ImageOptimization):
                       f" crops {verdict.crop_top1:.0%} contrast {verdict.contrast:.2f}")
         return title
 
-    def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
-        return [(self.panel_title(index), self.result_pixels(index))]
-
     def class_records(self) -> list[dict[str, Any]]:
         """Per job of this process's chunk: its run index, name, title and p(target) per step."""
         self.flush_probabilities(log=False)
@@ -313,19 +205,17 @@ class ClassVisualization(ImageOptimization):
             records.append(record)
         return records
 
+    def configure_callbacks(self) -> list[Any]:
+        """The class report (``callbacks.ClassReport``: ``classes_sheet.png``,
+        ``class_probability.png``, ``recognition.csv``), in a run that saves pictures."""
+        return report_class("callbacks.ClassReport").reading(self.class_records, self.trainer)
+
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
         self.flush_probabilities(log=False)
-        checkpoint["class_visualization"] = {"generator": self.generator.get_state(),
-                                             "history": self.probability_history}
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["class_visualization"]["history"] = self.probability_history
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "finished" in checkpoint.get("class_visualization", {}):
-            raise UserInputError("This checkpoint was written by an earlier version of "
-                                 "ClassVisualization, which kept its records in the module; "
-                                 "start the run again.")
         super().on_load_checkpoint(checkpoint)
-        saved = checkpoint["class_visualization"]
-        self.generator.set_state(saved["generator"])  # the jitter goes on where it stopped
-        self.probability_history = saved["history"]
+        self.probability_history = checkpoint["class_visualization"].get("history", [])

@@ -1,10 +1,9 @@
 """Feature visualization's step: the scores of objectives, and the loss that raises them.
 
 One network pass per step serves every objective of the batch: the layers all of them read are
-extracted together (and the logits only when one reads them). The images reach the network
-through :func:`~lightning_modules.class_visualization.functional.class_visualization_loss`
-itself, which is handed a stand-in for the network (:class:`_Recorder`) that records the
-activations: the view (rendering, jitter, transforms) and the L2 penalty have one
+extracted together (and the logits only when one reads them). The pictures reach the network
+through :func:`~lightning_modules.class_visualization.functional.shown_views`, as the class
+visualization's do: the view (rendering, jitter, transforms) and the L2 penalty have one
 implementation, and a class logit and a channel are optimized the same way.
 :func:`deep_dream` is DeepDream's plain loop, made of the pieces its module uses. No Lightning
 and no files here.
@@ -12,7 +11,6 @@ and no files here.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -20,8 +18,10 @@ import torch
 from lightning_modules.backbones import Backbone
 from lightning_modules.class_visualization.functional import (
     CropViews,
-    class_visualization_loss,
+    as_view,
+    l2_penalty,
     regularize,
+    shown_views,
 )
 from lightning_modules.feature_visualization.objectives import (
     Activations,
@@ -29,7 +29,8 @@ from lightning_modules.feature_visualization.objectives import (
     parse_objective,
 )
 from lightning_modules.image_optimization.parameterizations import Parameterization, PixelImage
-from lightning_modules.image_optimization.steps import GradientAscent
+from lightning_modules.image_optimization.steps import GradientAscent, NormalizedStep
+from lightning_modules.image_optimization.transforms import ImageTransforms
 from lightning_modules.style_transfer.scales import resize_pixels
 
 
@@ -93,23 +94,6 @@ def score_activations(seen: Activations, objectives: Sequence[Objective],
     return scores.view(images, per_image).mean(1)
 
 
-class _Recorder:
-    """Stands in for the network in the class visualization's loss: runs the backbone once for
-    every layer the objectives read, keeps those activations, and returns the logits (zeros of
-    one class when no objective reads them, which the class loss's score then ignores)."""
-
-    def __init__(self, backbone: Backbone, objectives: Sequence[Objective]) -> None:
-        self.backbone = backbone
-        self.objectives = objectives
-        self.seen: Optional[Activations] = None
-
-    def __call__(self, shown: torch.Tensor) -> torch.Tensor:
-        self.seen = activations(shown, self.backbone, self.objectives)
-        if self.seen.logits is not None:
-            return self.seen.logits
-        return shown.new_zeros(shown.shape[0], 1)
-
-
 def objective_loss(
     parameter: torch.Tensor,
     backbone: Backbone,
@@ -119,9 +103,9 @@ def objective_loss(
     parameterization: Parameterization,
     l2_reg: float = 0.0,
     max_jitter: int = 0,
-    transforms: Union[bool, str] = False,
+    transforms: Union[bool, str, ImageTransforms] = False,
     generator: Optional[torch.Generator] = None,
-    crops: CropViews = CropViews(),
+    crops: Optional[CropViews] = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One step's loss terms (to minimize) and the scores they came from.
 
@@ -133,26 +117,22 @@ def objective_loss(
         parameterization: What ``parameter`` is.
         l2_reg: Weight of ``||image||^2`` (normalized units).
         max_jitter: Largest random circular shift in pixels; 0 turns it off.
-        transforms: ``"none"`` (False), ``"lucent"`` (True) or ``"crops"`` (MACO's).
+        transforms: ``"none"`` (False), ``"lucent"`` (True), ``"crops"`` (MACO's), or a view
+            object; with several views of a picture its score is their mean.
         generator: Random source of the jitter and transforms.
-        crops: The crops' options, with ``transforms="crops"``: each score is then the mean
-            over the picture's crops.
+        crops: The crops' options, with ``transforms="crops"`` (None: the defaults).
 
     Returns:
         ``({"objective": -score, "l2": l2_reg * ||image||^2}, score)``, each ``[N]`` (no
         ``l2`` term when ``l2_reg`` is 0).
     """
-    recorder = _Recorder(backbone, objectives)
-    count = parameter.shape[0]
-    no_class = torch.zeros(count, dtype=torch.long, device=parameter.device)
-    class_terms, _ = class_visualization_loss(
-        parameter, no_class, recorder, parameterization=parameterization, mean=backbone.mean,
-        std=backbone.std, l2_reg=l2_reg, max_jitter=max_jitter, transforms=transforms,
-        generator=generator, crops=crops)
-    scores = score_activations(recorder.seen, objectives, rows, count)
+    images, shown = shown_views(parameter, parameterization, backbone.mean, backbone.std,
+                                max_jitter, as_view(transforms, crops), generator)
+    scores = score_activations(activations(shown, backbone, objectives), objectives, rows,
+                               parameter.shape[0])
     terms = {"objective": -scores}
     if l2_reg:
-        terms["l2"] = class_terms["l2"]
+        terms["l2"] = l2_penalty(images, l2_reg)
     return terms, scores
 
 
@@ -195,7 +175,7 @@ def normalized_step_length(lr: float, parameter: torch.Tensor) -> float:
     """A unit step's length ``lr * sqrt(values per image)``: ``lr`` is then the root-mean-square
     change of one value, whatever the image's size (a unit step per image would shrink per
     pixel as the octaves grow)."""
-    return lr * math.sqrt(parameter[0].numel())
+    return NormalizedStep().length_per_value(lr, parameter)
 
 
 def deep_dream(

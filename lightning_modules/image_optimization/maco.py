@@ -138,25 +138,35 @@ class MacoImage(Parameterization):
     """The MACO parameterization: the parameter is the phase, the amplitude is fixed.
 
     Args:
-        amplitude_source: Where the amplitude comes from (see :func:`natural_amplitude`).
+        amplitude: Where the amplitude comes from (see :func:`natural_amplitude`): None for
+            the built-in sample photos' mean, a ``.pt`` tensor ``[3, H, W//2+1]``, or a folder
+            or glob of your photos.
         contrast: Gain on the standardized picture before the sigmoid (see
             :func:`phase_to_pixels`).
+
+    Raises:
+        UserInputError: A contrast that is not positive, or an amplitude that cannot be read
+            (said when the parameterization is built, not at the run's first step).
     """
 
     normalized_lr = 2.0
 
-    def __init__(self, amplitude_source: Optional[str] = None, contrast: float = 1.0) -> None:
+    def __init__(self, amplitude: Optional[str] = None, contrast: float = 1.0) -> None:
         super().__init__()
-        self.amplitude_source = amplitude_source
+        if not contrast > 0:
+            raise UserInputError(f"contrast must be positive, got {contrast}.")
+        if amplitude is not None:
+            natural_amplitude(amplitude)
+        self.amplitude = amplitude
         self.contrast = contrast
         self._width: Optional[int] = None
         self._amplitudes: dict[tuple[int, int, str], torch.Tensor] = {}
 
-    def amplitude(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+    def amplitude_at(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """The fixed amplitude for an ``height x width`` picture, on ``device``."""
         key = (height, width, str(device))
         if key not in self._amplitudes:
-            base = natural_amplitude(self.amplitude_source)
+            base = natural_amplitude(self.amplitude)
             self._amplitudes[key] = resized_amplitude(base, height, width).to(device)
         return self._amplitudes[key]
 
@@ -172,8 +182,8 @@ class MacoImage(Parameterization):
     def to_pixels(self, parameter: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                   width: Optional[int] = None) -> torch.Tensor:
         width = width or self._width or 2 * (parameter.shape[-1] - 1)
-        return phase_to_pixels(parameter, self.amplitude(parameter.shape[-2], width,
-                                                         parameter.device), width,
+        return phase_to_pixels(parameter, self.amplitude_at(parameter.shape[-2], width,
+                                                            parameter.device), width,
                                self.contrast)
 
     def to_inputs(self, parameter: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

@@ -9,17 +9,23 @@ renders and optimizes never asks which one it has (as Lucent's ``param`` objects
   "Feature Visualization"), rendered through a sigmoid so every pixel is valid.
 - :class:`~lightning_modules.image_optimization.maco.MacoImage`: MACO's phase, with the
   spectrum's amplitude fixed to that of photos (Fel et al. 2023).
+
+A config names one by ``class_path`` with its own options, or by its short name
+(:func:`parameterization_registry`): ``parameterization: fourier`` or
+``parameterization: {class_path: lightning_modules.image_optimization.FourierImage,
+init_args: {decay_power: 1.5}}``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from lightning_modules.backbones.normalization import clamp_to_range, denormalize, normalize
-from lightning_modules.errors import UserInputError, check_choice
+from lightning_modules.errors import UserInputError, check_non_negative
 from lightning_modules.image_optimization.transforms import blur_image
+from lightning_modules.image_optimization.variants import resolve_variant, variant_options
 
 # Square root of ImageNet's colour correlation (Lucid), scaled to unit maximum column norm:
 # the Fourier parameterization works in decorrelated colour coordinates.
@@ -43,11 +49,9 @@ class Parameterization:
     """
 
     normalized_lr: float = 1.0
-
-    @classmethod
-    def from_options(cls, init_std: float = 1.0, decay_power: float = 1.0) -> "Parameterization":
-        """Build from the command line's options; each class takes the ones it has."""
-        return cls()
+    #: Whether a picture of this kind can leave the pixel range (then it is clamped after each
+    #: step) and be blurred (:meth:`smooth_`); one rendered through a sigmoid cannot and need not.
+    pixels_are_free: bool = False
 
     def start(self, batch: int, height: int, width: int, low: torch.Tensor, high: torch.Tensor,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -101,13 +105,11 @@ class PixelImage(Parameterization):
     """
 
     normalized_lr = 30.0
+    pixels_are_free = True
 
     def __init__(self, init_std: float = 1.0) -> None:
+        check_non_negative("init_std", init_std)
         self.init_std = init_std
-
-    @classmethod
-    def from_options(cls, init_std: float = 1.0, decay_power: float = 1.0) -> "PixelImage":
-        return cls(init_std=init_std)
 
     def start(self, batch: int, height: int, width: int, low: torch.Tensor, high: torch.Tensor,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -211,12 +213,10 @@ class FourierImage(Parameterization):
     normalized_lr = 8.0
 
     def __init__(self, decay_power: float = 1.0) -> None:
+        if not decay_power > 0:
+            raise UserInputError(f"decay_power must be positive, got {decay_power}.")
         self.decay_power = decay_power
         self._width: Optional[int] = None
-
-    @classmethod
-    def from_options(cls, init_std: float = 1.0, decay_power: float = 1.0) -> "FourierImage":
-        return cls(decay_power=decay_power)
 
     def start(self, batch: int, height: int, width: int, low: torch.Tensor, high: torch.Tensor,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -237,27 +237,40 @@ class FourierImage(Parameterization):
         return pixels_to_fourier(pixels, self.decay_power)
 
 
-PARAMETERIZATIONS = ("pixel", "fourier", "maco")
+def parameterization_registry() -> dict[str, type[Parameterization]]:
+    """The short names a config may give for a parameterization: ``pixel``, ``fourier``,
+    ``maco``. (A function: MACO's module imports this one.)"""
+    from lightning_modules.image_optimization.maco import MacoImage
+
+    return {"pixel": PixelImage, "fourier": FourierImage, "maco": MacoImage}
 
 
-def make_parameterization(name: str, init_std: float = 1.0, decay_power: float = 1.0,
+def resolve_parameterization(value: Any, **options: Any) -> Parameterization:
+    """The parameterization ``value`` stands for: an object, or a short name built with the
+    options given beside it (``init_std``, ``decay_power``, ``amplitude``, ``contrast``; None:
+    not given), each of which the chosen one must take.
+
+    Raises:
+        UserInputError: An unknown name, or an option the parameterization does not have.
+    """
+    return resolve_variant("parameterization", value, Parameterization,
+                           parameterization_registry(),
+                           {name: (name, option) for name, option in options.items()})
+
+
+def make_parameterization(name: Any, init_std: float = 1.0, decay_power: float = 1.0,
                           amplitude: Optional[str] = None,
                           contrast: float = 1.0) -> Parameterization:
-    """The parameterization called ``name`` (``"pixel"``, ``"fourier"`` or ``"maco"``), with
-    its options: ``init_std`` (pixel), ``decay_power`` (fourier), ``amplitude`` and
-    ``contrast`` (maco; see :class:`~lightning_modules.image_optimization.maco.MacoImage`)."""
-    if not isinstance(name, str):
-        raise UserInputError(f"parameterization must be a name, got {name!r}.")
-    check_choice("parameterization", name, PARAMETERIZATIONS)
-    if name == "maco":  # imported here: it imports this module
-        from lightning_modules.image_optimization.maco import MacoImage
-
-        if not contrast > 0:
-            raise UserInputError(f"contrast must be positive, got {contrast}.")
-        if amplitude is not None:  # a missing or wrong file is said now, not at the first step
-            from lightning_modules.image_optimization.maco import natural_amplitude
-
-            natural_amplitude(amplitude)
-        return MacoImage(amplitude, contrast)
-    kind = PixelImage if name == "pixel" else FourierImage
-    return kind.from_options(init_std=init_std, decay_power=decay_power)
+    """The parameterization called ``name`` (a short name, or an object returned as is), with
+    those of the options that it has: ``init_std`` (pixel), ``decay_power`` (fourier),
+    ``amplitude`` and ``contrast`` (maco). The others are left unused, as the techniques that
+    always pass ``decay_power`` expect; :func:`resolve_parameterization` refuses them."""
+    if isinstance(name, Parameterization):
+        return name
+    kind = parameterization_registry().get(name.strip().lower()) if isinstance(name, str) else None
+    if kind is None:
+        return resolve_parameterization(name)  # says which names there are
+    offered = dict(init_std=init_std, decay_power=decay_power, amplitude=amplitude,
+                   contrast=contrast)
+    return kind(**{option: offered[option] for option in variant_options(kind)
+                   if option in offered})

@@ -1,12 +1,24 @@
-"""Differentiable image transforms: the homework's jitter and blur, Lucent's random transforms."""
+"""Differentiable image transforms: the homework's jitter and blur, Lucent's random transforms,
+MACO's random crops; and the *views* a picture is shown to the network through, as objects.
+
+A view (:class:`ImageTransforms`) is what the network sees of each picture every step:
+:class:`NoTransforms` (the picture itself), :class:`LucentTransforms` (Lucent's random
+pad/jitter/scale/rotate) or :class:`RandomCrops` (MACO's crops, with their own count, size,
+scale and noise). A config names one by ``class_path``, or by its short name (``none``,
+``lucent``, ``crops``; ``true`` and ``false`` are ``lucent`` and ``none``): see
+:func:`resolve_transforms`.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from lightning_modules.errors import UserInputError, check_non_negative
+from lightning_modules.image_optimization.variants import resolve_variant
 
 
 def jitter(images: torch.Tensor, ox: int, oy: int) -> torch.Tensor:
@@ -182,3 +194,124 @@ def random_crops(images: torch.Tensor, count: int, size: int,
         draw = torch.randn((count, channels, size, size), generator=generator)
         crops = crops + noise * draw.repeat(batch, 1, 1, 1).to(crops)
     return crops
+
+
+# --------------------------------------------------------------------------- views as objects
+class ImageTransforms:
+    """What the network sees of each picture every step (see the module docstring).
+
+    Attributes:
+        views_per_image: How many views of each picture one step shows; a picture's score is
+            the mean over its views.
+    """
+
+    views_per_image: int = 1
+
+    def __call__(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The views of normalized images ``[N, 3, H, W]``: ``[N * views_per_image, 3, h, w]``,
+        those of picture 0 first (differentiable).
+
+        Args:
+            images: The pictures, in the network's normalized units.
+            mean: Per-channel mean of the network's preprocessing, ``[1, 3, 1, 1]``.
+            std: Its standard deviation.
+            generator: Random source of the draws.
+        """
+        raise NotImplementedError
+
+
+class NoTransforms(ImageTransforms):
+    """The picture itself (the homework's view, besides its jitter)."""
+
+    def __call__(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return images
+
+
+class LucentTransforms(ImageTransforms):
+    """Lucent's standard random transforms (:func:`random_transforms`), grey padding."""
+
+    def __call__(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        grey = (0.5 - mean) / std
+        return random_transforms(images, grey, generator)
+
+
+class RandomCrops(ImageTransforms):
+    """MACO's views (:func:`random_crops`): ``count`` random crops of each picture (a canvas)
+    resized to ``size``, with noise, so the score asks every part of the picture.
+
+    Args:
+        count: Crops per picture and step.
+        size: Side of each crop as the network sees it (None: the picture's side).
+        scale: Smallest and largest crop side, as fractions of the picture's side.
+        noise: Standard deviation of the Gaussian noise on each view, in normalized units.
+
+    Raises:
+        UserInputError: An option out of its range, in one sentence.
+    """
+
+    def __init__(self, count: int = 4, size: Optional[int] = None,
+                 scale: tuple[float, float] = (0.4, 1.0), noise: float = 0.05) -> None:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise UserInputError(f"crops must be at least 1 (the crops' count), got {count!r}.")
+        if size is not None and size < 8:
+            raise UserInputError(f"crop_size (the crops' size) must be at least 8 pixels, "
+                                 f"got {size}.")
+        if len(scale) != 2 or not 0 < float(scale[0]) <= float(scale[1]) <= 1:
+            raise UserInputError(f"crop_scale (the crops' scale) must be two fractions "
+                                 f"0 < low <= high <= 1 of the picture's side, got {list(scale)}.")
+        check_non_negative("crop_noise", noise)
+        self.count = count
+        self.size = size
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.noise = noise
+
+    @property
+    def views_per_image(self) -> int:  # type: ignore[override]
+        return self.count
+
+    def check(self) -> "RandomCrops":
+        """Returns ``self`` (the options are checked when it is built)."""
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RandomCrops) and (self.count, self.size, self.scale,
+                                                   self.noise) == (other.count, other.size,
+                                                                   other.scale, other.noise)
+
+    def __hash__(self) -> int:
+        return hash((self.count, self.size, self.scale, self.noise))
+
+    def __call__(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return random_crops(images, self.count, self.size or images.shape[-1], self.scale,
+                            self.noise, generator)
+
+
+#: The short names a config may give for ``transforms``.
+TRANSFORMS: Mapping[str, type[ImageTransforms]] = {
+    "none": NoTransforms, "lucent": LucentTransforms, "crops": RandomCrops}
+# The older on/off switch, as the command line and YAML spell it.
+_SWITCH = {True: "lucent", False: "none", "true": "lucent", "false": "none"}
+
+
+def resolve_transforms(value: Any, **crop_options: Any) -> ImageTransforms:
+    """The view ``value`` stands for: an :class:`ImageTransforms`, a short name, or the older
+    switch (true: ``lucent``, false: ``none``).
+
+    Args:
+        value: The ``transforms`` option.
+        **crop_options: The older options beside the name, for ``crops``: ``crops`` (count),
+            ``crop_size``, ``crop_scale``, ``crop_noise``; None: not given.
+
+    Raises:
+        UserInputError: An unknown name, or a crop option given with a view other than crops.
+    """
+    if isinstance(value, (bool, str)):
+        value = _SWITCH.get(value.strip().lower() if isinstance(value, str) else value, value)
+    arguments = {"crops": "count", "crop_size": "size", "crop_scale": "scale",
+                 "crop_noise": "noise"}
+    legacy = {option: (arguments[option], given) for option, given in crop_options.items()}
+    return resolve_variant("transforms", value, ImageTransforms, TRANSFORMS, legacy)

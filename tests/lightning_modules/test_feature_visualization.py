@@ -173,3 +173,136 @@ def test_cli_feature_visualization_with_maco_and_crops_raises_the_channel(workdi
     assert pixels(run / "channel_2_5.png").shape == (3, 32, 32)
     curve = losses(run, "objective_loss")  # each step sees other crops: compare the ends' means
     assert sum(curve[-6:]) < sum(curve[:6])
+
+
+# --------------------------------------------------------------------------- variants as objects
+def test_short_names_and_class_paths_build_the_same_variants() -> None:
+    from lightning_modules.image_optimization.maco import MacoImage
+    from lightning_modules.image_optimization.parameterizations import (
+        FourierImage,
+        resolve_parameterization,
+    )
+    from lightning_modules.image_optimization.steps import AdamStep, resolve_step
+    from lightning_modules.image_optimization.transforms import (
+        LucentTransforms,
+        NoTransforms,
+        RandomCrops,
+        resolve_transforms,
+    )
+    from lightning_modules.image_optimization.variants import describe_variant
+
+    maco = resolve_parameterization("maco", contrast=2.0)
+    assert isinstance(maco, MacoImage) and maco.contrast == 2.0
+    assert isinstance(resolve_parameterization("FOURIER"), FourierImage)
+    assert isinstance(resolve_transforms(True), LucentTransforms)
+    assert isinstance(resolve_transforms("false"), NoTransforms)
+    assert resolve_transforms("crops", crops=3, crop_noise=0.1) == RandomCrops(3, noise=0.1)
+    assert isinstance(resolve_step("adam"), AdamStep)
+    # A variant's description is plain data that names it as a config would.
+    assert describe_variant(RandomCrops(3, 24)) == {
+        "class_path": "lightning_modules.image_optimization.transforms.RandomCrops",
+        "init_args": {"count": 3, "size": 24, "scale": [0.4, 1.0], "noise": 0.05}}
+
+
+@pytest.mark.parametrize("options, words", [
+    (dict(parameterization="pixel", contrast=2.0), "contrast does nothing"),
+    (dict(parameterization="fourier", init_std=0.5), "init_std does nothing"),
+    (dict(transforms="lucent", crops=3), "crops does nothing"),
+    (dict(parameterization="fourier", blur_every=5), "blur_every is for the pixel"),
+    (dict(parameterization="maco", clamp=1.5), "clamp is for the pixel"),
+    (dict(parameterization="wavelet"), "Unknown parameterization 'wavelet'"),
+    (dict(step="sgd"), "Unknown step 'sgd'"),
+])
+def test_an_option_that_would_do_nothing_is_refused(options: dict, words: str) -> None:
+    with pytest.raises(UserInputError, match=words):
+        FeatureVisualization(backbone="tiny", weights="random", **options)
+
+
+def test_an_older_option_beside_a_variant_object_sets_it_where_the_object_has_it() -> None:
+    from lightning_modules.image_optimization.maco import MacoImage
+    from lightning_modules.image_optimization.parameterizations import FourierImage
+    from lightning_modules.image_optimization.transforms import RandomCrops
+
+    # As a config's object and a command line's --model.contrast / --model.crops meet.
+    module = FeatureVisualization(backbone="tiny", weights="random",
+                                  parameterization=MacoImage(contrast=2.0, amplitude=None),
+                                  contrast=1.5, transforms=RandomCrops(3, noise=0.1), crops=5)
+    assert module.parameterization.contrast == 1.5
+    assert module.view == RandomCrops(5, noise=0.1)
+    with pytest.raises(UserInputError, match="contrast does nothing with parameterization "
+                                             "FourierImage"):
+        FeatureVisualization(backbone="tiny", weights="random",
+                             parameterization=FourierImage(), contrast=2.0)
+    # A {class_path, init_args} mapping (a config read without the parser) is built.
+    spec = {"class_path": "lightning_modules.image_optimization.maco.MacoImage",
+            "init_args": {"contrast": 2.0}}
+    built = FeatureVisualization(backbone="tiny", weights="random", parameterization=spec)
+    assert isinstance(built.parameterization, MacoImage)
+    with pytest.raises(UserInputError, match="not a parameterization"):
+        FeatureVisualization(backbone="tiny", weights="random", parameterization={
+            "class_path": "lightning_modules.image_optimization.transforms.RandomCrops"})
+
+
+def test_deep_dream_takes_only_options_that_act(workdir, content_image, capsys) -> None:
+    for option in ("judge", "parameterization", "transforms", "image_size"):
+        with pytest.raises(TypeError, match=option):
+            DeepDream(backbone="tiny", weights="random", **{option: None})
+    # On the command line the parser refuses them: exit 2, one error line naming the option.
+    assert cli.main(["fit", "--config", DREAM, *TINY, *QUIET, "--data.content",
+                     str(content_image), "--model.judge", "efficientnet_lite2"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert errors and "judge" in " ".join(errors)
+
+
+def test_cli_takes_variants_by_class_path_with_their_own_options(workdir) -> None:
+    maco = ('{"class_path": "lightning_modules.image_optimization.maco.MacoImage", '
+            '"init_args": {"contrast": 2.0}}')
+    crops = ('{"class_path": "lightning_modules.image_optimization.transforms.RandomCrops", '
+             '"init_args": {"count": 3}}')
+    adam = '{"class_path": "lightning_modules.image_optimization.steps.AdamStep"}'
+    objective = ["--data.objectives", '["channel:2:5"]', "--model.lr", "0.25"]
+    assert features_cli(*objective, "--model.parameterization", maco, "--model.transforms",
+                        crops, "--model.step", adam) == 0
+    assert features_cli(*objective, "--model.parameterization", "maco", "--model.contrast",
+                        "2.0", "--model.transforms", "crops", "--model.crops", "3",
+                        "--model.step", "adam") == 0
+    runs = workdir / "runs" / "feature_visualization"
+    by_class_path, by_name = (runs / f"version_{n}" / "channel_2_5.png" for n in (0, 1))
+    assert by_class_path.read_bytes() == by_name.read_bytes()
+    # The checkpoint's hyperparameters are plain data (a resume reads it with weights_only).
+    checkpoint = torch.load(runs / "version_0" / "checkpoints" / "last.ckpt",
+                            weights_only=True)
+    assert checkpoint["hyper_parameters"]["transforms"]["init_args"]["count"] == 3
+
+
+# --------------------------------------------------------------------------- reports it brings
+def test_reports_come_from_the_technique_in_runs_that_save_pictures(tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+
+    from callbacks import AtlasSheet, ClassReport, ImageWriter
+    from datamodules.objectives import ChannelAtlasData
+    from lightning_modules import ClassVisualization
+
+    def fit(module, data, callbacks):
+        trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=str(tmp_path), callbacks=callbacks)
+        trainer.fit(module, data)
+        return [type(callback) for callback in trainer.callbacks]
+
+    options = dict(backbone="tiny", weights="random", image_size=16)
+    kinds = fit(FeatureVisualization(**options), ChannelAtlasData(layers=2, channels=[0, 1]),
+                [ImageWriter()])
+    assert AtlasSheet in kinds and ClassReport not in kinds
+    assert (tmp_path / "atlas_sheet.png").is_file()
+    kinds = fit(FeatureVisualization(**options), ObjectiveListData(["channel:2:5"]),
+                [ImageWriter()])
+    assert AtlasSheet not in kinds  # no atlas in the data: no atlas sheet
+    from datamodules.classes import ClassListData
+
+    kinds = fit(ClassVisualization(**options), ClassListData([1]), [ImageWriter()])
+    assert ClassReport in kinds and (tmp_path / "classes_sheet.png").is_file()
+    # A run that saves no pictures (Python without a run folder) gets no report, and no error.
+    (tmp_path / "classes_sheet.png").unlink()
+    kinds = fit(ClassVisualization(**options), ClassListData([1]), [])
+    assert ClassReport not in kinds and not (tmp_path / "classes_sheet.png").exists()
