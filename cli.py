@@ -23,15 +23,30 @@ interrupted part wrote. Options come from the command line, never from the check
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+
+
+def _stopped_while_starting(signal_number: int, frame: Any) -> None:
+    """Ctrl+C while the libraries load: nothing exists yet, so stop without a traceback."""
+    sys.stderr.write("error: stopped (Ctrl+C) while starting; nothing was written.\n")
+    os._exit(128 + signal_number)
+
+
+# Run as a command, Ctrl+C during the imports below (seconds) ends quietly; main() takes over
+# from there. Imported from Python (a notebook, the API), the handler is left alone.
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "image-opt":
+    signal.signal(signal.SIGINT, _stopped_while_starting)
 
 import torch
 from jsonargparse import Namespace
@@ -40,11 +55,10 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from callbacks import (AtlasSheet, ClassReport, ImageWriter, LossHistory,
-                       SaveOnInterrupt)
+from callbacks import ImageWriter, LossHistory, SaveOnInterrupt
 from callbacks.checkpoint import RunCheckpoint, choose_checkpoint, previous_path, written_by
 from callbacks.run_directory import claim_run_directory
-from datamodules.files import TEMPORARY_MARK
+from datamodules.files import TEMPORARY_MARK, describe
 from lightning_modules.errors import DivergedError, UserInputError, format_bytes
 from lightning_modules.run_defaults import (
     DEFAULT_SEED,
@@ -142,9 +156,7 @@ class ImageCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ImageWriter, "images")
         parser.add_lightning_class_args(LossHistory, "losses")
-        # Each report acts only on the technique whose records it writes.
-        parser.add_lightning_class_args(ClassReport, "class_report")
-        parser.add_lightning_class_args(AtlasSheet, "atlas_sheet")
+        # A technique's own reports come from its configure_callbacks(), not from here.
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SaveOnInterrupt, "interrupt")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
@@ -214,6 +226,9 @@ class ImageCLI(LightningCLI):
         if init_args.version is not None:
             version = init_args.version
             run = root / (f"version_{version}" if isinstance(version, int) else str(version))
+            if run.exists() and not run.is_dir():
+                raise UserInputError(f"{run} is a file, not a run folder: move it or choose "
+                                     f"another version.")
             if run.is_dir() and any(run.iterdir()):
                 raise UserInputError(
                     f"{run} already holds a run: leave out --trainer.logger.init_args.version "
@@ -232,6 +247,10 @@ class ImageCLI(LightningCLI):
             path.rename(target)
         except FileNotFoundError:
             return
+        except OSError as error:
+            raise UserInputError(f"Cannot continue the run in {path.parent}: renaming "
+                                 f"{path.name} failed ({describe(error)}); make the folder "
+                                 f"writable or resume a copy of it.") from None
         self._undo.append(lambda: target.replace(path))
 
     def _forget_new_files(self, run: Path) -> None:
@@ -320,6 +339,8 @@ class ImageCLI(LightningCLI):
                 print(f"warning: {reason}; going on from step {choice.step}.", file=sys.stderr)
             config.ckpt_path = str(choice.path)
             self._start_step = choice.step
+        if has_layout and path.parent.name != "checkpoints":
+            self._claim_run_directory(logger)  # a checkpoint from elsewhere: a fresh folder
         if has_layout and path.parent.name == "checkpoints":
             run = path.parent.parent
             init_args.save_dir, init_args.name, init_args.version = (
@@ -734,6 +755,8 @@ def list_layers(args: Sequence[str]) -> int:
 def main(args: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if args is None else args)
+    if signal.getsignal(signal.SIGINT) is _stopped_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if argv[:1] == ["layers"]:
         try:
             return list_layers(argv[1:])
@@ -747,6 +770,9 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     for message in IRRELEVANT_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    # TensorBoard's writer thread prints its own traceback for a full disk; the same error
+    # reaches translate_error when the logger closes.
+    threading.excepthook = _quiet_about_full_disks
     # A resumed run's metrics.csv was set aside before the logger started (_resume_in_place).
     warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be "
                                               r"deleted.*")
@@ -756,6 +782,12 @@ def main(args: Optional[Sequence[str]] = None) -> int:
             # Lightning warns when it is given both args and a command line.
             sys.argv[1:] = argv
         ImageCLI(args=None if args is None else argv, **CLI_SETTINGS)
+    except KeyboardInterrupt:
+        # Before the run's first step (SaveOnInterrupt handles Ctrl+C from then on): the
+        # builder has removed the run folder it had claimed.
+        print("error: stopped (Ctrl+C) before the run's first step; nothing was kept.",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as error:  # noqa: BLE001 - only the user's own mistakes are caught below
         translated = translate_error(error, argv)
         if translated is None:
@@ -785,8 +817,25 @@ def translate_error(error: BaseException, argv: Sequence[str] = ()
             message += (f"; this config is run with predict: python cli.py predict "
                         f"--config {config}")
         return 2, message
-    cause = user_facing_cause(error) or out_of_memory(error) or config_kept(error)
+    cause = (user_facing_cause(error) or out_of_memory(error) or config_kept(error)
+             or disk_full(error))
     return None if cause is None else (1, str(cause))
+
+
+#: What a write that fails for want of room (or of a writable disk) ends with.
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+
+
+def disk_full(error: BaseException) -> Optional[str]:
+    """One sentence for a write that found the disk full or read-only, or None.
+
+    Lightning's own writers (the config, TensorBoard's events) raise the OSError as it is.
+    """
+    for link in _chain(error):
+        if isinstance(link, OSError) and link.errno in _NO_ROOM:
+            return (f"Cannot write {link.filename or 'a file'} ({describe(link)}): free some "
+                    f"space or give the run another folder.")
+    return None
 
 
 def with_shipped_configs(argv: Sequence[str]) -> list[str]:
@@ -811,6 +860,14 @@ def with_shipped_configs(argv: Sequence[str]) -> list[str]:
         elif item.startswith("--config="):
             resolved[index] = "--config=" + resolve_config(item[len("--config="):])
     return resolved
+
+
+def _quiet_about_full_disks(arguments: Any) -> None:
+    """``threading.excepthook`` that leaves a full disk to ``translate_error``."""
+    error = arguments.exc_value
+    if isinstance(error, OSError) and error.errno in _NO_ROOM:
+        return
+    threading.__excepthook__(arguments)
 
 
 def _drop_start_up_chatter(record: logging.LogRecord) -> bool:

@@ -95,7 +95,8 @@ def test_accelerators_lightning_refuses_are_one_sentence(accelerator, expected, 
 def class_visualization_args(*extra: str) -> list[str]:
     return ["fit", "--config", str(REPO / "configs" / "class_visualization.yaml"), *TINY,
             "--data.classes", "[1]", "--model.image_size", "16", "--model.max_jitter", "2",
-            "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", *extra]
+            "--model.judge", "null", "--trainer.max_steps", "2",
+            "--trainer.enable_progress_bar", "false", *extra]
 
 
 def fooling_args(content_image: Path, *extra: str) -> list[str]:

@@ -401,7 +401,7 @@ def test_class_report_of_a_run_stopped_at_and_between_chunk_ends(in_photos: Path
     class, each class once, as in an uninterrupted run."""
     args = ["fit", "--config", str(REPO / "configs" / "class_visualization.yaml"),
             "--model.backbone", "tiny", "--model.weights", "random", "--model.image_size", "16",
-            "--model.max_jitter", "2", "--data.classes", "[76, 78, 113]",
+            "--model.max_jitter", "2", "--model.judge", "null", "--data.classes", "[76, 78, 113]",
             "--data.batch_size", "1", "--trainer.max_steps", "3",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     stop_and_resume(args, [3, 5], capsys)
@@ -561,8 +561,6 @@ def test_a_file_named_like_the_next_version_is_passed_over(in_photos: Path, caps
     assert (folder / "version_1" / "c0__style.png").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="needs cli.py: claim a fresh folder for a checkpoint "
-                   "outside a run, and refuse an explicit version that is a file")
 @pytest.mark.parametrize("how", ["a checkpoint outside a run", "an explicit version"])
 def test_a_file_in_the_way_of_the_run_folder_is_one_sentence(how: str, in_photos: Path,
                                                             capsys) -> None:
@@ -583,8 +581,6 @@ def test_a_file_in_the_way_of_the_run_folder_is_one_sentence(how: str, in_photos
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="needs cli.py: _set_aside turns an OSError into one "
-                   "sentence (the undo puts back what was set aside)")
 def test_a_read_only_run_folder_on_resume_is_one_sentence_and_loses_nothing(
         in_photos: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """Root may write into a read-only folder, so the refusal is simulated: renaming the
@@ -720,10 +716,40 @@ def test_a_full_disk_at_the_end_leaves_a_resume_that_writes_the_end_files(
         assert (failed / name).read_bytes() == (reference / name).read_bytes(), name
 
 
-@pytest.mark.xfail(strict=True, reason="needs cli.py: translate_error turns an OSError of a "
-                   "full disk (ENOSPC, EFBIG, EDQUOT, EROFS) into one sentence")
 def test_a_full_disk_while_writing_the_config_is_one_sentence(photos: Path) -> None:
     full = run(style_args(photos), photos, limit_file_bytes=1000)  # config.yaml is ~2.8 kB
     line = one_error_line(full)
     assert "File too large" in line, line
     assert runs(photos) == []
+
+
+def test_ctrl_c_while_starting_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """SIGINT while the libraries load, in a real process of the real command: no traceback."""
+    started = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "fit", "--config",
+                                "style_transfer"], cwd=tmp_path, stderr=subprocess.PIPE,
+                               text=True)
+    import time
+
+    time.sleep(0.5)  # torch alone takes seconds to import
+    started.send_signal(signal.SIGINT)
+    _, err = started.communicate(timeout=120)
+    assert started.returncode == 130
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_the_run_is_built_is_one_line_and_leaves_no_folder(
+        photos: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cli
+    from lightning_modules.backbones import registry
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(photos)
+    monkeypatch.setattr(registry, "load_backbone", interrupted)
+    monkeypatch.setattr("lightning_modules.image_optimization.module.load_backbone", interrupted)
+    assert cli.main(style_args(photos)) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "error: stopped (Ctrl+C) before the run's first step; nothing was kept."
+    assert list((photos / "runs" / "style_transfer").iterdir()) == []

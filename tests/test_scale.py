@@ -186,7 +186,7 @@ def class_args(*extra: str) -> list[str]:
     return [
         "fit", "--config", str(REPO / "configs" / "class_visualization.yaml"),
         "--model.backbone", "tiny", "--model.weights", "random", "--model.image_size", "32",
-        "--model.max_jitter", "4", "--model.blur_every", "2", "--model.lr", "0.25",
+        "--model.max_jitter", "4", "--model.lr", "0.25", "--model.judge", "null",
         "--data.classes", "[76, 78, 113, 130]", "--trainer.max_steps", "4",
         "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", *extra,

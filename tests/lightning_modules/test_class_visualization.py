@@ -201,7 +201,8 @@ def test_module_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
 def _cli(*extra: str) -> int:
     return cli.main(["fit", "--config", CONFIG, "--model.backbone", TINY, "--model.weights",
                      "random", "--model.image_size", "32", "--trainer.max_steps", "3",
-                     "--trainer.enable_progress_bar", "false", *extra])
+                     # The judge (EfficientNet-Lite2) has its own test (test_maco.py).
+                     "--model.judge", "null", "--trainer.enable_progress_bar", "false", *extra])
 
 
 def test_cli_end_to_end_writes_a_fresh_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
