@@ -18,7 +18,7 @@ a Gram matrix, a CAM or a channel objective then work as on a CNN.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -243,6 +243,43 @@ def _offline_error(name: str, error: Exception) -> UserInputError:
     )
 
 
+#: Where timm's pretrained weights come from; asked once, briefly, before a download.
+_HUB = ("huggingface.co", 443)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the weights' host answers at all: without a network the hub's client retries
+    for minutes (22 lines of retries over 103 s) before it gives up."""
+    import socket
+
+    try:
+        socket.create_connection(_HUB, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _pretrained(create: Any, name: str) -> nn.Module:
+    """A timm network with its pretrained weights: from the local cache when they are there
+    (no network asked), else downloaded, or one sentence at once when there is no network."""
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True  # read at each call: the cache only
+    try:
+        return create(pretrained=True)
+    except Exception:  # noqa: BLE001 - not cached (or not from the hub): try the network
+        pass
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+    if not _hub_reachable():
+        raise _offline_error(name, ConnectionError("huggingface.co unreachable"))
+    try:
+        return create(pretrained=True)
+    except Exception as error:  # hub, HTTP and file errors all mean: no weights here
+        raise _offline_error(name, error) from None
+
+
 def timm_backbone(model_name: str, weights: str) -> Backbone:
     """``timm:<model_name>``: any timm classifier, pretrained (``default``), random or a file."""
     import timm
@@ -261,10 +298,7 @@ def timm_backbone(model_name: str, weights: str) -> Backbone:
             return timm.create_model(model_name, pretrained=pretrained)
 
     if weights == "default":
-        try:
-            network = create(pretrained=True)
-        except Exception as error:  # hub, HTTP and file errors all mean: no weights here
-            raise _offline_error(name, error) from None
+        network = _pretrained(create, name)
     else:
         network = _build(create, weights, name)
     layers, head, view = split_timm(network)

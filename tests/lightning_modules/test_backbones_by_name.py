@@ -125,6 +125,26 @@ def test_layers_command_lists_names_and_shapes(capsys) -> None:
     assert "timm has no model 'no_such_net'" in capsys.readouterr().err
 
 
+def test_pretrained_weights_without_a_network_are_one_sentence_at_once(capsys,
+                                                                     monkeypatch) -> None:
+    # Without a network the hub's client alone retried for 103 s with 22 lines before giving
+    # up. Now: one sentence after one short probe (here of a port that refuses, so that the
+    # test means the same on a machine that is online).
+    import time
+
+    from lightning_modules.backbones import by_name
+
+    monkeypatch.setattr(by_name, "_HUB", ("127.0.0.1", 9))
+
+    start = time.monotonic()
+    assert cli.main(["layers", "--model.backbone", "timm:resnet10t", "--model.weights",
+                     "default"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Could not get the pretrained weights of backbone "
+                          "'timm:resnet10t'") and len(err.splitlines()) == 1, err
+    assert time.monotonic() - start < 20
+
+
 def test_offline_pretrained_weights_are_one_sentence(monkeypatch) -> None:
     def offline(*args, **kwargs):
         raise OSError("no network")
