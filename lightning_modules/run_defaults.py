@@ -28,8 +28,12 @@ IRRELEVANT_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*",
 )
 
-# Lightning's hardware report and advertising, printed when a Trainer starts.
-_START_UP_CHATTER = ("GPU available", "TPU available", "HPU available", "\U0001f4a1 Tip")
+# Lightning's hardware report and advertising, printed when a Trainer starts, and its line at the
+# end of a fit, which names its own internal limits: the steps of every chunk of jobs together
+# (max_steps=100 for a run of 50 steps a job), or max_epochs=2 for a run that stopped early
+# because every image was fooled. The run says what it did itself ("Results in ...").
+_START_UP_CHATTER = ("GPU available", "TPU available", "HPU available", "\U0001f4a1 Tip",
+                     "`Trainer.fit` stopped:")
 
 
 def log_period(max_steps: Optional[int], every: int = LOG_EVERY_N_STEPS) -> int:

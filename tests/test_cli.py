@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 import cli
+from conftest import write_test_image
 
 REPO = Path(__file__).resolve().parents[1]
 STYLE_CONFIG = str(REPO / "configs" / "style_transfer.yaml")
@@ -73,6 +74,19 @@ def test_print_config_can_be_fed_back(workdir, content_image, style_image, capsy
     # The run says where its results went, on a line of its own.
     assert f"Results in {Path('runs') / 'style_transfer' / 'version_0'}" in \
         capsys.readouterr().err.splitlines()
+
+
+def test_a_run_does_not_report_lightnings_internal_step_limit(workdir, capfd) -> None:
+    # 3 photos of one job each in chunks of 1: Lightning's own count is 3 x 2 steps.
+    photos = workdir / "photos"
+    for seed in range(3):
+        write_test_image(photos / f"c{seed}.png", seed=seed)
+    style = write_test_image(workdir / "style.png", seed=7)
+    assert cli.main(tiny_args(photos, style, "--data.batch_size", "1",
+                              "--trainer.max_steps", "2")) == 0
+    err = capfd.readouterr().err
+    assert "max_steps=6" not in err and "`Trainer.fit` stopped" not in err, err
+    assert "Results in" in err
 
 
 def test_help_lists_the_layers_command(capsys) -> None:
