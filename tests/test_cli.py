@@ -76,7 +76,7 @@ def test_print_config_can_be_fed_back(workdir, content_image, style_image, capsy
         capsys.readouterr().err.splitlines()
 
 
-def test_a_run_does_not_report_lightnings_internal_step_limit(workdir, capfd) -> None:
+def test_a_run_does_not_report_lightnings_internal_step_limit(workdir, capfd, caplog) -> None:
     # 3 photos of one job each in chunks of 1: Lightning's own count is 3 x 2 steps.
     photos = workdir / "photos"
     for seed in range(3):
@@ -84,7 +84,7 @@ def test_a_run_does_not_report_lightnings_internal_step_limit(workdir, capfd) ->
     style = write_test_image(workdir / "style.png", seed=7)
     assert cli.main(tiny_args(photos, style, "--data.batch_size", "1",
                               "--trainer.max_steps", "2")) == 0
-    err = capfd.readouterr().err
+    err = capfd.readouterr().err + "".join(record.getMessage() for record in caplog.records)
     assert "max_steps=6" not in err and "`Trainer.fit` stopped" not in err, err
     assert "Results in" in err
 
