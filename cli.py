@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import errno
 import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -69,13 +70,25 @@ from lightning_modules.run_defaults import (
     log_period,
 )
 
-# `--model FoolingImage` finds the class among the imported LightningModule subclasses, and the
-# package exports are lazy: import the techniques (their costly imports stay lazy inside).
-import lightning_modules.class_visualization.module  # noqa: E402,F401
-import lightning_modules.feature_visualization.module  # noqa: E402,F401
-import lightning_modules.fooling.module  # noqa: E402,F401
-import lightning_modules.saliency.module  # noqa: E402,F401
-import lightning_modules.style_transfer.module  # noqa: E402,F401
+
+
+def import_techniques() -> None:
+    """Import every technique package's ``module``: ``--model FoolingImage`` finds the class
+    among the imported LightningModule subclasses, and the package exports are lazy.
+
+    A package is found by being there: a new technique needs no line here.
+    """
+    import pkgutil
+
+    import lightning_modules
+
+    for package in pkgutil.iter_modules(lightning_modules.__path__):
+        name = f"lightning_modules.{package.name}.module"
+        if package.ispkg and importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+
+
+import_techniques()
 
 # Checkpoints: checkpoints/last.ckpt in the run directory, renewed every 50 steps and at the end
 # of each chunk of jobs; --checkpoint.every_n_train_steps changes the period.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -61,6 +62,11 @@ def expand_sources(sources: Sources, option: str = "An image source") -> list[st
         else:
             expanded.append(item)
     return expanded
+
+
+def is_missing_file(source: str) -> bool:
+    """Whether ``source`` names a file that is not there (samples and memory are always)."""
+    return not source.startswith((SAMPLE_PREFIX, MEMORY_PREFIX)) and not os.path.lexists(source)
 
 
 def source_stem(source: str) -> str:

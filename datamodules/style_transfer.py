@@ -14,7 +14,8 @@ from datamodules.images import (
     resize_shorter_side,
 )
 from datamodules.jobs import JobData, StepLoader  # noqa: F401 - StepLoader's old home
-from datamodules.sources import IMAGE_SUFFIXES, Sources, expand_sources, source_stem  # noqa: F401
+from datamodules.sources import (IMAGE_SUFFIXES, Sources, expand_sources,  # noqa: F401
+                                 is_missing_file, source_stem)
 from datamodules.style_masks import load_style_mask, mask_tensor, style_mask_sources
 from lightning_modules.errors import UserInputError, check_image_side, check_positive
 from lightning_modules.naming import unique_names
@@ -114,6 +115,13 @@ class StyleTransferData(JobData):
         if not content_sources and not style_sources:
             raise UserInputError("Give at least one content (--data.content) or style image "
                                  "(--data.style).")
+        missing = [(source, option) for sources, option in ((content_sources, "--data.content"),
+                                                            (style_sources, "--data.style"))
+                   for source in sources if is_missing_file(source)]
+        if len(missing) > 1:
+            # Every missing file at once, not one per attempt.
+            raise UserInputError("Image files not found: " + ", ".join(
+                f"{source} ({option})" for source, option in missing) + ".")
         blend = self.style_blend_weights or [1.0] * len(style_sources)
         if len(blend) != len(style_sources):
             raise UserInputError(f"style_blend_weights has {len(blend)} values for "

@@ -141,6 +141,10 @@ def fifo(tmp_path: Path) -> Path:
 
 BAD_INPUTS = {
     "missing file": (lambda t, c, s: ["--data.content", str(t / "nope.jpg")], "not found"),
+    "neither file": (lambda t, c, s: ["--data.content", "photo.jpg", "--data.style",
+                                      "painting.jpg"],
+                     "Image files not found: photo.jpg (--data.content), painting.jpg "
+                     "(--data.style)."),
     "not an image": (lambda t, c, s: ["--data.content", str(t / "notes.txt")], "Not a recognised image"),
     "truncated": (lambda t, c, s: ["--data.content", str(truncated_png(t, c))], "truncated"),
     "unknown backbone": (lambda t, c, s: ["--model.backbone", "alexnet9"], "Unknown backbone"),

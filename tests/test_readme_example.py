@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_readme_technique_runs_and_its_loss_falls(tmp_path: Path) -> None:
     assert (run / "chelsea.png").is_file() and (run / "chelsea_sheet.png").is_file()
     with open(run / "losses.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 40
+    assert len(rows) == 30
     # The layer fires harder: its (negated) loss falls a lot.
     assert float(rows[-1]["dream_loss"]) < 2 * float(rows[0]["dream_loss"]) < 0
 
@@ -45,3 +46,42 @@ def test_readme_training_pictures_example_runs_as_written(tmp_path: Path) -> Non
     written = sorted(path.name for path in (run / "training_pictures").iterdir())
     assert written == ["classes_epoch001.png", "classes_epoch003.png",
                        "saliency_epoch001.png", "saliency_epoch003.png"]
+
+
+def docs_file(page: str, path: str) -> str:
+    """The block that follows ``<!-- file: PATH -->`` on the page ``docs/PAGE``."""
+    text = (ROOT / "docs" / page).read_text()
+    match = re.search(rf"<!-- file: {re.escape(path)} -->\n```\w+\n(.*?)```", text, re.S)
+    assert match, f"docs/{page} has no file {path}"
+    return match.group(1)
+
+
+def test_a_built_in_technique_needs_its_package_config_and_page_only(tmp_path: Path) -> None:
+    # A copy of the package as it ships, plus the new technique's three places and nothing else.
+    package = tmp_path / "package"
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in ("lightning_modules", "datamodules", "callbacks", "configs"):
+        shutil.copytree(ROOT / name, package / name, ignore=ignore)
+    shutil.copy(ROOT / "cli.py", package / "cli.py")
+    page = "your_own_technique.md"
+    technique = package / "lightning_modules" / "layer_dream"
+    technique.mkdir()
+    for path in ("lightning_modules/layer_dream/__init__.py", "configs/layer_dream.yaml"):
+        (package / path).write_text(docs_file(page, path))
+    (technique / "module.py").write_text(docs_example(page, "dream.py"))
+    (package / "docs").mkdir()
+    (package / "docs" / "layer_dream.md").write_text("# LayerDream\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    for model in ([], ["--model", "LayerDream"]):  # by the config's class path, by short name
+        done = subprocess.run(
+            [sys.executable, str(package / "cli.py"), "fit", "--config", "layer_dream", *model,
+             "--trainer.max_steps", "3", "--data.image_size", "48",
+             "--trainer.enable_progress_bar", "false"],
+            cwd=elsewhere, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    runs = sorted((elsewhere / "runs" / "layer_dream").glob("version_*"))
+    assert len(runs) == 2
+    for run in runs:
+        assert (run / "chelsea.png").is_file() and (run / "losses.csv").is_file()
