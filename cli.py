@@ -143,17 +143,23 @@ class ImageCLI(LightningCLI):
         # What this invocation did to the runs folder, undone if the run never takes a step.
         self._undo: list[Callable[[], None]] = []
         self._start_step: Optional[int] = None
+        self._run_lock: Optional[int] = None  # held on the run folder while this run is on
         try:
-            super().__init__(*args, **kwargs)
-        except BaseException:
-            if not self._took_a_step():
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                if not self._took_a_step():
+                    self._undo_unstarted_run()
+                raise
+            if self.subcommand == "fit" and self._start_step and not self._took_a_step():
+                # A resumed run that had already taken all its steps: leave its folder as it was.
                 self._undo_unstarted_run()
-            raise
-        if self.subcommand == "fit" and self._start_step and not self._took_a_step():
-            # A resumed run that had already taken all its steps: leave its folder as it was.
-            self._undo_unstarted_run()
-            print(f"The run had already taken its {self._start_step} steps: nothing to do, "
-                  "and its folder is as it was.", file=sys.stderr)
+                print(f"The run had already taken its {self._start_step} steps: nothing to do, "
+                      "and its folder is as it was.", file=sys.stderr)
+        finally:
+            if self._run_lock is not None:
+                os.close(self._run_lock)  # the run is over (the lock ends with the process too)
+                self._run_lock = None
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """``fit`` and ``predict``; only the one asked for when the command line names it.
@@ -252,6 +258,7 @@ class ImageCLI(LightningCLI):
         run = root / f"version_{number}"
         init_args.version = number
         self._undo.append(lambda: shutil.rmtree(run, ignore_errors=True))
+        self._run_lock = lock_run(run)
 
     def _set_aside(self, path: Path) -> None:
         """Rename a file of the run being continued to ``<stem>_before_resume<suffix>``."""
@@ -359,6 +366,9 @@ class ImageCLI(LightningCLI):
             init_args.save_dir, init_args.name, init_args.version = (
                 str(run.parent.parent), run.parent.name, run.name)
             if not is_launched_process():
+                # Before anything in the run changes: a second resume (or the run itself,
+                # still going) must not mix its files with this one's, nor clean them up.
+                self._run_lock = lock_run(run)
                 for partial in run.rglob(f".*{TEMPORARY_MARK}*"):
                     partial.unlink()  # what a killed process was writing when it died
             self._forget_new_files(run)
@@ -580,6 +590,31 @@ def _plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(key, str) and _plain(item) for key, item in value.items())
     return False
+
+
+def lock_run(run: Path) -> Optional[int]:
+    """Hold the run folder for this process's lifetime (an advisory lock on the folder itself,
+    released by the system when the process ends, however it ends).
+
+    Returns:
+        The descriptor that holds the lock (kept open), or None where locks are unavailable.
+
+    Raises:
+        UserInputError: If another process holds the run: a resume of it, or the run itself.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks on folders
+        return None
+    descriptor = os.open(run, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise UserInputError(f"{run} is in use by another process (the run itself, or a "
+                             f"resume of it): wait for it to end, then continue it with "
+                             f"--ckpt_path last.") from None
+    return descriptor
 
 
 def newest_run_checkpoint(root: Path) -> Path:

@@ -753,3 +753,41 @@ def test_ctrl_c_while_the_run_is_built_is_one_line_and_leaves_no_folder(
     err = capsys.readouterr().err.strip()
     assert err == "error: stopped (Ctrl+C) before the run's first step; nothing was kept."
     assert list((photos / "runs" / "style_transfer").iterdir()) == []
+
+
+def test_a_run_in_use_is_not_continued_or_cleaned_up_by_another_resume(in_photos: Path,
+                                                                       capsys) -> None:
+    """Two resumes started together: the loser's clean-up deleted the winner's
+    config_resumed.yaml. Now the run folder is held by whoever continues it."""
+    import fcntl
+
+    with pytest.raises(SystemExit):
+        main([*style_args(in_photos), *terminate_at(3)], capsys)
+    [run] = (in_photos / "runs" / "style_transfer").glob("version_*")
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    # Another process holds the run (the winning resume): this one is refused, changes nothing.
+    holder = os.open(run, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        status, err = main([*style_args(in_photos), "--ckpt_path", "last"], capsys)
+    finally:
+        os.close(holder)
+    assert status == 1 and "is in use by another process" in err.strip().splitlines()[-1], err
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+    # Once it is free, the resume goes on.
+    assert main([*style_args(in_photos), "--ckpt_path", "last"], capsys)[0] == 0
+    assert (run / "config_resumed.yaml").is_file()
+
+
+def test_two_resumes_started_together_leave_the_winners_files(photos: Path) -> None:
+    run([*style_args(photos), *terminate_at(3)], photos)
+    resume = style_args(photos, "--ckpt_path", "last")
+    both = [subprocess.Popen([sys.executable, TINY_CLI, *resume], cwd=photos,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(process.wait(timeout=300), process.stderr.read()) for process in both]
+    assert sorted(code for code, _ in outcomes)[0] == 0, outcomes
+    for code, err in outcomes:
+        assert "Traceback" not in err, err
+        assert code == 0 or "is in use by another process" in err, err
+    [folder] = (photos / "runs" / "style_transfer").glob("version_*")
+    assert (folder / "config_resumed.yaml").is_file()
