@@ -262,7 +262,6 @@ def test_squeezenet_offline_error_and_local_weights_file(workdir, content_image,
     (["--model.optimizer", "sgd"], "--model.optimizer: Expected a typing.Literal"),
     (["--data.image_size", "abc"], "--data.image_size: Expected a <class 'int'>"),
     (["--model.nonsense", "3"], "--model: Option 'nonsense' is not accepted"),
-    (["--config", "missing.yaml"], "--config: File does not exist"),
 ])
 def test_bad_arguments_are_one_line(extra, expected, workdir, content_image, style_image, capsys) -> None:
     assert cli.main(tiny_args(content_image, style_image, *extra)) == 2

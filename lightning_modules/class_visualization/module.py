@@ -14,7 +14,6 @@ from lightning_modules.errors import UserInputError
 from lightning_modules.feature_visualization.module import (
     FeatureVisualization,
     ObjectiveJob,
-    report_class,
 )
 from lightning_modules.feature_visualization.objectives import ClassLogit
 from lightning_modules.image_optimization.judges import Judges
@@ -208,7 +207,9 @@ class ClassVisualization(FeatureVisualization):
     def configure_callbacks(self) -> list[Any]:
         """The class report (``callbacks.ClassReport``: ``classes_sheet.png``,
         ``class_probability.png``, ``recognition.csv``), in a run that saves pictures."""
-        return report_class("callbacks.ClassReport").reading(self.class_records, self.trainer)
+        from callbacks import ClassReport  # the callbacks package imports the techniques
+
+        return ClassReport.reading(self.class_records, self.trainer)
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ coarse to fine.
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 from typing import Any, Hashable, Optional, Sequence, Union
@@ -86,14 +85,6 @@ def objective_file_name(text: str) -> str:
     words = re.sub(r"^-\s*", "minus_", words)
     stem = safe_name(re.sub(r"\s*\*\s*", "x_", words))
     return stem[:NAME_LENGTH].rstrip("._-") or "objective"
-
-
-def report_class(path: str) -> type:
-    """A report (a callback class) by its import path. Techniques name the reports they bring;
-    the callbacks package sits above ``lightning_modules`` (it imports the techniques), so a
-    technique does not import it when it is itself imported."""
-    module_name, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module_name), name)
 
 
 class ObjectiveAscent(ImageOptimization):
@@ -424,9 +415,11 @@ class FeatureVisualization(ObjectiveAscent):
     def configure_callbacks(self) -> list[Any]:
         """The atlas sheet (``callbacks.AtlasSheet``) when the jobs hold a channel atlas, in a
         run that saves pictures."""
+        from callbacks import AtlasSheet  # the callbacks package imports the techniques
+
         if not any(isinstance(item, ChannelAtlas) for item in self._items()):
             return []
-        return report_class("callbacks.AtlasSheet").reading(self.atlas_records, self.trainer)
+        return AtlasSheet.reading(self.atlas_records, self.trainer)
 
     def _items(self) -> list[Any]:
         """The data's items: given with :meth:`set_jobs`, else the datamodule's (its jobs)."""

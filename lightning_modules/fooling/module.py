@@ -26,6 +26,7 @@ from lightning_modules.fooling.robustness import (
     fools,
     robustness,
 )
+from lightning_modules.image_optimization.judges import Judges
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.naming import class_slug, short_title
 
@@ -155,7 +156,7 @@ class FoolingImage(ImageOptimization):
         self._attacked: list[Any] = []
         self.checks = check_names(checks)
         self.judge_names = list(dict.fromkeys(judges))
-        self._judges: Optional[dict[str, Any]] = None
+        self._judges = Judges(self.judge_names)
         self.targets = list(target) if isinstance(target, (list, tuple)) else [target]
         if not self.targets:
             raise UserInputError("target must name at least one class.")
@@ -393,18 +394,12 @@ class FoolingImage(ImageOptimization):
         return self._attacked[0]
 
     def judges(self) -> dict[str, Any]:
-        """The judge backbones, built on first use, on this module's device, frozen."""
-        if self._judges is None:
-            self._judges = {}
-            for name in self.judge_names:
-                members = {self.backbone.name: self.backbone}
-                if self.ensemble_names:
-                    members.update(zip(self.ensemble_names, self.attacked().others))
-                judge = members.get(name) or load_backbone(name, "default").to(self.device).eval()
-                if judge.categories != self.backbone.categories:
-                    raise UserInputError(f"Judge '{name}' has other classes than "
-                                         f"'{self.backbone.name}': it cannot say whether an "
-                                         "image shows the target.")
-                judge.requires_grad_(False)
-                self._judges[name] = judge
-        return self._judges
+        """The judge backbones, built on first use, on this module's device, frozen, and kept
+        out of the checkpoints (:class:`~lightning_modules.image_optimization.judges.Judges`);
+        a judge that is also the backbone or an ensemble member is that network."""
+        members = {self.backbone.name: self.backbone}
+        if self.ensemble_names:
+            members.update(zip(self.ensemble_names, self.attacked().others))
+        return {name: self._judges.get(name, self.backbone, build=lambda n: members.get(n)
+                                       or load_backbone(n, "default"))
+                for name in self.judge_names}

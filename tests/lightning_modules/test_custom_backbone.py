@@ -81,7 +81,7 @@ def test_a_technique_runs_on_your_own_network_with_its_layer_names(tmp_path) -> 
     backbone = classifier_backbone(net, categories=["a", "b", "c", "d", "e"])
     style = StyleTransfer(backbone=backbone, content_layers=["2"], style_layers=["1", 3],
                           style_weights=[1, 1])
-    assert style.backbone is backbone and style.style_layers == [1, 3]
+    assert style.backbone is backbone and style.term("style").layers == [1, 3]
     assert "backbone" not in style.hparams  # the network is in the checkpoint, not the hparams
     model = ClassVisualization(backbone=backbone, image_size=16, transforms=False, max_jitter=0)
     trainer = pl.Trainer(max_steps=20, logger=False, enable_checkpointing=False,

@@ -633,7 +633,7 @@ def test_robustness_checks_on_pictures_whose_answers_are_known() -> None:
     (["--model.diversity", "2"], "diversity is a probability"),
     (["--model.method", "cw", "--model.c", "0"], "c must be in (0, 1e6]"),
     (["--model.ensemble", "[tiny]"], "An ensemble needs networks with the same classes"),
-    (["--model.judges", "[tiny]"], "Judge 'tiny' has other classes"),
+    (["--model.judges", "[tiny]"], "judge 'tiny' has other classes"),
     (["--model.target", "42"], "Class index 42 is out of range"),
     (["--model.target", "Egyptian cat", "--model.all_pairs", "false"],
      "is the true class of image 'chelsea'"),
