@@ -12,6 +12,7 @@ from callbacks.logged_images import log_picture
 from callbacks.plots import line_plot, term_panels
 from callbacks.run_directory import continues_run, run_directory
 from datamodules.files import write_csv_rows
+from lightning_modules.image_optimization.module import ImageOptimization
 
 
 class LossHistory(pl.Callback):
@@ -46,7 +47,7 @@ class LossHistory(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        if hasattr(pl_module, "take_loss_rows"):
+        if isinstance(pl_module, ImageOptimization):
             # The module reads its losses on the host every log_every_n_steps steps (reading
             # them here every step would wait for the GPU every step): take what it has read.
             self.rows.extend(pl_module.take_loss_rows())
@@ -84,7 +85,7 @@ class LossHistory(pl.Callback):
         self.rows = [dict(row) for row in state_dict["rows"]]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if hasattr(pl_module, "take_loss_rows"):
+        if isinstance(pl_module, ImageOptimization):
             self.rows.extend(pl_module.take_loss_rows())  # the last steps, read at the chunk's end
         if trainer.is_global_zero and self.rows:
             replace = continues_run(trainer)
