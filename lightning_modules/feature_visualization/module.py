@@ -438,8 +438,12 @@ class DeepDream(ObjectiveAscent):
     is raised by normalized gradient ascent on the objective, through a random circular jitter,
     and clamped to valid pixels: :func:`~.functional.deep_dream`'s loop, a step at a time.
     The steps (``trainer.max_steps``) are split equally between the octaves, or as
-    ``octave_steps`` says. The picture is the photo's pixels (no other parameterization) and
-    the network sees it whole, jittered (no other view); the photo gives its size.
+    ``octave_steps`` says. The octaves are the base's stages (see
+    :class:`~lightning_modules.image_optimization.ImageOptimization`): each coarse octave's
+    last picture is a snapshot (``snapshots/<photo>_octave<k>.png``), and a run resumed from a
+    checkpoint goes on at its octave. The picture is the photo's pixels (no other
+    parameterization) and the network sees it whole, jittered (no other view); the photo gives
+    its size.
 
     Args:
         objective: What to raise, in the grammar of :mod:`.objectives`: ``layer:L`` is the
@@ -464,6 +468,9 @@ class DeepDream(ObjectiveAscent):
 
     data_name = ("a StyleTransferData datamodule with photos (data: class_path: "
                  "datamodules.StyleTransferData, init_args: {content: photo.jpg, style: null})")
+    # The octaves are the base's stages; checkpoints keep the key they had before.
+    stage_key = "deep_dream_octave"
+    stage_word = "octaves"
 
     def __init__(
         self,
@@ -492,9 +499,8 @@ class DeepDream(ObjectiveAscent):
         self.objective_text = objective
         self.octaves = octaves
         self.octave_scale = octave_scale
-        self.octave_plan = ScalePlan(None, octave_steps)
-        self.octave = 0  # the octave the images are at now
-        self._restored_octave: Optional[int] = None
+        self.octave_plan = ScalePlan(None, octave_steps, steps_option="octave_steps",
+                                     scale_word="octave")
 
     # ----------------------------------------------------------------- jobs and octaves
     def job_size(self, job: Any) -> Hashable:
@@ -526,50 +532,50 @@ class DeepDream(ObjectiveAscent):
     def _photo(self, index: int, octave: Optional[int] = None) -> torch.Tensor:
         """Job ``index``'s photo (0-1 pixels) at octave ``octave`` (default: the current one)."""
         job = self.jobs[index]
-        return resize_pixels(job.content, self.octave_size(job.size, self.octave
+        return resize_pixels(job.content, self.octave_size(job.size, self.stage_index
                                                            if octave is None else octave))
 
     def create_images(self, jobs: list[Any]) -> list[torch.Tensor]:
-        # A fresh chunk starts at the coarsest octave; a restored one at its checkpoint's.
-        self.octave = self._restored_octave or 0
-        self._restored_octave = None
+        # The photos at the current octave (the base starts a chunk at the coarsest).
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
         return [self.parameterization.encode(torch.stack([self._photo(i) for i in positions]),
                                              self.backbone.mean, self.backbone.std)
                 for positions in self.groups]
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit" and self._trainer is not None:
-            self.octave_plan.step_counts(self.steps_per_chunk, self.octaves)  # refuse bad splits
+    # ----------------------------------------------------------------- octaves (the stages)
+    def stage_count(self) -> int:
+        return self.octaves
 
-    @torch.no_grad()
-    def enter_octave(self, octave: int) -> None:
-        """Go on at octave ``octave``: the photo at its size plus the detail dreamed so far."""
-        previous, self.octave = self.octave, octave
-        for group, positions in enumerate(self.groups):
-            image = self.images[group]
-            dreamed = self.backbone.denormalize(image.detach()).float().cpu()
-            pixels = carry_detail(dreamed, torch.stack([self._photo(i, previous) for i in positions]),
-                                  torch.stack([self._photo(i) for i in positions]))
-            encoded = self.parameterization.encode(pixels, self.backbone.mean.cpu(),
-                                                   self.backbone.std.cpu())
-            image.data = self._in_memory_format(encoded.to(image.device, image.dtype))
+    def stage_steps(self) -> list[int]:
+        return self.octave_plan.step_counts(self.steps_per_chunk, self.octaves)
+
+    def stage_size(self, index: int, stage: Optional[int] = None) -> tuple[int, int]:
+        """Job ``index``'s picture size ``(H, W)`` at octave ``stage`` (default: the current
+        one)."""
+        return self.octave_size(self.jobs[index].size,
+                                self.stage_index if stage is None else stage)
+
+    def stage_name(self, stage: int) -> str:
+        """``octave<k>`` (from 1): the snapshot at a coarse octave's end."""
+        return f"octave{stage + 1}"
+
+    def resample_group(self, group: int, parameter: torch.Tensor, previous: int
+                       ) -> torch.Tensor:
+        """The photo at the current octave's size plus the detail dreamed at octave
+        ``previous``, upsampled (:func:`~.functional.carry_detail`), on the CPU as the plain
+        loop computes it."""
+        positions = self.groups[group]
+        dreamed = self.backbone.denormalize(parameter).float().cpu()
+        pixels = carry_detail(dreamed, torch.stack([self._photo(i, previous) for i in positions]),
+                              torch.stack([self._photo(i) for i in positions]))
+        return self.parameterization.encode(pixels, self.backbone.mean.cpu(),
+                                            self.backbone.std.cpu())
+
+    def enter_stage(self, stage: int) -> None:
+        super().enter_stage(stage)
         if self._trainer is not None:
             for optimizer in self.trainer.optimizers:
-                optimizer.state.clear()  # Adam's moments belonged to the previous size
-                self.set_step_lengths(optimizer)
-
-    def before_step(self, step: int) -> None:
-        octave = self.octave_plan.scale_at(step, self.steps_per_chunk, self.octaves)
-        if octave != self.octave:
-            self.enter_octave(octave)
-
-    def snapshot_name(self, steps_taken: int) -> Optional[str]:
-        """``octave<k>`` after an octave's last step: the image writer keeps that picture."""
-        if self.octave_plan.is_scale_end(steps_taken, self.steps_per_chunk, self.octaves):
-            return f"octave{self.octave + 1}"
-        return None
+                self.set_step_lengths(optimizer)  # a step's length depends on the octave's size
 
     # ----------------------------------------------------------------- optimization
     def set_step_lengths(self, optimizer: torch.optim.Optimizer) -> None:
@@ -582,26 +588,3 @@ class DeepDream(ObjectiveAscent):
     def sheet_panels(self, index: int) -> list[tuple[str, torch.Tensor]]:
         return [("photo", self.jobs[index].content),
                 (short_title(self.objective_text, 40), self.result_pixels(index))]
-
-    # ----------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["deep_dream_octave"] = self.octave
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The images must have the checkpoint's octave's size before the checks and the load.
-        octave = int(checkpoint.get("deep_dream_octave", 0))
-        if not 0 <= octave < self.octaves:
-            raise UserInputError("The checkpoint was made with other octaves: resume with the "
-                                 "interrupted run's options (its config.yaml).")
-        self._restored_octave = octave
-        if octave != self.octave and len(self.images):
-            self.octave = octave
-            for group, positions in enumerate(self.groups):
-                # Only the shape matters: the checkpoint's pixels replace these.
-                shape = self._photo(positions[0]).shape[-2:]
-                self.images[group].data = self.images[group].data.new_zeros(
-                    len(positions), 3, *shape)
-        super().on_load_checkpoint(checkpoint)
-        self.octave = octave
-        self._restored_octave = None

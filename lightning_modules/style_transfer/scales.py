@@ -28,10 +28,14 @@ class ScalePlan:
             ``sqrt(2)`` while below the image's side, then the image's side. None: one scale.
         steps: Steps at each scale, summing to the run's ``max_steps``; None: equal parts, the
             remainder to the coarsest scales.
+        steps_option: The option that gave ``steps``, as messages name it (DeepDream's
+            ``octave_steps``).
+        scale_word: What a scale is called in messages (DeepDream's ``octave``).
     """
 
     def __init__(self, scales: Union[Sequence[int], Literal["auto"], None] = None,
-                 steps: Optional[Sequence[int]] = None) -> None:
+                 steps: Optional[Sequence[int]] = None, steps_option: str = "scale_steps",
+                 scale_word: str = "scale") -> None:
         if isinstance(scales, str) and scales != "auto":
             raise UserInputError(f"scales must be a list of shorter sides or 'auto', got '{scales}'.")
         if scales is not None and not isinstance(scales, str):
@@ -44,9 +48,12 @@ class ScalePlan:
         if steps is not None:
             steps = list(steps)
             if not steps or any(not isinstance(n, int) or n < 1 for n in steps):
-                raise UserInputError(f"scale_steps must be whole numbers of at least 1, got {steps}.")
+                raise UserInputError(f"{steps_option} must be whole numbers of at least 1, got "
+                                     f"{steps}.")
         self.scales = scales
         self.steps = steps
+        self.steps_option = steps_option
+        self.scale_word = scale_word
 
     def sides(self, shorter: int) -> list[int]:
         """The shorter side at each scale, for a picture whose shorter side is ``shorter``."""
@@ -85,11 +92,12 @@ class ScalePlan:
         if self.steps is not None:
             if len(self.steps) != count or sum(self.steps) != max_steps:
                 raise UserInputError(
-                    f"scale_steps {self.steps} must have one entry per scale ({count}) and sum "
-                    f"to trainer.max_steps ({max_steps}).")
+                    f"{self.steps_option} {self.steps} must have one entry per "
+                    f"{self.scale_word} ({count}) and sum to trainer.max_steps "
+                    f"({max_steps}).")
             return list(self.steps)
         if max_steps < count:
-            raise UserInputError(f"{count} scales need at least {count} steps "
+            raise UserInputError(f"{count} {self.scale_word}s need at least {count} steps "
                                  f"(trainer.max_steps is {max_steps}).")
         base, extra = divmod(max_steps, count)
         return [base + (1 if k < extra else 0) for k in range(count)]

@@ -132,6 +132,14 @@ def test_deep_dream_from_its_config_changes_the_photo_over_octaves(workdir, cont
 def test_deep_dream_refuses_too_many_octaves_and_no_photo(workdir, content_image, capsys) -> None:
     assert dream_cli(content_image, "--model.octaves", "9") == 1
     assert "octaves" in capsys.readouterr().err
+    # Steps that do not split over the octaves: the messages name DeepDream's own options.
+    assert dream_cli(content_image, "--model.octave_steps", "[1, 1]") == 1
+    assert ("octave_steps [1, 1] must have one entry per octave (3) and sum to "
+            "trainer.max_steps (6).") in capsys.readouterr().err
+    assert dream_cli(content_image, "--trainer.max_steps", "2") == 1
+    assert "3 octaves need at least 3 steps (trainer.max_steps is 2)." in capsys.readouterr().err
+    with pytest.raises(UserInputError, match="octave_steps must be whole numbers of at least 1"):
+        DeepDream(backbone="tiny", weights="random", octave_steps=[0, 2])
     with pytest.raises(UserInputError, match="octave_scale"):
         DeepDream(backbone="tiny", weights="random", octave_scale=1.0)
     with pytest.raises(UserInputError, match="Unknown objective kind"):
@@ -139,7 +147,7 @@ def test_deep_dream_refuses_too_many_octaves_and_no_photo(workdir, content_image
 
 
 def test_deep_dream_resumed_at_a_later_octave_ends_as_the_uninterrupted_run(
-        workdir, content_image, monkeypatch) -> None:
+        workdir, content_image, monkeypatch, capsys) -> None:
     from callbacks.checkpoint import AtomicCheckpointIO
 
     kept = workdir / "kept"
@@ -151,17 +159,32 @@ def test_deep_dream_resumed_at_a_later_octave_ends_as_the_uninterrupted_run(
         shutil.copy(path, kept / f"step{checkpoint['global_step']}.ckpt")
 
     monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_and_keep)
-    # Steps 2 + 2 + 2 over three octaves; the checkpoint after step 4 is at the second octave.
-    assert dream_cli(content_image, "--checkpoint.every_n_train_steps", "4") == 0
-    middle = kept / "step4.ckpt"
-    assert torch.load(middle, weights_only=False)["deep_dream_octave"] == 1
-    assert dream_cli(content_image, "--ckpt_path", str(middle)) == 0
-    first, resumed = (workdir / "runs" / "deep_dream" / f"version_{k}" / "content.png"
-                      for k in (0, 1))
-    assert resumed.read_bytes() == first.read_bytes()
-    # It went on from step 4: the coarse octaves' snapshots were the interrupted run's.
-    assert sorted(p.name for p in (resumed.parent / "snapshots").glob("*")) == []
-    assert [int(row) for row in steps(resumed.parent)][-2:] == [5, 6]
+    # Steps 2 + 2 + 2 over three octaves: after step 3 the run is in the middle of the second
+    # octave, after step 4 at its end (the next step enters the third).
+    assert dream_cli(content_image, "--checkpoint.every_n_train_steps", "1") == 0
+    runs = workdir / "runs" / "deep_dream"
+    first = runs / "version_0"
+    for version, step in ((1, 3), (2, 4)):
+        middle = kept / f"step{step}.ckpt"
+        assert torch.load(middle, weights_only=False)["deep_dream_octave"] == 1
+        assert dream_cli(content_image, "--ckpt_path", str(middle)) == 0
+        resumed = runs / f"version_{version}"
+        assert (resumed / "content.png").read_bytes() == (first / "content.png").read_bytes()
+        assert [int(row) for row in steps(resumed)][-2:] == [5, 6]
+    # Resumed mid-octave, the run ends the second octave at its size: its snapshot is the
+    # uninterrupted run's. Resumed at its end, the coarse octaves' snapshots were the
+    # interrupted run's.
+    assert [p.name for p in (runs / "version_1" / "snapshots").glob("*")] == ["content_octave2.png"]
+    assert ((runs / "version_1" / "snapshots" / "content_octave2.png").read_bytes()
+            == (first / "snapshots" / "content_octave2.png").read_bytes())
+    assert sorted(p.name for p in (runs / "version_2" / "snapshots").glob("*")) == []
+    # A checkpoint at an octave this run does not have is refused in one sentence.
+    other = torch.load(kept / "step3.ckpt", weights_only=False)
+    other["deep_dream_octave"] = 3
+    torch.save(other, kept / "other.ckpt")
+    capsys.readouterr()
+    assert dream_cli(content_image, "--ckpt_path", str(kept / "other.ckpt")) == 1
+    assert "The checkpoint was made with other octaves" in capsys.readouterr().err
 
 
 def test_cli_feature_visualization_with_maco_and_crops_raises_the_channel(workdir) -> None:
