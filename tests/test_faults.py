@@ -779,8 +779,10 @@ def test_a_run_in_use_is_not_continued_or_cleaned_up_by_another_resume(in_photos
     assert (run / "config_resumed.yaml").is_file()
 
 
-def test_two_resumes_started_together_leave_the_winners_files(photos: Path) -> None:
-    run([*style_args(photos), *terminate_at(3)], photos)
+def test_two_resumes_started_together_leave_the_winners_files(in_photos: Path, capsys) -> None:
+    photos = in_photos
+    with pytest.raises(SystemExit):
+        main([*style_args(photos), *terminate_at(3)], capsys)
     resume = style_args(photos, "--ckpt_path", "last")
     both = [subprocess.Popen([sys.executable, TINY_CLI, *resume], cwd=photos,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
