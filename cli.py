@@ -190,6 +190,8 @@ class ImageCLI(LightningCLI):
         config = self.config[self.subcommand]
         trainer = config.trainer
         check_run_options(config)
+        for part in ("model", "data"):
+            check_no_null_values(part, config.get(part))
         check_hardware(trainer.accelerator, trainer.devices)
         processes = process_count(trainer.devices, trainer.num_nodes)
         check_process_count(processes, trainer.accelerator)
@@ -703,6 +705,51 @@ def check_run_options(config: Namespace) -> None:
     for option in ("checkpoint.every_n_train_steps", "images.every_n_steps"):
         if option in config and config[option] is not None:
             _check_whole(f"--{option}", config[option], least=0)
+
+
+def check_no_null_values(part: str, spec: Any) -> None:
+    """Refuse ``null`` (None) for an option whose class does not take None.
+
+    jsonargparse lets ``--data.image_size null`` (and ``image_size=None`` from Python) through
+    to the class, where it failed with a TypeError deep inside.
+
+    Args:
+        part: ``model`` or ``data``, for the message.
+        spec: The parsed ``class_path`` and ``init_args``.
+    """
+    if not isinstance(spec, Namespace) or not isinstance(spec.get("init_args"), Namespace):
+        return
+    module_name, _, name = str(spec.get("class_path")).rpartition(".")
+    technique = getattr(sys.modules.get(module_name), name, None)
+    if not isinstance(technique, type):
+        return
+    for key, value in vars(spec.init_args).items():
+        if value is None and not _takes_none(technique, key):
+            raise UserInputError(f"--{part}.{key} needs a value; null (None) is not one.")
+
+
+def _takes_none(technique: type, option: str) -> bool:
+    """Whether ``option`` of ``technique`` (its ``__init__`` or, through ``**kwargs``, a base
+    class's) admits None: typed Optional, defaulting to None, or untyped."""
+    import inspect
+    import typing
+
+    for klass in technique.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters
+        if option in parameters:
+            parameter = parameters[option]
+            if parameter.default is None or parameter.annotation is inspect.Parameter.empty:
+                return True
+            try:
+                hint = typing.get_type_hints(klass.__init__).get(option, Any)
+            except Exception:  # noqa: BLE001 - an annotation we cannot resolve: let it be
+                return True
+            return hint is Any or type(None) in typing.get_args(hint)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            return True
+    return True
 
 
 def _check_whole(option: str, value: Any, least: int) -> None:

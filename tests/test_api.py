@@ -206,6 +206,21 @@ def test_fool_reaches_the_target_on_the_returned_8_bit_image(workdir: Path) -> N
     (lambda: visualize_class("flamingo", config="fooling"),
      f"visualize_class() runs ClassVisualization, but {shipped_config('fooling')} runs "
      f"FoolingImage."),
+    # Wrong types reach the command line's parser: its sentence, never a traceback.
+    (lambda: stylize("chelsea", "coffee", image_size="x"),
+     "--data.image_size: Expected a <class 'int'>. Got value: x"),
+    (lambda: stylize("chelsea", "coffee", image_size=None),
+     "--data.image_size needs a value; null (None) is not one."),
+    (lambda: stylize("chelsea", "coffee", tv_weight="a"),
+     "--model.tv_weight: Expected a <class 'float'>. Got value: a"),
+    (lambda: stylize("chelsea", "coffee", lr=None), "--model.lr needs a value; null (None) is "
+                                                    "not one."),
+    (lambda: stylize("chelsea", "coffee", backbone=None),
+     "--model.backbone needs a value; null (None) is not one."),
+    (lambda: stylize("chelsea", "coffee", backbone=3), "--model.backbone: Expected a <class "
+                                                       "'str'>"),
+    (lambda: stylize("chelsea", "coffee", precision="bogus"),
+     "--trainer.precision: Expected a <class 'int'>"),
     (lambda: stylize("chelsea", "coffee", config="no_such_config"),
      "Config no_such_config not found: give a YAML file or a shipped config's name (" +
      ", ".join(shipped_configs()) + ")."),
