@@ -563,12 +563,11 @@ class PythonRun(ImageCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         if self.quiet:
             # Writers would write into the working folder: the command line's are left out,
-            # the config's are kept unattached (saliency() draws with the config's colours),
-            # and the technique's own reports too, since a quiet run returns values instead.
+            # and the config's are kept unattached (saliency() draws with the config's colours).
+            # A technique's own reports write only into a run folder, which a quiet run lacks.
             callbacks = []
             self.unattached = list(config.get("callbacks") or [])
             config = {**config, "callbacks": []}
-            self.model.configure_callbacks = lambda: []  # type: ignore[method-assign]
         return super()._instantiate_trainer(config, [*callbacks, *self._collectors])
 
     def predict(self, **kwargs: Any) -> None:
