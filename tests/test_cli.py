@@ -393,3 +393,16 @@ def test_a_shipped_config_is_found_by_name_from_any_folder(workdir, capsys) -> N
     with pytest.raises(SystemExit):
         cli.main(["fit", "--config", "style_transfer", "--print_config"])
     assert "max_steps: 7" in capsys.readouterr().out
+
+
+def test_a_run_with_fewer_steps_than_automatic_scales_keeps_the_finest(workdir, content_image,
+                                                                        style_image) -> None:
+    from lightning_modules.style_transfer.scales import ScalePlan
+
+    assert ScalePlan("auto").sides(256) == [128, 181, 256]
+    assert ScalePlan("auto").sides(256, most=2) == [181, 256]
+    # The two-step run of the default config: it was refused (3 scales, 2 steps).
+    assert cli.main(tiny_args(content_image, style_image, "--data.image_size", "200",
+                              "--trainer.max_steps", "1")) == 0
+    [run] = run_dirs(workdir)
+    assert min(Image.open(run / "content__style.png").size) == 200

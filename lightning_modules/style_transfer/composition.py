@@ -234,11 +234,21 @@ class FeatureMatching(ImageOptimization):
         super().setup(stage)
         if stage == "fit" and self.jobs and self._trainer is not None:
             for job in self.jobs:  # scales that do not fit a picture: refused before any step
-                self.scale_plan.sides(min(job.size))
+                self.scale_plan.sides(min(job.size), self._most_scales)
+
+    @property
+    def _most_scales(self) -> Optional[int]:
+        """The run's steps, once known: automatic scales never outnumber them. (The images
+        are made in setup before the loop is planned: then the Trainer's ``max_steps`` is
+        still the steps of a job.)"""
+        if self.steps_per_chunk:
+            return self.steps_per_chunk
+        steps = self._trainer.max_steps if self._trainer is not None else None
+        return steps if steps and steps > 0 else None
 
     def stage_count(self) -> int:
         """The number of scales of the current jobs (the first job's; they share a shorter side)."""
-        return self.scale_plan.count(self.jobs[0].size if self.jobs else None)
+        return self.scale_plan.count(self.jobs[0].size if self.jobs else None, self._most_scales)
 
     def stage_steps(self) -> list[int]:
         return self.scale_plan.step_counts(self.steps_per_chunk, self.stage_count())
@@ -246,7 +256,8 @@ class FeatureMatching(ImageOptimization):
     def stage_size(self, index: int, stage: Optional[int] = None) -> tuple[int, int]:
         """Job ``index``'s picture size ``(H, W)`` at scale ``stage`` (default: the current one)."""
         return self.scale_plan.size(self.jobs[index].size,
-                                    self.stage_index if stage is None else stage)
+                                    self.stage_index if stage is None else stage,
+                                    self._most_scales)
 
     def stage_name(self, stage: int) -> str:
         """``scale<side>px``: the snapshot at a coarse scale's end."""

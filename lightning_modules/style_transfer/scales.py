@@ -25,7 +25,8 @@ class ScalePlan:
     Args:
         scales: The shorter sides, ascending; the image's own side is always the last (added
             if missing, and larger ones are refused). ``"auto"``: 128 px, then sides growing by
-            ``sqrt(2)`` while below the image's side, then the image's side. None: one scale.
+            ``sqrt(2)`` while below the image's side, then the image's side, and never more
+            scales than the run has steps (the coarsest are left out). None: one scale.
         steps: Steps at each scale, summing to the run's ``max_steps``; None: equal parts, the
             remainder to the coarsest scales.
         steps_option: The option that gave ``steps``, as messages name it (DeepDream's
@@ -55,8 +56,14 @@ class ScalePlan:
         self.steps_option = steps_option
         self.scale_word = scale_word
 
-    def sides(self, shorter: int) -> list[int]:
-        """The shorter side at each scale, for a picture whose shorter side is ``shorter``."""
+    def sides(self, shorter: int, most: Optional[int] = None) -> list[int]:
+        """The shorter side at each scale, for a picture whose shorter side is ``shorter``.
+
+        Args:
+            shorter: The picture's shorter side.
+            most: The run's steps: at most this many automatic scales (a 2-step run of a
+                256 px picture gets 181 and 256 px, not a refusal).
+        """
         if self.scales is None:
             return [shorter]
         if self.scales == "auto":
@@ -64,27 +71,29 @@ class ScalePlan:
             while round(side) < shorter:
                 sides.append(round(side))
                 side *= AUTO_GROWTH
-            return sides + [shorter]
+            sides.append(shorter)
+            return sides[-most:] if most else sides
         if self.scales[-1] > shorter:
             raise UserInputError(f"The scales {self.scales} go past the image's shorter side "
                                  f"({shorter} px); the last scale is the image size.")
         return [side for side in self.scales if side < shorter] + [shorter]
 
-    def count(self, size: Optional[Sequence[int]]) -> int:
+    def count(self, size: Optional[Sequence[int]], most: Optional[int] = None) -> int:
         """The number of scales for a picture of ``size = (H, W)`` (1 without a size)."""
-        return len(self.sides(min(size))) if size else 1
+        return len(self.sides(min(size), most)) if size else 1
 
-    def factor(self, scale: int, size: Sequence[int]) -> float:
+    def factor(self, scale: int, size: Sequence[int], most: Optional[int] = None) -> float:
         """How much smaller than the full picture of ``size`` it is at scale ``scale``."""
         shorter = min(size)
-        return self.sides(shorter)[scale] / shorter
+        return self.sides(shorter, most)[scale] / shorter
 
-    def size(self, size: Sequence[int], scale: int) -> tuple[int, int]:
+    def size(self, size: Sequence[int], scale: int,
+             most: Optional[int] = None) -> tuple[int, int]:
         """The picture's ``(H, W)`` at scale ``scale``: its aspect ratio kept."""
         height, width = size
-        if scale == self.count(size) - 1:
+        if scale == self.count(size, most) - 1:
             return int(height), int(width)
-        factor = self.factor(scale, size)
+        factor = self.factor(scale, size, most)
         return max(1, round(height * factor)), max(1, round(width * factor))
 
     def step_counts(self, max_steps: int, count: int) -> list[int]:
