@@ -26,6 +26,8 @@ IRRELEVANT_WARNINGS = (
     r".*module\(s\) in eval mode.*",
     r".*does not have many workers.*",
     r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*",
+    # A variant given from Python as an object (PGD(eps=...)): the parser keeps it as it is.
+    r"(?s).*Unable to serialize instance.*",
 )
 
 # Lightning's hardware report and advertising, printed when a Trainer starts, and its line at the
