@@ -7,7 +7,6 @@ uses the real offline EfficientNet-Lite0 at 224 px.
 from __future__ import annotations
 
 import csv
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -378,7 +377,8 @@ def test_an_attack_object_runs_as_its_shorthand_and_leaves_plain_hyperparameters
 
 
 def test_cli_runs_an_attack_named_by_class_path_and_refuses_a_foreign_flat_option(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """A config's ``method: {class_path: ..., init_args: ...}``, with one of its options set
     from the command line, gives the shorthand run's results; a flat option of another attack
     beside it is refused in one line."""
@@ -391,14 +391,9 @@ def test_cli_runs_an_attack_named_by_class_path_and_refuses_a_foreign_flat_optio
               "--data.image_size", "32", "--trainer.max_steps", "8",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
               "false"]
-    def tiny_cli(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "tests" / "tiny_cli.py"), *common,
-                               *extra], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300)
-    done = tiny_cli("--config", str(config), "--model.method.step_size", "0.02")
-    assert done.returncode == 0, done.stderr[-3000:]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["cli.py"])
+    assert cli.main([*common, "--config", str(config), "--model.method.step_size", "0.02"]) == 0
     assert cli.main([*common, "--model.method", "pgd", "--model.eps", "0.1",
                      "--model.step_size", "0.02"]) == 0
     object_run, shorthand_run = sorted((tmp_path / "runs" / "fooling").glob("version_*"))
@@ -408,12 +403,14 @@ def test_cli_runs_an_attack_named_by_class_path_and_refuses_a_foreign_flat_optio
     # The budget holds before the 8-bit rounding, which may add half a level.
     assert max(float(row["linf"]) for row in csv.DictReader(results.splitlines())) <= (
         0.1 + 0.5 / 255 + 1e-6)
-    refused = tiny_cli("--config", str(config), "--model.c", "5")
-    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-    assert refused.returncode == 1 and errors == [
+    capsys.readouterr()
+    assert cli.main([*common, "--config", str(config), "--model.c", "5"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [
         "error: c is an option of Carlini-Wagner (method: cw), not of PGD (method: PGD): "
-        "choose method cw, or leave c out."], refused.stderr[-3000:]
-    assert "Traceback" not in refused.stderr
+        "choose method cw, or leave c out."], err[-3000:]
+    assert "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -3,7 +3,6 @@ its short name, and the writers SaliencyMap brings itself."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -37,7 +36,6 @@ from lightning_modules.saliency import (
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "saliency.yaml"
-TINY_CLI = str(REPO / "tests" / "tiny_cli.py")
 NAMES = ("chelsea", "coffee", "rocket")  # the built-in samples
 
 
@@ -168,7 +166,7 @@ def test_a_class_path_method_runs_from_the_cli_as_its_short_name(workdir: Path,
                      "lightning_modules.saliency.SmoothGrad", "--model.method.samples", "3",
                      "--model.method.noise_level", "0.1"]) == 0
     # A config of its own that names the method by class_path and lists no callbacks: the
-    # module brings its writers. In a child process, as a user starts it.
+    # module brings its writers.
     config = workdir / "smoothgrad_by_class.yaml"
     config.write_text(
         "trainer:\n  inference_mode: false\n  logger:\n"
@@ -180,10 +178,8 @@ def test_a_class_path_method_runs_from_the_cli_as_its_short_name(workdir: Path,
         "      init_args: {noise_level: 0.1, samples: 3}\n"
         "data:\n  class_path: datamodules.labeled_images.LabeledImageData\n"
         "  init_args: {image_size: 32, batch_size: 8}\n")
-    done = subprocess.run([sys.executable, TINY_CLI, "predict", "--config", str(config),
-                           "--trainer.enable_progress_bar", "false"], cwd=workdir,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert cli.main(["predict", "--config", str(config),
+                     "--trainer.enable_progress_bar", "false"]) == 0
     runs = [workdir / "runs" / "saliency" / f"version_{n}" for n in range(3)]
     shorthand = _maps(runs[0])
     assert shorthand.shape == (3, 32, 32) and shorthand.max() > 0
