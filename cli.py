@@ -256,10 +256,19 @@ class ImageCLI(LightningCLI):
                     f"for a fresh run folder, or continue it with --ckpt_path "
                     f"{run / 'checkpoints' / 'last.ckpt'}.")
             return
+        created = _missing_folders(root)  # runs/ and runs/<name>/, if this run makes them
         number = claim_run_directory(root)
         run = root / f"version_{number}"
         init_args.version = number
-        self._undo.append(lambda: shutil.rmtree(run, ignore_errors=True))
+
+        def remove_run() -> None:
+            shutil.rmtree(run, ignore_errors=True)
+            for folder in created:  # innermost first, and only while empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        self._undo.append(remove_run)
         self._run_lock = lock_run(run)
 
     def _set_aside(self, path: Path) -> None:
@@ -591,6 +600,15 @@ def _plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(key, str) and _plain(item) for key, item in value.items())
     return False
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def lock_run(run: Path) -> Optional[int]:

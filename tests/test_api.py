@@ -237,7 +237,7 @@ def test_bad_input_is_one_sentence(workdir: Path, call, message: str) -> None:
 def test_a_saved_run_that_fails_before_its_first_step_leaves_no_folder(workdir: Path) -> None:
     with pytest.raises(UserInputError, match="Image file not found"):
         stylize("no_such_photo.png", "coffee", save_dir="out", **TINY_STYLE)
-    assert list((workdir / "out" / "style_transfer").iterdir()) == []
+    assert not (workdir / "out").exists()  # nor the folders the run made for itself
 
 
 def test_saliency_name_stays_the_subpackage() -> None:

@@ -406,3 +406,16 @@ def test_a_run_with_fewer_steps_than_automatic_scales_keeps_the_finest(workdir, 
                               "--trainer.max_steps", "1")) == 0
     [run] = run_dirs(workdir)
     assert min(Image.open(run / "content__style.png").size) == 200
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder_it_made(workdir, content_image,
+                                                                          style_image) -> None:
+    bad = tiny_args(content_image, style_image, "--model.content_layers", "[99]")
+    assert cli.main(bad) == 1
+    assert not (workdir / "runs").exists()  # neither version_0 nor runs/style_transfer
+    # Folders that were there before stay, with what they hold.
+    (workdir / "runs" / "style_transfer" / "version_0").mkdir(parents=True)
+    (workdir / "runs" / "style_transfer" / "version_0" / "notes.txt").write_text("mine")
+    assert cli.main(bad) == 1
+    assert [p.name for p in (workdir / "runs" / "style_transfer").iterdir()] == ["version_0"]
+    assert (workdir / "runs" / "style_transfer" / "version_0" / "notes.txt").read_text() == "mine"
