@@ -13,12 +13,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def docs_example(page: str, name: str) -> str:
-    """The code block that follows ``<!-- example: NAME -->`` on the page ``docs/PAGE``."""
+def docs_block(page: str, name: str, kind: str = "example") -> str:
+    """The code block that follows ``<!-- KIND: NAME -->`` on the page ``docs/PAGE`` (``example``
+    blocks are run as scripts, ``file`` blocks are written where their name says)."""
     text = (ROOT / "docs" / page).read_text()
-    match = re.search(rf"<!-- example: {re.escape(name)} -->\n```python\n(.*?)```", text, re.S)
-    assert match, f"docs/{page} has no example {name}"
+    match = re.search(rf"<!-- {kind}: {re.escape(name)} -->\n```\w+\n(.*?)```", text, re.S)
+    assert match, f"docs/{page} has no {kind} {name}"
     return match.group(1)
+
+
+def docs_example(page: str, name: str) -> str:
+    return docs_block(page, name)
 
 
 def test_readme_technique_runs_and_its_loss_falls(tmp_path: Path) -> None:
@@ -48,14 +53,6 @@ def test_readme_training_pictures_example_runs_as_written(tmp_path: Path) -> Non
                        "saliency_epoch001.png", "saliency_epoch003.png"]
 
 
-def docs_file(page: str, path: str) -> str:
-    """The block that follows ``<!-- file: PATH -->`` on the page ``docs/PAGE``."""
-    text = (ROOT / "docs" / page).read_text()
-    match = re.search(rf"<!-- file: {re.escape(path)} -->\n```\w+\n(.*?)```", text, re.S)
-    assert match, f"docs/{page} has no file {path}"
-    return match.group(1)
-
-
 def test_a_built_in_technique_needs_its_package_config_and_page_only(tmp_path: Path) -> None:
     # A copy of the package as it ships, plus the new technique's three places and nothing else.
     package = tmp_path / "package"
@@ -67,7 +64,7 @@ def test_a_built_in_technique_needs_its_package_config_and_page_only(tmp_path: P
     technique = package / "lightning_modules" / "layer_dream"
     technique.mkdir()
     for path in ("lightning_modules/layer_dream/__init__.py", "configs/layer_dream.yaml"):
-        (package / path).write_text(docs_file(page, path))
+        (package / path).write_text(docs_block(page, path, "file"))
     (technique / "module.py").write_text(docs_example(page, "dream.py"))
     (package / "docs").mkdir()
     (package / "docs" / "layer_dream.md").write_text("# LayerDream\n")
