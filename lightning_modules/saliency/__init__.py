@@ -21,6 +21,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Vanilla": ".gradients", "SmoothGrad": ".gradients", "IntegratedGradients": ".gradients",
     "GradCAM": ".cam", "GradCAMPlusPlus": ".cam", "ScoreCAM": ".cam", "GuidedGradCAM": ".cam",
     "CaptumMethod": ".captum_methods",
+    # a whole dataset: the module and the reader of its maps
+    "DatasetExplanation": ".dataset", "DatasetBatch": ".dataset", "load_maps": ".map_shards",
     "SHORTHANDS": ".registry", "method_from_options": ".registry",
     "method_from_module_options": ".registry",
     # the trust report
