@@ -61,6 +61,8 @@ from callbacks.checkpoint import RunCheckpoint, choose_checkpoint, previous_path
 from callbacks.run_directory import claim_run_directory
 from datamodules.files import TEMPORARY_MARK, describe
 from lightning_modules.errors import DivergedError, UserInputError, format_bytes
+# The folder of a predict run that writes its results in parts, and so can be continued.
+from lightning_modules.saliency.map_shards import MAPS_FOLDER as PARTS_FOLDER
 from lightning_modules.run_defaults import (
     DEFAULT_SEED,
     IRRELEVANT_WARNINGS,
@@ -210,6 +212,8 @@ class ImageCLI(LightningCLI):
             trainer.plugins = [Namespace(class_path="callbacks.checkpoint.AtomicCheckpointIO")]
         if self.subcommand == "fit" and config.get("ckpt_path"):
             self._resume_in_place(config, processes)
+        elif self.subcommand == "predict" and config.get("ckpt_path"):
+            self._continue_predict_run(config)
         else:
             self._start_step = 0
             self._claim_run_directory(trainer.logger)
@@ -390,6 +394,45 @@ class ImageCLI(LightningCLI):
                 # interrupted part's (see _undo_unstarted_run for a resume that never starts).
                 for name in ("metrics.csv", "hparams.yaml"):
                     self._set_aside(run / name)
+
+    def _continue_predict_run(self, config: Namespace) -> None:
+        """Go on with a ``predict`` run that writes its results in parts (a dataset saliency
+        run's shards): ``--ckpt_path last`` is the newest run under the logger's
+        ``save_dir/name``, or give the run's folder. Its writer leaves out what is written.
+
+        A prediction has no checkpoint: the run's own files are its state, so Lightning is
+        given none to load.
+        """
+        logger = config.trainer.logger
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if init_args is None or not all(key in init_args for key in ("save_dir", "name",
+                                                                      "version")):
+            raise UserInputError("--ckpt_path with predict continues a run in its folder, which "
+                                 "needs a logger with a save_dir and a name.")
+        given = str(config.ckpt_path)
+        root = Path(init_args.save_dir or ".") / str(init_args.name)
+        run = newest_run(root) if given == "last" else Path(given)
+        if run.is_file() and run.parent.name == "checkpoints":
+            run = run.parent.parent
+        if not (run / PARTS_FOLDER).is_dir():
+            raise UserInputError(
+                f"{run} holds no run that predict can continue (only a dataset saliency run, "
+                f"which writes {PARTS_FOLDER}/, goes on where it stopped); leave out "
+                f"--ckpt_path for a fresh run.")
+        config.ckpt_path = None
+        self._start_step = 0
+        init_args.save_dir, init_args.name, init_args.version = (
+            str(run.parent.parent), run.parent.name, run.name)
+        if not is_launched_process():
+            self._run_lock = lock_run(run)
+            for partial in run.rglob(f".*{TEMPORARY_MARK}*"):
+                partial.unlink()  # what a killed process was writing when it died
+        self._forget_new_files(run)
+        self.save_config_kwargs = {**self.save_config_kwargs,
+                                   "config_filename": free_name(run, "config_resumed.yaml")}
+        if not is_launched_process():
+            for name in ("metrics.csv", "hparams.yaml"):
+                self._set_aside(run / name)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         if config.get("enable_checkpointing") is False:
@@ -636,6 +679,19 @@ def lock_run(run: Path) -> Optional[int]:
     return descriptor
 
 
+def newest_run(root: Path) -> Path:
+    """The newest run folder under ``root`` (the highest ``version_<n>``).
+
+    Raises:
+        UserInputError: If there is none.
+    """
+    runs = [(int(p.name[8:]), p) for p in root.glob("version_*")
+            if p.name[8:].isdigit() and p.is_dir()]
+    if not runs:
+        raise UserInputError(f"There is no run to continue in {root}.")
+    return max(runs)[1]
+
+
 def newest_run_checkpoint(root: Path) -> Path:
     """``checkpoints/last.ckpt`` of the newest run under ``root`` (the highest version).
 
@@ -645,11 +701,7 @@ def newest_run_checkpoint(root: Path) -> Path:
     Raises:
         UserInputError: If there is no run, or the newest has no checkpoint yet.
     """
-    runs = [(int(p.name[8:]), p) for p in root.glob("version_*")
-            if p.name[8:].isdigit() and p.is_dir()]
-    if not runs:
-        raise UserInputError(f"There is no run to continue in {root}.")
-    run = max(runs)[1]
+    run = newest_run(root)
     last = run / "checkpoints" / "last.ckpt"
     if not last.is_file() and not previous_path(last).is_file():
         raise UserInputError(

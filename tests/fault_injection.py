@@ -40,3 +40,17 @@ class TerminateAtStep(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class KillAtBatch(pl.Callback):
+    """SIGKILLs this process after prediction batch ``batch`` (counted from 0 in this run):
+    a dataset run stopped between two of its batches, or in the middle of a shard."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             outputs: Any, batch: Any, batch_idx: int,
+                             dataloader_idx: int = 0) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
