@@ -208,8 +208,8 @@ class DatasetStatistics:
         for metric in self.metrics:
             rows = [s for s in self.summaries if s.metric == metric and not s.is_control]
             for control in self.controls:
-                if rows and not any(control in s.comparisons and s.comparisons[control].beats
-                                    for s in rows):
+                compared = [s.comparisons[control] for s in rows if control in s.comparisons]
+                if compared and not any(comparison.beats for comparison in compared):
                     sentences.append(f"On {metric}, no method beats the {control} control.")
         return sentences
 
