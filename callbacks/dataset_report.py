@@ -473,6 +473,20 @@ def _thumbnails(run_dir: Path, statistics: DatasetStatistics, rows: list[dict[st
     return result
 
 
+def check_report_options(interval: str, confidence: float, images_per_method: int,
+                         bootstrap_samples: int) -> None:
+    """Raise a one-sentence error for an option of the report that cannot work."""
+    if interval not in INTERVALS:
+        raise UserInputError(f"Unknown interval {interval!r}: expected one of "
+                             f"{', '.join(INTERVALS)}.")
+    if not 0 < confidence < 1:
+        raise UserInputError(f"The confidence must lie between 0 and 1, got {confidence}.")
+    if images_per_method < 0:
+        raise UserInputError(f"images_per_method must be 0 or more, got {images_per_method}.")
+    if bootstrap_samples < 1:
+        raise UserInputError(f"bootstrap_samples must be 1 or more, got {bootstrap_samples}.")
+
+
 def write_report(run_dir: str | Path, interval: str = "t", confidence: float = 0.95,
                  ranking_metric: Optional[str] = None, images_per_method: int = 3,
                  bootstrap_samples: int = 2000, seed: int = 0,
@@ -496,6 +510,7 @@ def write_report(run_dir: str | Path, interval: str = "t", confidence: float = 0
     Raises:
         UserInputError: If the folder is not a finished dataset run, or an option is invalid.
     """
+    check_report_options(interval, confidence, images_per_method, bootstrap_samples)
     run_dir = Path(run_dir)
     explanation, rows = _read_run(run_dir)
     methods = [str(m) for m in explanation.get("methods", [])]
@@ -553,14 +568,7 @@ class DatasetReport(Callback):
                  ranking_metric: Optional[str] = None, images_per_method: int = 3,
                  bootstrap_samples: int = 2000, seed: int = 0) -> None:
         super().__init__()
-        if interval not in INTERVALS:
-            raise UserInputError(f"Unknown interval {interval!r}: expected one of "
-                                 f"{', '.join(INTERVALS)}.")
-        if not 0 < confidence < 1:
-            raise UserInputError(f"The confidence must lie between 0 and 1, got {confidence}.")
-        if images_per_method < 0 or bootstrap_samples < 1:
-            raise UserInputError("images_per_method must be 0 or more and bootstrap_samples "
-                                 "1 or more.")
+        check_report_options(interval, confidence, images_per_method, bootstrap_samples)
         self.options = {"interval": interval, "confidence": confidence,
                         "ranking_metric": ranking_metric,
                         "images_per_method": images_per_method,

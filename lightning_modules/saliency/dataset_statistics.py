@@ -394,7 +394,8 @@ def default_ranking_metric(metrics: Mapping[str, Mapping[str, Any]]) -> Optional
 
 def extreme_images(values: np.ndarray, higher_is_better: bool, count: int,
                    metric: str = "") -> Extremes:
-    """The rows of the best and worst values (NaN rows left out; ties keep the data's order).
+    """The rows of the best and worst values (NaN rows left out; ties keep the data's order;
+    with fewer than ``2 * count`` defined values, an image is never both best and worst).
 
     Args:
         values: One method's value per image.
@@ -405,10 +406,9 @@ def extreme_images(values: np.ndarray, higher_is_better: bool, count: int,
     values = np.asarray(values, np.float64)
     defined = np.flatnonzero(np.isfinite(values))
     scores = np.array([oriented(v, higher_is_better) for v in values[defined]])
-    best_first = defined[np.argsort(-scores, kind="stable")]
-    worst_first = defined[np.argsort(scores, kind="stable")]
-    return Extremes(metric, tuple(int(i) for i in best_first[:count]),
-                    tuple(int(i) for i in worst_first[:count]))
+    best = [int(i) for i in defined[np.argsort(-scores, kind="stable")][:count]]
+    worst = [int(i) for i in defined[np.argsort(scores, kind="stable")] if i not in best]
+    return Extremes(metric, tuple(best), tuple(worst[:count]))
 
 
 def dataset_statistics(table: Table, methods: Sequence[str], controls: Sequence[str],

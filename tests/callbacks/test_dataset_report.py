@@ -185,6 +185,10 @@ def test_statistics_of_the_synthetic_run():
     # road_morf: lower is better; gradcam's best are images 2 (0.08) and 4 (0.09).
     assert statistics.extremes["gradcam"].best == (2, 4)
     assert statistics.extremes["gradcam"].worst == (1, 3)
+    # Six images, four of each: the worst are those not already among the best.
+    many = dataset_statistics(table, METHODS, CONTROLS, METRICS, images_per_method=4)
+    assert many.extremes["gradcam"].best == (2, 4, 0, 5)
+    assert many.extremes["gradcam"].worst == (1, 3)
     assert "On road_morf, no method beats the random control." not in (
         statistics.unbeaten_controls())
     # Four hits or misses prove nothing: on pointing_game no method beats any control.
@@ -304,3 +308,5 @@ def test_callback_writes_the_report_at_predict_end(tmp_path):
                                                        "report.png"))
     with pytest.raises(UserInputError, match="Unknown interval"):
         DatasetReport(interval="wald")
+    with pytest.raises(UserInputError, match="images_per_method"):
+        DatasetReport(images_per_method=-1)
