@@ -50,6 +50,9 @@ REPORT_FILES = ("report.csv", "report.md", "report.html", "report.png")
 _CONTROL_STYLES = {"random": ("tab:gray", "--"), "edges": ("tab:orange", ":"),
                    "center": ("tab:green", "-.")}
 
+# The order of the metric families in the HTML page.
+_FAMILY_ORDER = ("faithfulness", "randomisation", "robustness", "localisation", "complexity")
+
 # Side of a best/worst thumbnail in the HTML page, in pixels.
 _THUMBNAIL_SIDE = 160
 
@@ -86,8 +89,11 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
         raise UserInputError(f"Cannot read {explanation_path} ({error}).") from None
     if not isinstance(explanation, dict) or not isinstance(explanation.get("metrics"), dict):
         raise UserInputError(f"{explanation_path} has no \"metrics\" object.")
-    with open(index_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(index_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserInputError(f"Cannot read {index_path} ({error}).") from None
     if not rows:
         raise UserInputError(f"{index_path} lists no explained image: nothing to report.")
     return explanation, rows
@@ -373,8 +379,10 @@ def report_html(statistics: DatasetStatistics, explanation: dict[str, Any],
              "<b>loses</b> (red) when it lies wholly on the worse side. Rank 1 is the best "
              "method. Each interval is 95 % on its own (no correction for the many "
              "comparisons).</p>"]
-    families = list(dict.fromkeys(str(info.get("family", "")) for info in
-                                  statistics.metrics.values()))
+    # Quantus' order of the families, faithfulness first; unknown families after them.
+    families = sorted(dict.fromkeys(str(info.get("family", "")) for info in
+                                    statistics.metrics.values()),
+                      key=lambda f: _FAMILY_ORDER.index(f) if f in _FAMILY_ORDER else 99)
     for family in families:
         parts.append(f"<h2>{escape(family or 'other')}</h2><table><tr><th>method</th>"
                      "<th>mean [95% CI]</th><th>n</th><th>rank</th>"
