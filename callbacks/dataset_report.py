@@ -14,9 +14,10 @@ them:
   and worst images with their maps;
 - ``report.png``: the figure, one panel per metric.
 
-The numbers come from :mod:`lightning_modules.saliency.dataset_statistics`. The callback
-:class:`DatasetReport` only calls :func:`write_report` at the end of ``predict``; the function
-also works on a finished run folder: ``python -m callbacks.dataset_report RUN_DIR``.
+The numbers come from :mod:`lightning_modules.saliency.dataset_statistics`. The run's writer
+(:class:`~callbacks.dataset_writer.DatasetWriter`) calls :func:`write_report` once every shard
+is written; the function also works on a finished run folder:
+``python -m callbacks.dataset_report RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
 
-from callbacks.run_directory import continues_run, run_directory
 from datamodules.files import write_csv_rows, write_file
 from lightning_modules.errors import UserInputError
 from lightning_modules.saliency.dataset_statistics import (
@@ -553,44 +551,6 @@ def write_report(run_dir: str | Path, interval: str = "t", confidence: float = 0
         write_file(run_dir / "report.png", lambda h: h.write(figure_png), replace,
                    what="plot"),
     ]
-
-
-class DatasetReport(Callback):
-    """Writes the dataset report (:func:`write_report`) at the end of ``predict``.
-
-    Every process waits until all have finished (a barrier); then global rank 0 alone reads the
-    run folder and writes ``report.csv``, ``report.md``, ``report.html`` and ``report.png``.
-    List it after the callback that writes ``index.csv``: it reads that file.
-
-    Args:
-        interval: ``"t"`` (Student's t interval) or ``"bootstrap"`` (percentile bootstrap).
-        confidence: The intervals' coverage.
-        ranking_metric: The metric that picks each method's best and worst images (default:
-            the first faithfulness metric).
-        images_per_method: How many best and how many worst images per method.
-        bootstrap_samples: Resamples of the bootstrap interval.
-        seed: The bootstrap's random seed.
-    """
-
-    def __init__(self, interval: str = "t", confidence: float = 0.95,
-                 ranking_metric: Optional[str] = None, images_per_method: int = 3,
-                 bootstrap_samples: int = 2000, seed: int = 0) -> None:
-        super().__init__()
-        check_report_options(interval, confidence, images_per_method, bootstrap_samples)
-        self.options = {"interval": interval, "confidence": confidence,
-                        "ranking_metric": ranking_metric,
-                        "images_per_method": images_per_method,
-                        "bootstrap_samples": bootstrap_samples, "seed": seed}
-        self.directory: Optional[Path] = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.directory = run_directory(trainer)  # a collective call: every process is here
-
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Every process has written its part before rank 0 reads the folder.
-        trainer.strategy.barrier("dataset_report")
-        if trainer.is_global_zero:
-            write_report(self.directory, replace=continues_run(trainer), **self.options)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import pytorch_lightning as pl
 
+from callbacks.dataset_report import check_report_options, write_report
 from callbacks.run_directory import run_directory
 from callbacks.saliency_writer import cam_overlay, overlay, scale_map
 from callbacks.sheets import grid_sheet
@@ -49,13 +50,22 @@ class DatasetWriter(pl.Callback):
             method's map over it); the rest only their maps and rows.
         colormap: Matplotlib colormap of the gradient maps on the sheets.
         cam_colormap: Colormap of class activation maps.
-        report: Write the report (``report.html``, ``report.csv``, ...) when every shard is in.
+        report: Write the report (``report.html``, ``report.csv``, ...; see
+            :mod:`callbacks.dataset_report`) when every shard is in.
+        interval: The report's intervals: ``"t"`` (Student's t) or ``"bootstrap"``.
+        ranking_metric: The metric that picks each method's best and worst images in the
+            report (default: the first faithfulness metric).
+        images_per_method: How many best and how many worst images per method the report shows.
     """
 
     def __init__(self, sheet_images: int = 16, colormap: str = "hot", cam_colormap: str = "jet",
-                 report: bool = True) -> None:
+                 report: bool = True, interval: str = "t", ranking_metric: Optional[str] = None,
+                 images_per_method: int = 3) -> None:
         if isinstance(sheet_images, bool) or not isinstance(sheet_images, int) or sheet_images < 0:
             raise UserInputError(f"sheet_images must be 0 or more, got {sheet_images}.")
+        check_report_options(interval, 0.95, images_per_method, 2000)
+        self.report_options = {"interval": interval, "ranking_metric": ranking_metric,
+                               "images_per_method": images_per_method}
         self.sheet_images = sheet_images
         self.colormap = colormap
         self.cam_colormap = cam_colormap
@@ -250,12 +260,9 @@ class DatasetWriter(pl.Callback):
                 self.write_report()
 
     def write_report(self) -> None:
-        """The report of the finished run (:mod:`callbacks.dataset_report`)."""
-        try:
-            from callbacks.dataset_report import write_report
-        except ImportError:
-            return
-        write_report(self.directory)
+        """The report of the finished run (:mod:`callbacks.dataset_report`); a continued run
+        writes it again, from every shard."""
+        write_report(self.directory, replace=True, **self.report_options)
 
 
 def _csv_text(columns: list[str], rows: list[dict[str, str]]) -> str:

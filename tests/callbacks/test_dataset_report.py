@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
-import torch
 from PIL import Image
 
-from callbacks.dataset_report import DatasetReport, main, write_report
+from callbacks.dataset_report import main, write_report
+from callbacks.dataset_writer import DatasetWriter
 from lightning_modules.errors import UserInputError
 from lightning_modules.saliency.dataset_statistics import (
     dataset_statistics, kendall_tau, mean_interval, rank_methods)
@@ -295,20 +294,8 @@ def test_write_report_refuses_to_overwrite_and_bad_folders(tmp_path):
     assert main([str(tmp_path / "empty")]) == 1
 
 
-class _Nothing(pl.LightningModule):
-    def predict_step(self, batch, batch_idx):
-        return batch
-
-
-def test_callback_writes_the_report_at_predict_end(tmp_path):
-    run_dir = make_run(tmp_path)
-    trainer = pl.Trainer(default_root_dir=run_dir, logger=False, accelerator="cpu", devices=1,
-                         callbacks=[DatasetReport(images_per_method=1)],
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.predict(_Nothing(), torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=1))
-    assert all((run_dir / name).is_file() for name in ("report.csv", "report.md", "report.html",
-                                                       "report.png"))
+def test_the_writer_checks_the_report_options():
     with pytest.raises(UserInputError, match="Unknown interval"):
-        DatasetReport(interval="wald")
+        DatasetWriter(interval="wald")
     with pytest.raises(UserInputError, match="images_per_method"):
-        DatasetReport(images_per_method=-1)
+        DatasetWriter(images_per_method=-1)
