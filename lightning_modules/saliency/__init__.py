@@ -21,6 +21,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Vanilla": ".gradients", "SmoothGrad": ".gradients", "IntegratedGradients": ".gradients",
     "GradCAM": ".cam", "GradCAMPlusPlus": ".cam", "ScoreCAM": ".cam", "GuidedGradCAM": ".cam",
     "CaptumMethod": ".captum_methods",
+    # the controls every metric is read against
+    "RandomMap": ".controls", "EdgeMap": ".controls", "CenteredGaussianMap": ".controls",
     "SHORTHANDS": ".registry", "method_from_options": ".registry",
     "method_from_module_options": ".registry",
     # the trust report
