@@ -38,13 +38,18 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def box_distances(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Each pixel centre's Euclidean distance to each box, 0 inside: ``[B, height, width]``."""
+    """Each pixel's distance in pixels to the nearest pixel of each box (0 inside):
+    ``[B, height, width]``.
+
+    Measured between pixel centres (the box's pixels span centres ``x0 + 0.5 ... x1 - 0.5``),
+    so the pixel beside a box is 1 away, as Zhang et al. count their tolerance in pixels.
+    """
     boxes = boxes.to(torch.float32)
     x0, y0, x1, y1 = boxes.unbind(dim=1)
     columns = torch.arange(width, dtype=torch.float32, device=boxes.device) + 0.5
     rows = torch.arange(height, dtype=torch.float32, device=boxes.device) + 0.5
-    dx = (x0[:, None] - columns).clamp(min=0) + (columns - x1[:, None]).clamp(min=0)
-    dy = (y0[:, None] - rows).clamp(min=0) + (rows - y1[:, None]).clamp(min=0)
+    dx = (x0[:, None] + 0.5 - columns).clamp(min=0) + (columns - x1[:, None] + 0.5).clamp(min=0)
+    dy = (y0[:, None] + 0.5 - rows).clamp(min=0) + (rows - y1[:, None] + 0.5).clamp(min=0)
     return torch.hypot(dy[:, :, None], dx[:, None, :])
 
 
@@ -60,8 +65,9 @@ class PointingGame(SaliencyMetric):
     ``weighted`` option (which suffers the same cast) is not offered.
 
     Args:
-        tolerance: Also a hit when a maximum's pixel centre lies within this many pixels of the
-            box (Zhang et al. used 15 px at 224 px); 0 asks for the box itself.
+        tolerance: Also a hit when a maximum's pixel lies within this many pixels of the box's
+            nearest pixel (centre to centre, :func:`box_distances`; Zhang et al. used 15 px at
+            224 px); 0 asks for the box itself.
     """
 
     name = "pointing_game"
