@@ -140,10 +140,10 @@ def test_sparseness_is_quantus_per_map(batch) -> None:
     faint[1] *= 1e-6  # a map far fainter than the others
     faint_batch = with_maps(batch, faint)
     got = Sparseness().score(faint_batch)
-    alone = [quantus_scores(quantus.Sparseness(disable_warnings=True), with_maps(batch, faint[i:i + 1]))[0]
-             for i in range(3)]
+    oracle = quantus.Sparseness(disable_warnings=True)
+    alone = [quantus_scores(oracle, with_maps(batch, faint[i:i + 1]))[0] for i in range(3)]
     np.testing.assert_allclose(got.numpy(), alone, rtol=1e-5)
-    together = quantus_scores(quantus.Sparseness(disable_warnings=True), faint_batch)
+    together = quantus_scores(oracle, faint_batch)
     np.testing.assert_allclose(together[[0, 2]], alone[0:3:2], rtol=1e-5)
     assert together[1] < alone[1] - 0.05  # Quantus: the faint map looks flatter in this batch
 
@@ -199,19 +199,23 @@ def test_sparseness_of_a_one_hot_map_is_near_one_and_of_a_flat_map_zero(batch) -
                           Sparseness().score(batch), atol=1e-6)
 
 
+def explainer(method, generator=None):
+    """``MetricInputs.explain`` for a method object."""
+    def explain(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return method.attribute(model, inputs, targets, generator).maps
+    return explain
+
+
 def test_max_sensitivity_of_the_centre_control_is_zero(batch) -> None:
-    centre = CenteredGaussianMap()
-    maps = centre.attribute(batch.model, batch.inputs, batch.targets).maps
-    explain = lambda model, inputs, targets: centre.attribute(model, inputs, targets).maps
-    scored = MetricInputs(batch.model, batch.inputs, batch.targets, maps, explain,
+    centre = explainer(CenteredGaussianMap())
+    scored = MetricInputs(batch.model, batch.inputs, batch.targets,
+                          centre(batch.model, batch.inputs, batch.targets), centre,
                           generator=torch.Generator().manual_seed(0))
     assert MaxSensitivity(samples=3).score(scored).tolist() == [0.0, 0.0, 0.0]
     # The random control moves by about its own size (|u - v| / |u| for uniform maps: 0.71).
-    random = RandomMap()
+    random = explainer(RandomMap(), torch.Generator().manual_seed(5))
     noisy = MetricInputs(batch.model, batch.inputs, batch.targets,
-                         random.attribute(batch.model, batch.inputs, batch.targets,
-                                          torch.Generator().manual_seed(5)).maps,
-                         lambda model, inputs, targets: random.attribute(model, inputs, targets).maps,
+                         random(batch.model, batch.inputs, batch.targets), random,
                          generator=torch.Generator().manual_seed(0))
     assert ((MaxSensitivity(samples=3).score(noisy) - 0.71).abs() < 0.1).all()
 
