@@ -23,6 +23,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "CaptumMethod": ".captum_methods",
     # a whole dataset: the module and the reader of its maps
     "DatasetExplanation": ".dataset", "DatasetBatch": ".dataset", "load_maps": ".map_shards",
+    # the controls every metric is read against
+    "RandomMap": ".controls", "EdgeMap": ".controls", "CenteredGaussianMap": ".controls",
     "SHORTHANDS": ".registry", "method_from_options": ".registry",
     "method_from_module_options": ".registry",
     # the trust report

@@ -25,6 +25,7 @@ from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.saliency.base import SaliencyMethod
 from lightning_modules.saliency.captum_methods import CaptumMethod, is_captum_method
 from lightning_modules.saliency.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, ScoreCAM
+from lightning_modules.saliency.controls import CenteredGaussianMap, EdgeMap, RandomMap
 from lightning_modules.saliency.gradients import (
     IntegratedGradients,
     SmoothGrad,
@@ -42,6 +43,10 @@ SHORTHANDS: dict[str, type[SaliencyMethod]] = {
     "gradcam++": GradCAMPlusPlus,
     "scorecam": ScoreCAM,
     "guided_gradcam": GuidedGradCAM,
+    # The controls every metric is read against (controls.py): maps that ignore the model.
+    "random": RandomMap,
+    "edges": EdgeMap,
+    "center": CenteredGaussianMap,
 }
 # Any Captum method: captum:NAME, the name going to CaptumMethod's `name`.
 CAPTUM_SHORTHAND = "captum:NAME"

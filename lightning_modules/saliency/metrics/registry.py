@@ -15,7 +15,13 @@ from typing import Union
 from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.saliency.metrics.base import SaliencyMetric
 
-METRICS: dict[str, str] = {}
+METRICS: dict[str, str] = {
+    # robustness, localisation (with boxes), complexity
+    "max_sensitivity": "max_sensitivity:MaxSensitivity",
+    "pointing_game": "pointing_game:PointingGame",
+    "relevance_mass_accuracy": "relevance_mass:RelevanceMassAccuracy",
+    "sparseness": "sparseness:Sparseness",
+}
 
 MetricSpec = Union[str, SaliencyMetric]
 
