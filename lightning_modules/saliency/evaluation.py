@@ -78,6 +78,12 @@ class TrustReport:
     ssim: torch.Tensor
 
 
+def check_positive_integer(name: str, value: object) -> None:
+    """Raise a one-sentence :class:`UserInputError` unless ``value`` is an integer of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"{name} must be an integer of at least 1, got {value!r}.")
+
+
 def check_evaluation_options(steps: int, batch_size: int, deletion_substrate: str,
                              insertion_substrate: str, seed: int = 0) -> None:
     """Raise a one-sentence :class:`UserInputError` for a bad option of the trust report."""
