@@ -93,14 +93,16 @@ def test_deletion_is_quantus_pixel_flipping_with_step_zero_and_unit_width(model)
     steps = 12  # 12 pixels (36 channel values) per step
     metric = Deletion(steps=steps, substrate="zero")
     quantus_curves = np.asarray(quantus.PixelFlipping(
-        features_in_step=3 * PIXEL_FLIPPING_SIZE ** 2 // steps, perturb_baseline=0.0, normalise=False,
+        features_in_step=3 * PIXEL_FLIPPING_SIZE ** 2 // steps, perturb_baseline=0.0,
+        normalise=False,
         disable_warnings=True)(**numpy_batch(batch), softmax=True))
     _, ours = perturbation_curves(batch.model, batch.inputs, torch.zeros_like(batch.inputs),
                                   batch.maps, batch.targets, steps)
     np.testing.assert_allclose(ours[:, 1:].numpy(), quantus_curves, atol=1e-6)
     # The AUCs: Quantus leaves out step 0 and integrates with dx = 1.
     first = ours[:, 0].numpy()
-    expected = (np.trapezoid(quantus_curves, dx=1, axis=1) + (first + quantus_curves[:, 0]) / 2) / steps
+    expected = (np.trapezoid(quantus_curves, dx=1, axis=1)
+                + (first + quantus_curves[:, 0]) / 2) / steps
     np.testing.assert_allclose(metric.score(batch).numpy(), expected, atol=1e-6)
 
 
@@ -117,11 +119,13 @@ def test_insertion_is_quantus_pixel_flipping_that_puts_pixels_back(model) -> Non
         return restored
 
     quantus_curves = np.asarray(quantus.PixelFlipping(
-        features_in_step=3 * PIXEL_FLIPPING_SIZE ** 2 // steps, perturb_func=put_back, normalise=False,
+        features_in_step=3 * PIXEL_FLIPPING_SIZE ** 2 // steps, perturb_func=put_back,
+        normalise=False,
         disable_warnings=True)(**{**numpy_batch(batch), "x_batch": start.numpy()}, softmax=True))
     with torch.no_grad():
         first = batch.model(start).softmax(1).gather(1, batch.targets[:, None])[:, 0].numpy()
-    expected = (np.trapezoid(quantus_curves, dx=1, axis=1) + (first + quantus_curves[:, 0]) / 2) / steps
+    expected = (np.trapezoid(quantus_curves, dx=1, axis=1)
+                + (first + quantus_curves[:, 0]) / 2) / steps
     np.testing.assert_allclose(Insertion(steps=steps).score(batch).numpy(), expected, atol=1e-6)
     # Every pixel back is the image itself.
     with torch.no_grad():
@@ -145,7 +149,7 @@ def test_road_imputation_is_quantus_noisy_linear_imputation(fraction: float) -> 
         removed[row, torch.from_numpy(indices)] = True
         expected.append(quantus_imputation(images[row], indices, noise=0.0))
     ours = noisy_linear_imputation(torch.from_numpy(images).float(),
-                                   removed.view(3, SIZE, SIZE), noise=0.0)
+                                   removed.view(3, SIZE, SIZE), noise=0.0, tolerance=1e-6)
     np.testing.assert_allclose(ours.numpy(), np.stack(expected), atol=1e-5)
     # Kept pixels are untouched; removed ones are not copies of the image.
     kept = ~removed.view(3, 1, SIZE, SIZE).expand(-1, 3, -1, -1)
@@ -182,8 +186,8 @@ def test_road_matches_quantus_on_one_channel_images() -> None:
     maps = torch.rand(4, SIZE, SIZE, generator=generator)
     batch = MetricInputs(model, inputs, targets, maps, gradient_map)
     percentages = [5, 20, 40, 60, 80, 95]
-    for metric, quantus_maps in ((ROADMoRF(percentages, noise=0.0), maps),
-                                 (ROADLeRF(percentages, noise=0.0), 1 - maps)):
+    for metric, quantus_maps in ((ROADMoRF(percentages, noise=0.0, tolerance=1e-6), maps),
+                                 (ROADLeRF(percentages, noise=0.0, tolerance=1e-6), 1 - maps)):
         accuracy = quantus.ROAD(percentages=percentages, noise=0.0, normalise=False,
                                 disable_warnings=True)(
             model=model, x_batch=inputs.numpy(), y_batch=targets.numpy(),
@@ -319,8 +323,8 @@ def test_random_logit_matches_quantus_on_the_same_classes(batch) -> None:
 
     quantus_inputs = {**numpy_batch(batch), "a_batch": max_normalised(maps)[:, None].numpy(),
                       "explain_func": quantus_explainer(explain)}
-    for similarity, quantus_similarity in (("ssim", _skimage_ssim_2d),
-                                           ("spearman", quantus.similarity_func.correlation_spearman)):
+    spearman = quantus.similarity_func.correlation_spearman
+    for similarity, quantus_similarity in (("ssim", _skimage_ssim_2d), ("spearman", spearman)):
         drawn.clear()
         expected = quantus.RandomLogit(num_classes=10, similarity_func=quantus_similarity,
                                        normalise=False, disable_warnings=True)(**quantus_inputs)

@@ -69,7 +69,8 @@ class Deletion(_PixelOrderCurve):
 
     @property
     def perturbation(self) -> str:
-        return (f"the map's most salient pixels (all channels) become {SUBSTRATE_WORDS[self.substrate]}"
+        return (f"the map's most salient pixels (all channels) become "
+                f"{SUBSTRATE_WORDS[self.substrate]}"
                 f" in {self.steps} equal steps; score: trapezoid area under the target's softmax"
                 " probability over the fraction removed (0 to 1)")
 

@@ -101,9 +101,9 @@ class ModelParameterRandomisation(SaliencyMetric):
     in its ``"original"`` entry (the scored map against the trained network's map, 1 when they
     are the same method's), so it is ``(original + L * ours) / (L + 1)`` for ``L`` layers; ours
     leaves it out. Quantus re-initialises every layer from the one seed ``seed + 1``; ours layer
-    ``j`` from ``seed + j``. Quantus normalises by the batch's largest value (which changes
-    neither Spearman nor, with the same scale on both maps, much else); ours divides each map by
-    its own largest absolute value before SSIM.
+    ``j`` from ``seed + j`` (the test makes Quantus' seeds ours). Quantus divides the maps by
+    their batch's largest absolute value, which changes no Spearman correlation; for SSIM ours
+    divides each map by its own largest absolute value.
 
     Args:
         granularity: ``"blocks"`` (the head, then each of the backbone's feature blocks from the

@@ -66,7 +66,7 @@ def _neighbour_sum(values: torch.Tensor) -> torch.Tensor:
 
 def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
                             generator: Optional[torch.Generator] = None,
-                            tolerance: float = 1e-6, max_iterations: Optional[int] = None
+                            tolerance: float = 1e-4, max_iterations: Optional[int] = None
                             ) -> torch.Tensor:
     """ROAD's imputation: removed pixels become the solution of their neighbours' linear system.
 
@@ -83,7 +83,10 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, noise: 
         tolerance: Stop when every system's residual norm is at most this times its right-hand
             side's.
         max_iterations: Conjugate-gradient iterations at most (default ``4 * (H + W) + 50``,
-            plenty for a tolerance of 1e-6; the error of an unfinished solve is small and smooth).
+            enough for the default tolerance at 224 px; the error of an unfinished solve is small
+            and smooth). A relative residual of 1e-4 leaves the imputed values within about 5e-4
+            of SciPy's direct solution at 224 px with 99 % removed (1e-6: within 1e-5), far below
+            the 0.01 noise.
 
     Returns:
         The images with the removed pixels imputed, ``[N, C, H, W]``.
@@ -135,7 +138,7 @@ class _ROAD(SaliencyMetric):
     most_relevant_first: bool = True
 
     def __init__(self, percentages: Optional[Sequence[float]] = None, noise: float = 0.01,
-                 measure: str = "accuracy", batch_size: int = 16, tolerance: float = 1e-6) -> None:
+                 measure: str = "accuracy", batch_size: int = 16, tolerance: float = 1e-4) -> None:
         """Args:
             percentages: Percent of the pixels removed at each point, each in (0, 100]
                 (default Quantus': 1, 3, 5, ..., 99; ``int(H * W * p / 100)`` pixels).
