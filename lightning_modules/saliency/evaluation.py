@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -76,6 +76,12 @@ class TrustReport:
     randomized_maps: torch.Tensor
     rank_correlation: torch.Tensor
     ssim: torch.Tensor
+
+
+def check_positive_integer(name: str, value: object) -> None:
+    """Raise a one-sentence :class:`UserInputError` unless ``value`` is an integer of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"{name} must be an integer of at least 1, got {value!r}.")
 
 
 def check_evaluation_options(steps: int, batch_size: int, deletion_substrate: str,
@@ -224,10 +230,25 @@ def deletion_insertion(backbone: Backbone, inputs: torch.Tensor, maps: torch.Ten
 # --- cascading parameter randomization (Adebayo et al.) ----------------------------------------
 
 
-def randomization_order(backbone: Backbone) -> list[tuple[str, nn.Module]]:
-    """The layers that randomization re-initialises, top down: the head, then ``features[-1]``,
-    ``features[-2]``, ... Layers without parameters (ReLU, pooling) are skipped: randomizing
-    them would change nothing."""
+GRANULARITIES = ("blocks", "modules")
+
+
+def randomization_order(backbone: nn.Module, granularity: str = "blocks"
+                        ) -> list[tuple[str, nn.Module]]:
+    """The layers that randomization re-initialises, top down.
+
+    Args:
+        backbone: The classifier.
+        granularity: ``"blocks"``: the head, then ``features[-1]``, ``features[-2]``, ... (a
+            :class:`Backbone`'s blocks; layers without parameters, such as ReLU or pooling, are
+            skipped: randomizing them would change nothing). ``"modules"``: every module that has
+            ``reset_parameters`` (convolutions, linear layers, batch norms), in reverse
+            ``named_modules`` order, as Quantus' MPRT walks a network (any ``nn.Module``).
+    """
+    check_choice("granularity", granularity, GRANULARITIES)
+    if granularity == "modules":
+        return [(name, module) for name, module in backbone.named_modules()
+                if hasattr(module, "reset_parameters")][::-1]
     layers = [("head", backbone.head)] + [
         (f"features.{index}", backbone.features[index])
         for index in reversed(range(len(backbone.features)))]
@@ -257,15 +278,31 @@ def randomize_layer(layer: nn.Module, seed: int) -> None:
                 parameter.copy_(noise * std + parameter.mean())
 
 
+def cascading_models(backbone: nn.Module, seed: int = 0, granularity: str = "blocks"
+                     ) -> Iterator[tuple[str, nn.Module]]:
+    """Ever more randomized copies of the network, top down and cumulative (Adebayo et al.).
+
+    The backbone itself is never touched: one deep copy is randomized layer by layer in
+    :func:`randomization_order`, and yielded after each layer (the same object each time, so use
+    it before asking for the next). Layer ``j`` in that order is re-initialised from seed
+    ``seed + j``, so a run repeats and a layer gets the same weights whatever the depth.
+
+    Yields:
+        ``(layer name, the copy with every layer up to it randomized)``.
+    """
+    randomized = copy.deepcopy(backbone)
+    for position, (name, layer) in enumerate(randomization_order(randomized, granularity)):
+        randomize_layer(layer, seed + position)
+        yield name, randomized
+
+
 def cascading_randomization(backbone: Backbone, saliency: SaliencyFunction, inputs: torch.Tensor,
                             targets: torch.Tensor, seed: int = 0
                             ) -> tuple[list[str], torch.Tensor]:
     """The maps of ever more randomized copies of the network (Adebayo et al. 2018).
 
-    The backbone itself is never touched: a deep copy is randomized, layer by layer from the top
-    (see :func:`randomization_order`), cumulatively, and the map recomputed after each layer.
-    Layer ``j`` in that order is re-initialised from seed ``seed + j``, so a run repeats and a
-    layer gets the same weights whatever the depth.
+    The copies are :func:`cascading_models`' (the backbone's blocks, layer ``j`` from seed
+    ``seed + j``), and the map is recomputed after each layer.
 
     Args:
         backbone: The trained classifier.
@@ -278,43 +315,59 @@ def cascading_randomization(backbone: Backbone, saliency: SaliencyFunction, inpu
     Returns:
         ``(layer names, maps [B, L, H, W])`` on the CPU, one map per cumulative step.
     """
-    randomized = copy.deepcopy(backbone)
-    maps = []
-    for position, (_, layer) in enumerate(randomization_order(randomized)):
-        randomize_layer(layer, seed + position)
+    names, maps = [], []
+    for name, randomized in cascading_models(backbone, seed):
+        names.append(name)
         maps.append(saliency(randomized, inputs, targets).detach().float().cpu())
-    names = [name for name, _ in randomization_order(randomized)]
     return names, torch.stack(maps, dim=1)
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """0-based ranks of a 1-D tensor, tied values sharing their mean rank (as Spearman's needs:
-    a map's zeros are many and tied)."""
-    order = torch.argsort(values)
-    _, group, counts = torch.unique_consecutive(values[order], return_inverse=True,
-                                                return_counts=True)
-    ends = counts.cumsum(0)
-    mean_rank = (2 * ends - counts - 1).double() / 2  # the mean of positions end-count .. end-1
-    ranks = torch.empty(values.shape, dtype=torch.float64, device=values.device)
-    ranks[order] = mean_rank[group]
-    return ranks
+    """0-based ranks along the last dimension, tied values sharing their mean rank (as Spearman's
+    needs: a map's zeros are many and tied). ``[..., N]`` to float64 ``[..., N]``, on the
+    values' device."""
+    rows = values.reshape(-1, values.shape[-1])
+    count = rows.shape[1]
+    ordered, order = torch.sort(rows, dim=1, stable=True)
+    # A tie group starts wherever the sorted value changes; groups are numbered across the rows
+    # so that one scatter finds every group's first and last position at once.
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = starts.flatten().cumsum(0) - 1
+    positions = torch.arange(count, device=values.device, dtype=torch.float64).repeat(len(rows))
+    groups = int(group[-1]) + 1 if group.numel() else 0
+    first = torch.full((groups,), float(count), dtype=torch.float64, device=values.device)
+    last = torch.zeros(groups, dtype=torch.float64, device=values.device)
+    first.scatter_reduce_(0, group, positions, "amin")
+    last.scatter_reduce_(0, group, positions, "amax")
+    mean_rank = ((first + last) / 2)[group].view(rows.shape)
+    ranks = torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+    return ranks.view(values.shape)
+
+
+def spearman(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each pair of rows, on their device: ``[B, ...]`` twice to
+    float64 ``[B]``.
+
+    Ties get their mean rank, as in ``scipy.stats.spearmanr``; NaN where a row is constant (it
+    orders nothing).
+    """
+    a = average_ranks(first.detach().flatten(1))
+    b = average_ranks(second.detach().flatten(1))
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    scale = a.norm(dim=1) * b.norm(dim=1)
+    correlation = (a * b).sum(dim=1) / scale
+    return torch.where(scale > 0, correlation, torch.full_like(correlation, float("nan")))
 
 
 def rank_correlation(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of the absolute values of two batches of maps ``[B, H, W]``.
 
     Absolute values as Adebayo et al. report it: a method's sign may flip with random weights.
-    Ties get their mean rank, as in ``scipy.stats.spearmanr``. Returns ``[B]``; NaN where a map
-    is constant (it orders nothing).
+    Ties get their mean rank, as in ``scipy.stats.spearmanr``. Returns ``[B]`` float32 on the
+    CPU; NaN where a map is constant (it orders nothing).
     """
-    values = []
-    for a, b in zip(first.detach().abs().flatten(1).double(), second.detach().abs().flatten(1)
-                    .double()):
-        a, b = average_ranks(a), average_ranks(b)
-        a, b = a - a.mean(), b - b.mean()
-        scale = a.norm() * b.norm()
-        values.append((a @ b / scale).item() if scale > 0 else float("nan"))
-    return torch.tensor(values, dtype=torch.float32)
+    return spearman(first.detach().abs().double(), second.detach().abs().double()).float().cpu()
 
 
 def normalized_map(maps: torch.Tensor, percentile: float = SSIM_PERCENTILE) -> torch.Tensor:
