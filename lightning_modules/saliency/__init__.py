@@ -3,8 +3,10 @@ family (cam.py), Captum's methods (captum_methods.py), and the module.
 
 Each method is an object (:class:`SaliencyMethod`: ``Vanilla``, ``SmoothGrad``,
 ``IntegratedGradients``, ``GradCAM``, ``GradCAMPlusPlus``, ``ScoreCAM``, ``GuidedGradCAM``,
-``CaptumMethod``) that a config names by ``class_path``; the short names (``smoothgrad``, ...)
-resolve in :mod:`~lightning_modules.saliency.registry`.
+``HiResCAM``, ``XGradCAM``, ``LayerCAM``, ``EigenCAM``, ``EigenGradCAM`` (cam_family.py),
+``AblationCAM`` (ablation_cam.py), ``FullGrad`` (fullgrad.py), ``CaptumMethod``) that a
+config names by ``class_path``; the short names (``smoothgrad``, ...) resolve in
+:mod:`~lightning_modules.saliency.registry`.
 """
 
 from lightning_modules._lazy import lazy_exports
@@ -34,4 +36,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # the Grad-CAM family
     "CAM_METHODS": ".cam", "grad_cam": ".cam", "grad_cam_plusplus": ".cam", "score_cam": ".cam",
     "guided_grad_cam": ".cam", "guided_backprop": ".cam", "layer_gradients": ".cam",
+    "HiResCAM": ".cam_family", "XGradCAM": ".cam_family", "LayerCAM": ".cam_family",
+    "EigenCAM": ".cam_family", "EigenGradCAM": ".cam_family", "hires_cam": ".cam_family",
+    "xgrad_cam": ".cam_family", "layer_cam": ".cam_family", "eigen_cam": ".cam_family",
+    "eigen_grad_cam": ".cam_family",
+    "AblationCAM": ".ablation_cam", "ablation_cam": ".ablation_cam",
+    "FullGrad": ".fullgrad", "full_grad": ".fullgrad",
 })

@@ -244,6 +244,22 @@ def layer_gradients(X: torch.Tensor, y: Targets, model: nn.Module,
     return view(outputs[0].detach()), view(gradients)
 
 
+def unit_scale(maps: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's per-map scaling: subtract each map's minimum, divide by ``1e-7 +`` its
+    maximum (over the last two dimensions)."""
+    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
+    return maps / (SCALE_EPS + maps.amax(dim=(-2, -1), keepdim=True))
+
+
+def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of ``[N, h, w]`` maps to ``size``, as pytorch-grad-cam's ``cv2.resize``.
+
+    cv2's INTER_LINEAR samples pixel centres: ``align_corners=False``.
+    """
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear",
+                         align_corners=False)[:, 0]
+
+
 def scale_cam(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """ReLU, then pytorch-grad-cam's scaling: per image to 0-1, bilinear to ``size``, to 0-1.
 
@@ -254,16 +270,8 @@ def scale_cam(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Returns:
         ``[N, H, W]`` in 0-1 (all zeros where the map is).
     """
-
-    def unit(maps: torch.Tensor) -> torch.Tensor:
-        maps = maps - maps.amin(dim=(1, 2), keepdim=True)
-        return maps / (SCALE_EPS + maps.amax(dim=(1, 2), keepdim=True))
-
-    # cv2.resize's INTER_LINEAR, the library's upsampling, samples pixel centres: align_corners
-    # False. The second scaling is the library's, after it averages its (here one) layers.
-    upsampled = F.interpolate(unit(cam.clamp(min=0))[:, None], size=tuple(size), mode="bilinear",
-                              align_corners=False)[:, 0]
-    return unit(upsampled)
+    # The second scaling is the library's, after it averages its (here one) layers.
+    return unit_scale(upsample(unit_scale(cam.clamp(min=0)), size))
 
 
 def weighted_cam(activations: torch.Tensor, weights: torch.Tensor,

@@ -3,8 +3,9 @@
 A config or a call names a method by ``class_path`` (an object of
 :class:`~lightning_modules.saliency.base.SaliencyMethod`) or by its short name:
 ``vanilla``, ``smoothgrad``, ``integrated_gradients``, ``gradcam``, ``gradcam++``, ``scorecam``,
-``guided_gradcam`` or ``captum:NAME``. :data:`SHORTHANDS` maps each name to its class; the
-two builders make the object from options given beside the name:
+``guided_gradcam``, ``hirescam``, ``xgradcam``, ``layercam``, ``eigencam``,
+``eigengradcam``, ``ablationcam``, ``fullgrad`` or ``captum:NAME``. :data:`SHORTHANDS` maps
+each name to its class; the two builders make the object from options given beside the name:
 
 - :func:`method_from_module_options`: the flat options of
   :class:`~lightning_modules.saliency.SaliencyMap` (``--model.method smoothgrad
@@ -23,9 +24,18 @@ from typing import Any, Mapping, Optional, Union
 
 from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.saliency.base import SaliencyMethod
+from lightning_modules.saliency.ablation_cam import AblationCAM
 from lightning_modules.saliency.captum_methods import CaptumMethod, is_captum_method
 from lightning_modules.saliency.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, ScoreCAM
+from lightning_modules.saliency.cam_family import (
+    EigenCAM,
+    EigenGradCAM,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 from lightning_modules.saliency.controls import CenteredGaussianMap, EdgeMap, RandomMap
+from lightning_modules.saliency.fullgrad import FullGrad
 from lightning_modules.saliency.gradients import (
     IntegratedGradients,
     SmoothGrad,
@@ -43,6 +53,13 @@ SHORTHANDS: dict[str, type[SaliencyMethod]] = {
     "gradcam++": GradCAMPlusPlus,
     "scorecam": ScoreCAM,
     "guided_gradcam": GuidedGradCAM,
+    "hirescam": HiResCAM,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "eigencam": EigenCAM,
+    "eigengradcam": EigenGradCAM,
+    "ablationcam": AblationCAM,
+    "fullgrad": FullGrad,
     # The controls every metric is read against (controls.py): maps that ignore the model.
     "random": RandomMap,
     "edges": EdgeMap,

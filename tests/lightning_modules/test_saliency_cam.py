@@ -189,7 +189,7 @@ def test_bad_layers_are_one_sentence(tiny: Backbone, images, layer, message: str
     ({"method": "integrated_gradients", "layer": "features.1"}, "does not apply"),
     ({"method": "gradcam", "internal_batch_size": 8},
      "Option 'internal_batch_size' does not apply to method 'gradcam'; it belongs to "
-     "smoothgrad, integrated_gradients, scorecam, captum:NAME."),
+     "smoothgrad, integrated_gradients, scorecam, ablationcam, captum:NAME."),
     ({"method": "scorecam", "internal_batch_size": 0}, "whole number of at least 1"),
     ({"method": "gradcam", "layer": 7}, "out of range"),
     ({"method": "gradcam++", "layer": "features.1.7"}, "Unknown CAM layer"),

@@ -84,12 +84,15 @@ def test_vanilla_is_the_seed_function(tiny_backbone, images) -> None:
 
 def test_every_short_name_has_its_class() -> None:
     assert list(SHORTHANDS) == ["vanilla", "smoothgrad", "integrated_gradients", "gradcam",
-                                "gradcam++", "scorecam", "guided_gradcam", "random", "edges", "center"]
+                                "gradcam++", "scorecam", "guided_gradcam", "hirescam", "xgradcam",
+                                "layercam", "eigencam", "eigengradcam", "ablationcam", "fullgrad",
+                                "random", "edges", "center"]
     for name, cls in SHORTHANDS.items():
         assert cls().shorthand == name
     # Class activation maps are drawn as regions; Guided Grad-CAM's are pixel-sharp.
     assert [name for name, cls in SHORTHANDS.items() if cls.class_activation_map] == [
-        "gradcam", "gradcam++", "scorecam"]
+        "gradcam", "gradcam++", "scorecam", "hirescam", "xgradcam", "layercam", "eigencam",
+        "eigengradcam", "ablationcam", "fullgrad"]
     assert CaptumMethod("captum:Saliency").shorthand == "captum:Saliency"
 
 

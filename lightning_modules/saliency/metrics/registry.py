@@ -16,6 +16,15 @@ from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.saliency.metrics.base import SaliencyMetric
 
 METRICS: dict[str, str] = {
+    # faithfulness
+    "deletion": "deletion:Deletion",
+    "insertion": "deletion:Insertion",
+    "road_morf": "road:ROADMoRF",
+    "road_lerf": "road:ROADLeRF",
+    "faithfulness_correlation": "faithfulness_correlation:FaithfulnessCorrelation",
+    # randomisation
+    "randomisation": "randomisation:ModelParameterRandomisation",
+    "random_logit": "randomisation:RandomLogit",
     # robustness, localisation (with boxes), complexity
     "max_sensitivity": "max_sensitivity:MaxSensitivity",
     "pointing_game": "pointing_game:PointingGame",
