@@ -21,8 +21,10 @@ images is the mean of Quantus' accuracies over the percentages (not a trapezoid 
 per image; not in Quantus).
 
 Against Quantus 0.6.0: the imputation equals ``noisy_linear_imputation`` (a sparse linear
-system that Quantus solves directly with SciPy; here a Jacobi-preconditioned conjugate gradient
-on the device, batched over images and percentages, to a relative residual of ``tolerance``).
+system). On the CPU it is solved as Quantus does, directly with SciPy (one factorisation per
+image for its three channels); on a GPU by a Jacobi-preconditioned conjugate gradient batched
+over images and percentages, to a relative residual of ``tolerance`` (at 224 px the direct
+solve takes 0.04-0.5 s an image on the CPU, the conjugate gradient 10-20 times longer there).
 Quantus ranks the map broadcast over the channels, which fails (IndexError) for a one-channel
 map of a colour image; ours ranks pixels (all channels removed together, ties in reading order),
 which is Quantus' behaviour on one-channel images. LeRF is Quantus' ROAD of the negated map.
@@ -30,8 +32,11 @@ which is Quantus' behaviour on one-channel images. LeRF is Quantus' ROAD of the 
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +87,8 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, noise: 
         generator: Draws the noise.
         tolerance: Stop when every system's residual norm is at most this times its right-hand
             side's.
-        max_iterations: Conjugate-gradient iterations at most (default ``4 * (H + W) + 50``,
+        max_iterations: Conjugate-gradient iterations at most; given, the CPU too solves by
+            conjugate gradients instead of SciPy's direct solve (default ``4 * (H + W) + 50``,
             enough for the default tolerance at 224 px; the error of an unfinished solve is small
             and smooth). A relative residual of 1e-4 leaves the imputed values within about 5e-4
             of SciPy's direct solution at 224 px with 99 % removed (1e-6: within 1e-5), far below
@@ -93,8 +99,75 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, noise: 
     """
     work = images.double() if images.device.type == "cpu" else images.float()
     mask = removed.reshape(images.shape[0], 1, *images.shape[-2:]).to(work)
+    if images.device.type == "cpu" and max_iterations is None:
+        # On the CPU a sparse direct solve is 10-20x faster than conjugate gradients, whose
+        # iterations grow with the removed region's width (Quantus solves the same way).
+        solution = _direct_fill(work, mask)
+    else:
+        iterations = (max_iterations if max_iterations is not None
+                      else 4 * sum(images.shape[-2:]) + 50)
+        solution = _harmonic_fill(work, mask, tolerance, iterations)
+    if noise:
+        solution = solution + noise * torch.randn(
+            solution.shape, generator=generator, device="cpu" if generator is None
+            else generator.device, dtype=torch.float32).to(solution)
+    return torch.where(mask.bool(), solution, work).to(images.dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _neighbour_matrix(height: int, width: int) -> tuple[Any, np.ndarray]:
+    """ROAD's neighbour weights of an ``height x width`` image as a sparse matrix (row ``i``:
+    pixel ``i``'s in-image neighbours), and each pixel's total weight."""
+    import scipy.sparse
+
+    index = np.arange(height * width).reshape(height, width)
+    rows, columns, weights = [], [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            weight = float(NEIGHBOUR_WEIGHTS[dy + 1, dx + 1])
+            if not weight:
+                continue
+            inside = index[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)]
+            rows.append(inside.ravel())
+            columns.append((inside + dy * width + dx).ravel())
+            weights.append(np.full(inside.size, weight))
+    matrix = scipy.sparse.csr_matrix(
+        (np.concatenate(weights), (np.concatenate(rows), np.concatenate(columns))),
+        shape=(height * width, height * width))
+    return matrix, np.asarray(matrix.sum(axis=1)).ravel()
+
+
+def _direct_fill(work: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The removed pixels' values (zero elsewhere) by a sparse direct solve, image by image
+    (all channels at once: they share the system)."""
+    import scipy.sparse
+    import scipy.sparse.linalg
+
+    images, channels, height, width = work.shape
+    neighbours, total = _neighbour_matrix(height, width)
+    values = work.reshape(images, channels, -1).numpy()
+    removed = mask.reshape(images, -1).numpy() > 0
+    solution = np.zeros_like(values)
+    for image in range(images):
+        unknown = np.flatnonzero(removed[image])
+        if not len(unknown):
+            continue
+        known = np.flatnonzero(~removed[image])
+        rows = neighbours[unknown]
+        system = (scipy.sparse.diags(total[unknown]) - rows[:, unknown]).tocsc()
+        right = rows[:, known] @ values[image][:, known].T
+        solved = scipy.sparse.linalg.spsolve(system, right)
+        solution[image][:, unknown] = np.asarray(solved).reshape(len(unknown), -1).T
+    return torch.from_numpy(solution).view(images, channels, height, width)
+
+
+def _harmonic_fill(work: torch.Tensor, mask: torch.Tensor, tolerance: float,
+                   iterations: int) -> torch.Tensor:
+    """The removed pixels' values (zero elsewhere) that solve the neighbour system, by
+    conjugate gradients on the device, every image and channel at once."""
     diagonal = _neighbour_sum(torch.ones_like(work[:1, :1]))  # the in-image neighbours' weight
     rhs = mask * _neighbour_sum((1 - mask) * work)
+    solution = rhs / diagonal  # started from the weighted mean of the kept neighbours
 
     def operator(values: torch.Tensor) -> torch.Tensor:
         return mask * (diagonal * values - _neighbour_sum(mask * values))
@@ -102,17 +175,15 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, noise: 
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a * b).sum(dim=(2, 3), keepdim=True)
 
-    # Jacobi preconditioning (the diagonal), started from the weighted mean of kept neighbours.
-    solution = rhs / diagonal
+    # Jacobi-preconditioned conjugate gradients.
     residual = rhs - operator(solution)
     preconditioned = residual / diagonal
     direction = preconditioned.clone()
     product = dot(residual, preconditioned)
     limit = tolerance ** 2 * dot(rhs, rhs)
-    iterations = max_iterations if max_iterations is not None else 4 * sum(images.shape[-2:]) + 50
     for iteration in range(iterations):
-        # Checking convergence costs a device sync: every 8 iterations is enough.
-        if iteration % 8 == 0 and bool((dot(residual, residual) <= limit).all()):
+        # Checking convergence costs a device sync: every 4 iterations is enough.
+        if iteration % 4 == 0 and bool((dot(residual, residual) <= limit).all()):
             break
         applied = operator(direction)
         curvature = dot(direction, applied)
@@ -124,11 +195,7 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, noise: 
         ratio = torch.where(product > 0, new_product / product, torch.zeros_like(product))
         direction = preconditioned + ratio * direction
         product = new_product
-    if noise:
-        solution = solution + noise * torch.randn(
-            solution.shape, generator=generator, device="cpu" if generator is None
-            else generator.device, dtype=torch.float32).to(solution)
-    return torch.where(mask.bool(), solution, work).to(images.dtype)
+    return solution
 
 
 class _ROAD(SaliencyMetric):
