@@ -253,7 +253,11 @@ class DatasetWriter(pl.Callback):
                     "metrics": pl_module.metric_info(), "image_size": datamodule.image_size,
                     "images": len(explained), "skipped": len(skipped),
                     "backbone": pl_module.backbone.name, "target": str(pl_module.target),
-                    "seed": pl_module.seed}
+                    "seed": pl_module.seed,
+                    # This process's time per image (all processes when there is one).
+                    "seconds_per_image": {
+                        key: round(value / max(1, pl_module.images_explained), 4)
+                        for key, value in pl_module.seconds.items()}}
             write_file(self.directory / EXPLANATION, lambda handle: handle.write(
                 json.dumps(info, indent=1).encode()), replace=True, what="run description")
             if self.report and explained:

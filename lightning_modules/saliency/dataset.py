@@ -19,6 +19,7 @@ one process or two, and in a run resumed after a kill.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
@@ -150,6 +151,10 @@ class DatasetExplanation(pl.LightningModule):
         self.fixed_target = (None if target in ("true", "predicted")
                              else self.backbone.class_index(target))
         self.seed = seed
+        # Seconds this process spent per method ("<method>") and per metric of its maps
+        # ("<method>.<metric>"), and the images it explained: explanation.json reports them.
+        self.seconds: dict[str, float] = {}
+        self.images_explained = 0
         for method in self.methods + self.controls:
             method.check(self.backbone)  # an unknown CAM layer fails before any image
 
@@ -227,6 +232,7 @@ class DatasetExplanation(pl.LightningModule):
                 boxes = batch.get("boxes")
                 if boxes is not None and torch.isnan(boxes).all():
                     boxes = None
+                self.images_explained += len(index)
                 for name, method in self.explainers.items():
                     method_maps, method_scores = self.explain(method, inputs, target_tensor,
                                                               boxes, index[0])
@@ -247,7 +253,10 @@ class DatasetExplanation(pl.LightningModule):
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One method's maps of a batch and every metric's scores of them."""
         generator = self.generator(first_index)
+        name = next(key for key, value in self.explainers.items() if value is method)
+        started = time.perf_counter()
         maps = method.attribute(self.backbone, inputs, targets, generator=generator).maps
+        self._count(name, started)
 
         def explain_again(model: torch.nn.Module, images: torch.Tensor,
                           classes: torch.Tensor) -> torch.Tensor:
@@ -258,10 +267,17 @@ class DatasetExplanation(pl.LightningModule):
             if metric.needs_boxes and boxes is None:
                 scores[metric.name] = torch.full((len(inputs),), float("nan"))
                 continue
+            started = time.perf_counter()
             scores[metric.name] = metric.score(MetricInputs(
                 model=self.backbone, inputs=inputs, targets=targets, maps=maps.detach(),
                 explain=explain_again, boxes=boxes, generator=self.generator(first_index)))
+            self._count(f"{name}.{metric.name}", started)
         return maps, scores
+
+    def _count(self, key: str, started: float) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the time of the work, not of its launch
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - started
 
     def metric_info(self) -> dict[str, dict[str, Any]]:
         """Each metric's family, direction, perturbation and normalisation (for the report)."""

@@ -10,4 +10,11 @@ from lightning_modules._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "SaliencyMetric": ".base", "MetricInputs": ".base",
     "METRICS": ".registry", "metric_from_spec": ".registry",
+    # faithfulness
+    "Deletion": ".deletion", "Insertion": ".deletion", "ROADMoRF": ".road", "ROADLeRF": ".road",
+    "FaithfulnessCorrelation": ".faithfulness_correlation",
+    # randomisation, robustness, localisation, complexity
+    "ModelParameterRandomisation": ".randomisation", "RandomLogit": ".randomisation",
+    "MaxSensitivity": ".max_sensitivity", "PointingGame": ".pointing_game",
+    "RelevanceMassAccuracy": ".relevance_mass", "Sparseness": ".sparseness",
 })
