@@ -308,6 +308,22 @@ def test_randomisation_of_an_edge_map_that_ignores_the_model_is_one(batch) -> No
     assert (ModelParameterRandomisation().score(gradients) < 0.9).all()
 
 
+def test_a_map_the_randomized_network_leaves_flat_counts_as_similarity_zero(batch) -> None:
+    """Grad-CAM's map can go flat (all zero) once a block is random: its rank correlation is
+    undefined, and NaN would void the image's whole score."""
+    calls = []
+
+    def flat_after_the_first(model, inputs, targets):
+        calls.append(1)
+        maps = gradient_map(model, inputs, targets)
+        return maps if len(calls) == 1 else torch.zeros_like(maps)
+
+    flattening = MetricInputs(**{**vars(batch), "explain": flat_after_the_first})
+    names, values = ModelParameterRandomisation().layer_similarities(flattening)
+    assert len(names) > 1 and not torch.isnan(values).any()
+    assert (values[:, 1:] == 0).all() and (values[:, 0] != 0).all()
+
+
 def _skimage_ssim_2d(a, b, batched=True, **_):
     from skimage.metrics import structural_similarity
 

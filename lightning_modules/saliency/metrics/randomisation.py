@@ -103,7 +103,9 @@ class ModelParameterRandomisation(SaliencyMetric):
     leaves it out. Quantus re-initialises every layer from the one seed ``seed + 1``; ours layer
     ``j`` from ``seed + j`` (the test makes Quantus' seeds ours). Quantus divides the maps by
     their batch's largest absolute value, which changes no Spearman correlation; for SSIM ours
-    divides each map by its own largest absolute value.
+    divides each map by its own largest absolute value. Where the randomized network's map is
+    flat (constant) and the scored map is not, ours counts similarity 0; Quantus' Spearman is NaN
+    there, and so is its average.
 
     Args:
         granularity: ``"blocks"`` (the head, then each of the backbone's feature blocks from the
@@ -160,7 +162,13 @@ class ModelParameterRandomisation(SaliencyMetric):
         for name, randomized in cascading_models(batch.model, self.seed, self.granularity):
             recomputed = _explain(batch.explain, randomized, inputs, targets, self.batch_size)
             names.append(name)
-            values.append(map_similarity(self.similarity, maps, recomputed))
+            similarity = map_similarity(self.similarity, maps, recomputed)
+            # A map that the randomized network leaves flat (Grad-CAM's, once a block outputs
+            # only negative evidence) keeps nothing of the scored map: similarity 0, where a
+            # rank correlation is undefined (NaN, which would void the image's whole score).
+            flat = recomputed.flatten(1).std(dim=1) == 0
+            varied = maps.flatten(1).std(dim=1) > 0
+            values.append(torch.where(flat & varied, torch.zeros_like(similarity), similarity))
         if not names:
             raise UserInputError("The model has no layer to randomise.")
         return names, torch.stack(values, dim=1)
