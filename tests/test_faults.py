@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -19,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
+import cli_processes
 from conftest import write_test_image
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CLI = str(REPO / "tests" / "tiny_cli.py")
 STEPS = 6  # per chunk; 3 chunks of one job each
 
 
@@ -59,11 +58,8 @@ def kill_at(step: int, during_checkpoint: bool = False) -> list[str]:
 
 def run(args: list[str], cwd: Path, limit_file_bytes: int | None = None
         ) -> subprocess.CompletedProcess:
-    def limit() -> None:
-        if limit_file_bytes is not None:  # a full disk, for files larger than this
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
-    return subprocess.run([sys.executable, TINY_CLI, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, preexec_fn=limit)
+    """``python tests/tiny_cli.py ARGS`` in a process of its own (forked after the imports)."""
+    return cli_processes.run(args, cwd, limit_file_bytes)
 
 
 def runs(root: Path) -> list[Path]:
@@ -238,12 +234,9 @@ def test_resume_keeps_the_interrupted_parts_hparams_and_metrics(in_photos: Path,
 
 def test_runs_started_together_get_their_own_folders(photos: Path) -> None:
     short = style_args(photos, "--trainer.max_steps", "2")
-    processes = [subprocess.Popen([sys.executable, TINY_CLI, *short], cwd=photos,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+    processes = [cli_processes.CliProcess(short, photos) for _ in range(2)]
     for process in processes:
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err[-3000:]
+        assert process.wait(timeout=300) == 0, process.stderr[-3000:]
     first, second = runs(photos)
     assert_same_results(first, second)
 
@@ -784,9 +777,8 @@ def test_two_resumes_started_together_leave_the_winners_files(in_photos: Path, c
     with pytest.raises(SystemExit):
         main([*style_args(photos), *terminate_at(3)], capsys)
     resume = style_args(photos, "--ckpt_path", "last")
-    both = [subprocess.Popen([sys.executable, TINY_CLI, *resume], cwd=photos,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outcomes = [(process.wait(timeout=300), process.stderr.read()) for process in both]
+    both = [cli_processes.CliProcess(resume, photos) for _ in range(2)]
+    outcomes = [(process.wait(timeout=300), process.stderr) for process in both]
     assert sorted(code for code, _ in outcomes)[0] == 0, outcomes
     for code, err in outcomes:
         assert "Traceback" not in err, err
