@@ -3,6 +3,7 @@ not touch earlier ones. Each test reproduces a defect that was found by hand (is
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,14 +27,19 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 6  # per chunk; 3 chunks of one job each
 
 
-@pytest.fixture
-def photos(tmp_path: Path) -> Path:
-    folder = tmp_path / "photos"
+def make_photos(root: Path) -> Path:
+    """Three content photos in ``root/photos`` and ``root/style.png``; ``root``."""
+    folder = root / "photos"
     folder.mkdir()
     for seed in range(3):
         write_test_image(folder / f"c{seed}.png", seed=seed)
-    write_test_image(tmp_path / "style.png", seed=7)
-    return tmp_path
+    write_test_image(root / "style.png", seed=7)
+    return root
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    return make_photos(tmp_path)
 
 
 def style_args(root: Path, *extra: str) -> list[str]:
@@ -125,6 +132,19 @@ def interrupted_run(photos: Path, capsys: pytest.CaptureFixture, step: int = 3,
     return run_folder
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of an uninterrupted run of ``style_args`` (made once per test process, on the
+    same photos): what stopped and resumed runs of that command line must end with."""
+    import cli
+
+    root = make_photos(tmp_path_factory.mktemp("uninterrupted"))
+    with contextlib.chdir(root), mock.patch.object(sys, "argv", ["cli.py"]):
+        assert cli.main(style_args(root)) == 0
+    [run_folder] = runs(root)
+    return run_folder
+
+
 def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
 
@@ -155,12 +175,11 @@ def test_sigkill_at_random_steps_then_last_finishes_like_an_uninterrupted_run(
     assert not list(resumed.rglob(".*partial*"))  # no temporary file left by the kills
 
 
-def test_a_checkpoint_cut_short_falls_back_to_the_previous_one(in_photos: Path,
-                                                              capsys) -> None:
+def test_a_checkpoint_cut_short_falls_back_to_the_previous_one(in_photos: Path, capsys,
+                                                              uninterrupted: Path) -> None:
     photos = in_photos
     interrupted = interrupted_run(photos, capsys, step=9)  # saved at 8 (previous) and at 9
-    assert main(style_args(photos), capsys)[0] == 0
-    reference = runs(photos)[1]
+    reference = uninterrupted
     last = interrupted / "checkpoints" / "last.ckpt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])  # what a full disk did to non-atomic writes
@@ -491,14 +510,14 @@ def test_resume_with_other_jobs_or_optimizer_is_one_sentence(change: list[str], 
     assert folder_bytes(interrupted) == before
 
 
-def test_sigterm_at_a_logging_step_keeps_its_metrics_row(in_photos: Path, capsys) -> None:
-    assert main(style_args(in_photos), capsys)[0] == 0
-    [reference] = runs(in_photos)
+def test_sigterm_at_a_logging_step_keeps_its_metrics_row(in_photos: Path, capsys,
+                                                         uninterrupted: Path) -> None:
+    reference = uninterrupted
     terminate = [{"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": 6}}]
     with pytest.raises(SystemExit):
         main([*style_args(in_photos), "--trainer.callbacks", json.dumps(terminate)], capsys)
     assert main([*style_args(in_photos), "--ckpt_path", "last"], capsys)[0] == 0
-    stopped = runs(in_photos)[1]
+    [stopped] = runs(in_photos)
 
     def steps(*files: Path) -> list[str]:
         return sorted(row["step"] for f in files for row in csv.DictReader(open(f))
@@ -638,13 +657,12 @@ def test_a_refused_last_checkpoint_and_the_good_previous_are_both_kept(in_photos
 
 
 def test_a_refused_last_checkpoint_survives_the_run_that_goes_on_from_the_previous(
-        in_photos: Path, capsys) -> None:
+        in_photos: Path, capsys, uninterrupted: Path) -> None:
     interrupted = interrupted_run(in_photos, capsys, step=9)  # saved at 8 (previous) and at 9
     last = interrupted / "checkpoints" / "last.ckpt"
     malicious(last)
     spoiled = last.read_bytes()
-    assert main(style_args(in_photos), capsys)[0] == 0
-    reference = runs(in_photos)[1]
+    reference = uninterrupted
     status, err = main([*style_args(in_photos), "--ckpt_path", str(last)], capsys)
     assert status == 0 and "going on from step 8" in err, err[-3000:]
     assert_same_results(interrupted, reference)
