@@ -20,6 +20,7 @@ import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import resource
+import runpy
 import subprocess
 import sys
 import threading
@@ -55,10 +56,10 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
     return _context
 
 
-def _child(args: list[str], cwd: str, environment: dict[str, str],
+def _enter(cwd: str, environment: dict[str, str],
            stderr: multiprocessing.connection.Connection,
            limit_file_bytes: Optional[int]) -> None:
-    """In the forked process: what ``python tests/tiny_cli.py ARGS`` does after its imports."""
+    """In the forked process: the caller's environment, folder, stderr pipe and size limit."""
     os.environ.clear()
     os.environ.update(environment)
     os.chdir(cwd)
@@ -70,10 +71,26 @@ def _child(args: list[str], cwd: str, environment: dict[str, str],
     os.close(null)
     if limit_file_bytes is not None:  # a full disk, for files larger than this
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
+
+
+def _child(args: list[str], cwd: str, environment: dict[str, str],
+           stderr: multiprocessing.connection.Connection,
+           limit_file_bytes: Optional[int]) -> None:
+    """In the forked process: what ``python tests/tiny_cli.py ARGS`` does after its imports."""
+    _enter(cwd, environment, stderr, limit_file_bytes)
     sys.argv = [TINY_CLI, *args]
     from cli import run
 
     run()
+
+
+def _script_child(script: str, cwd: str, environment: dict[str, str],
+                  stderr: multiprocessing.connection.Connection, path: list[str]) -> None:
+    """In the forked process: ``python SCRIPT`` with ``path`` first on ``sys.path``."""
+    _enter(cwd, environment, stderr, None)
+    sys.path[:0] = [str(Path(script).parent), *path]  # the script's folder, then PYTHONPATH
+    sys.argv = [script]
+    runpy.run_path(script, run_name="__main__")
 
 
 class CliProcess:
@@ -83,17 +100,28 @@ class CliProcess:
         args: The command line after ``tiny_cli.py``.
         cwd: The process's working folder.
         limit_file_bytes: When given, files larger than this cannot be written (a full disk).
+        script: Instead of ``tiny_cli.py ARGS``, the Python file to run as ``__main__``.
+        path: Folders put first on ``sys.path`` (after the script's), as PYTHONPATH would.
+        env: The process's environment (the caller's by default).
     """
 
     def __init__(self, args: Sequence[str], cwd: Path | str,
-                 limit_file_bytes: Optional[int] = None) -> None:
-        self.args = [TINY_CLI, *args]
+                 limit_file_bytes: Optional[int] = None, *,
+                 script: Optional[Path] = None, path: Sequence[Path] = (),
+                 env: Optional[dict[str, str]] = None) -> None:
         context = _forkserver()
         read_fd, write_fd = os.pipe()
         # A Connection, so that the pipe's end travels to the forked child with the arguments.
         write_end = multiprocessing.connection.Connection(write_fd, readable=False)
-        self._process = context.Process(target=_child, args=(
-            list(args), str(cwd), dict(os.environ), write_end, limit_file_bytes))
+        environment = dict(os.environ if env is None else env)
+        if script is None:
+            self.args = [TINY_CLI, *args]
+            self._process = context.Process(target=_child, args=(
+                list(args), str(cwd), environment, write_end, limit_file_bytes))
+        else:
+            self.args = [str(script)]
+            self._process = context.Process(target=_script_child, args=(
+                str(script), str(cwd), environment, write_end, [str(p) for p in path]))
         self._process.start()
         write_end.close()  # the child's copy is the only writer left: EOF when it ends
         self._stderr = bytearray()
@@ -148,6 +176,27 @@ def run(args: Sequence[str], cwd: Path | str, limit_file_bytes: Optional[int] = 
         timeout: Seconds to wait; the process is killed after them.
     """
     process = CliProcess(args, cwd, limit_file_bytes)
+    try:
+        status = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return subprocess.CompletedProcess(process.args, status, "", process.stderr)
+
+
+def run_script(script: Path, cwd: Path | str, path: Sequence[Path] = (),
+               env: Optional[dict[str, str]] = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """``subprocess.run([python, script], env=env)`` with ``path`` as PYTHONPATH, forked.
+
+    Args:
+        script: The Python file to run as ``__main__``.
+        cwd: The process's working folder.
+        path: Folders put first on ``sys.path`` (after the script's), as PYTHONPATH would.
+        env: The process's environment (the caller's by default).
+        timeout: Seconds to wait; the process is killed after them.
+    """
+    process = CliProcess((), cwd, script=script, path=path, env=env)
     try:
         status = process.wait(timeout)
     except subprocess.TimeoutExpired:
