@@ -14,7 +14,6 @@ What a fresh interpreter does while it imports (Ctrl+C while starting) needs ``s
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
@@ -41,13 +40,15 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["tiny_cli", "fault_injection"])
         # Python 3.11's forkserver ignores the parent's sys.path when it preloads: PYTHONPATH
-        # lets it find tiny_cli. The children get the caller's environment back (_child).
+        # lets it find tiny_cli. The children get the caller's environment back (_enter).
         saved = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS)])
+        folder = os.getcwd()
         try:
-            with contextlib.chdir(REPO):
-                multiprocessing.forkserver.ensure_running()
+            os.chdir(REPO)  # not a test's temporary folder: the server outlives the test
+            multiprocessing.forkserver.ensure_running()
         finally:
+            os.chdir(folder)
             if saved is None:
                 del os.environ["PYTHONPATH"]
             else:

@@ -3,7 +3,6 @@ not touch earlier ones. Each test reproduces a defect that was found by hand (is
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -139,8 +138,13 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import cli
 
     root = make_photos(tmp_path_factory.mktemp("uninterrupted"))
-    with contextlib.chdir(root), mock.patch.object(sys, "argv", ["cli.py"]):
-        assert cli.main(style_args(root)) == 0
+    folder = os.getcwd()
+    os.chdir(root)  # where the run's runs/ folder goes
+    try:
+        with mock.patch.object(sys, "argv", ["cli.py"]):
+            assert cli.main(style_args(root)) == 0
+    finally:
+        os.chdir(folder)
     [run_folder] = runs(root)
     return run_folder
 
