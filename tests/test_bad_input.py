@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,11 +165,11 @@ def test_logger_false_twice_in_one_folder_refuses_to_overwrite(workdir, content_
 # ----------------------------------------------------------------- files that are not files
 def test_fifo_content_is_refused_without_hanging(workdir, style_image) -> None:
     """A real process, with a timeout: reading a pipe nobody writes to would wait forever."""
+    import cli_processes
+
     pipe = fifo(workdir)
-    command = [sys.executable, str(REPO / "tests" / "tiny_cli.py"),
-               *tiny_args(pipe, style_image)]
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        completed = cli_processes.run(tiny_args(pipe, style_image), workdir, timeout=60)
     except subprocess.TimeoutExpired:
         pytest.fail("cli.py hung reading a named pipe")
     assert completed.returncode == 1

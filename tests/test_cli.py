@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
@@ -287,22 +286,18 @@ def test_error_after_trainer_start_is_alone_on_real_stderr(workdir, style_image)
 def test_default_root_dir_holds_the_run_and_its_resume(workdir, content_image, style_image) -> None:
     """``--trainer.default_root_dir DIR``: the run goes to DIR/<name>/version_0, and
     ``--ckpt_path last`` with the same DIR continues it there (real processes, tiny backbone)."""
-    import subprocess
-    import sys
+    import cli_processes
 
     root = workdir / "elsewhere"
-    command = [sys.executable, str(REPO / "tests" / "tiny_cli.py"),
-               *tiny_args(content_image, style_image, "--trainer.default_root_dir", str(root))]
+    command = tiny_args(content_image, style_image, "--trainer.default_root_dir", str(root))
     stop = '[{"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": 2}}]'
-    first = subprocess.run([*command, "--trainer.callbacks", stop], capture_output=True,
-                           text=True, timeout=300, check=False)
+    first = cli_processes.run([*command, "--trainer.callbacks", stop], workdir)
     assert first.returncode == 143, first.stderr[-2000:]
     run = root / "style_transfer" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert not (workdir / "runs").exists()
 
-    resumed = subprocess.run([*command, "--ckpt_path", "last"],
-                             capture_output=True, text=True, timeout=300, check=False)
+    resumed = cli_processes.run([*command, "--ckpt_path", "last"], workdir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (run / "content__style.png").is_file()
     assert (run / "config_resumed.yaml").is_file()
@@ -326,16 +321,17 @@ def test_only_fit_and_predict_are_offered(workdir, capsys) -> None:
 
 
 def test_techniques_and_data_by_their_short_names(workdir, content_image) -> None:
-    # A fresh process: the package exports are lazy, so only cli.py's own imports count.
-    import subprocess
+    # A process that imported only what tiny_cli.py imports (forked after those imports): the
+    # package exports are lazy, so only cli.py's own imports count.
+    import cli_processes
 
-    command = [sys.executable, str(REPO / "tests" / "tiny_cli.py"), "fit", "--model",
+    command = ["fit", "--model",
                "FeatureInversion", "--model.backbone", "tiny", "--model.weights", "random",
                "--model.content_layers", "[2]", "--data", "StyleTransferData",
                "--data.content", str(content_image), "--data.style", "null",
                "--data.image_size", "16", "--trainer.max_steps", "2",
                "--trainer.enable_progress_bar", "false"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    completed = cli_processes.run(command, workdir)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert (workdir / "runs" / "run" / "version_0" / "content.png").is_file()
 

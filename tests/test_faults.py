@@ -7,33 +7,38 @@ import csv
 import json
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import cli_processes
 from conftest import write_test_image
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CLI = str(REPO / "tests" / "tiny_cli.py")
 STEPS = 6  # per chunk; 3 chunks of one job each
+
+
+def make_photos(root: Path) -> Path:
+    """Three content photos in ``root/photos`` and ``root/style.png``; ``root``."""
+    folder = root / "photos"
+    folder.mkdir()
+    for seed in range(3):
+        write_test_image(folder / f"c{seed}.png", seed=seed)
+    write_test_image(root / "style.png", seed=7)
+    return root
 
 
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for seed in range(3):
-        write_test_image(folder / f"c{seed}.png", seed=seed)
-    write_test_image(tmp_path / "style.png", seed=7)
-    return tmp_path
+    return make_photos(tmp_path)
 
 
 def style_args(root: Path, *extra: str) -> list[str]:
@@ -59,11 +64,8 @@ def kill_at(step: int, during_checkpoint: bool = False) -> list[str]:
 
 def run(args: list[str], cwd: Path, limit_file_bytes: int | None = None
         ) -> subprocess.CompletedProcess:
-    def limit() -> None:
-        if limit_file_bytes is not None:  # a full disk, for files larger than this
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
-    return subprocess.run([sys.executable, TINY_CLI, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, preexec_fn=limit)
+    """``python tests/tiny_cli.py ARGS`` in a process of its own (forked after the imports)."""
+    return cli_processes.run(args, cwd, limit_file_bytes)
 
 
 def runs(root: Path) -> list[Path]:
@@ -129,6 +131,24 @@ def interrupted_run(photos: Path, capsys: pytest.CaptureFixture, step: int = 3,
     return run_folder
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of an uninterrupted run of ``style_args`` (made once per test process, on the
+    same photos): what stopped and resumed runs of that command line must end with."""
+    import cli
+
+    root = make_photos(tmp_path_factory.mktemp("uninterrupted"))
+    folder = os.getcwd()
+    os.chdir(root)  # where the run's runs/ folder goes
+    try:
+        with mock.patch.object(sys, "argv", ["cli.py"]):
+            assert cli.main(style_args(root)) == 0
+    finally:
+        os.chdir(folder)
+    [run_folder] = runs(root)
+    return run_folder
+
+
 def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
 
@@ -159,12 +179,11 @@ def test_sigkill_at_random_steps_then_last_finishes_like_an_uninterrupted_run(
     assert not list(resumed.rglob(".*partial*"))  # no temporary file left by the kills
 
 
-def test_a_checkpoint_cut_short_falls_back_to_the_previous_one(in_photos: Path,
-                                                              capsys) -> None:
+def test_a_checkpoint_cut_short_falls_back_to_the_previous_one(in_photos: Path, capsys,
+                                                              uninterrupted: Path) -> None:
     photos = in_photos
     interrupted = interrupted_run(photos, capsys, step=9)  # saved at 8 (previous) and at 9
-    assert main(style_args(photos), capsys)[0] == 0
-    reference = runs(photos)[1]
+    reference = uninterrupted
     last = interrupted / "checkpoints" / "last.ckpt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])  # what a full disk did to non-atomic writes
@@ -238,12 +257,9 @@ def test_resume_keeps_the_interrupted_parts_hparams_and_metrics(in_photos: Path,
 
 def test_runs_started_together_get_their_own_folders(photos: Path) -> None:
     short = style_args(photos, "--trainer.max_steps", "2")
-    processes = [subprocess.Popen([sys.executable, TINY_CLI, *short], cwd=photos,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+    processes = [cli_processes.CliProcess(short, photos) for _ in range(2)]
     for process in processes:
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err[-3000:]
+        assert process.wait(timeout=300) == 0, process.stderr[-3000:]
     first, second = runs(photos)
     assert_same_results(first, second)
 
@@ -498,14 +514,14 @@ def test_resume_with_other_jobs_or_optimizer_is_one_sentence(change: list[str], 
     assert folder_bytes(interrupted) == before
 
 
-def test_sigterm_at_a_logging_step_keeps_its_metrics_row(in_photos: Path, capsys) -> None:
-    assert main(style_args(in_photos), capsys)[0] == 0
-    [reference] = runs(in_photos)
+def test_sigterm_at_a_logging_step_keeps_its_metrics_row(in_photos: Path, capsys,
+                                                         uninterrupted: Path) -> None:
+    reference = uninterrupted
     terminate = [{"class_path": "fault_injection.TerminateAtStep", "init_args": {"step": 6}}]
     with pytest.raises(SystemExit):
         main([*style_args(in_photos), "--trainer.callbacks", json.dumps(terminate)], capsys)
     assert main([*style_args(in_photos), "--ckpt_path", "last"], capsys)[0] == 0
-    stopped = runs(in_photos)[1]
+    [stopped] = runs(in_photos)
 
     def steps(*files: Path) -> list[str]:
         return sorted(row["step"] for f in files for row in csv.DictReader(open(f))
@@ -645,13 +661,12 @@ def test_a_refused_last_checkpoint_and_the_good_previous_are_both_kept(in_photos
 
 
 def test_a_refused_last_checkpoint_survives_the_run_that_goes_on_from_the_previous(
-        in_photos: Path, capsys) -> None:
+        in_photos: Path, capsys, uninterrupted: Path) -> None:
     interrupted = interrupted_run(in_photos, capsys, step=9)  # saved at 8 (previous) and at 9
     last = interrupted / "checkpoints" / "last.ckpt"
     malicious(last)
     spoiled = last.read_bytes()
-    assert main(style_args(in_photos), capsys)[0] == 0
-    reference = runs(in_photos)[1]
+    reference = uninterrupted
     status, err = main([*style_args(in_photos), "--ckpt_path", str(last)], capsys)
     assert status == 0 and "going on from step 8" in err, err[-3000:]
     assert_same_results(interrupted, reference)
@@ -784,9 +799,8 @@ def test_two_resumes_started_together_leave_the_winners_files(in_photos: Path, c
     with pytest.raises(SystemExit):
         main([*style_args(photos), *terminate_at(3)], capsys)
     resume = style_args(photos, "--ckpt_path", "last")
-    both = [subprocess.Popen([sys.executable, TINY_CLI, *resume], cwd=photos,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outcomes = [(process.wait(timeout=300), process.stderr.read()) for process in both]
+    both = [cli_processes.CliProcess(resume, photos) for _ in range(2)]
+    outcomes = [(process.wait(timeout=300), process.stderr) for process in both]
     assert sorted(code for code, _ in outcomes)[0] == 0, outcomes
     for code, err in outcomes:
         assert "Traceback" not in err, err

@@ -1,4 +1,7 @@
-"""The docs' worked examples (a new technique, pictures while you train) run as written."""
+"""The docs' worked examples (a new technique, pictures while you train) run as written.
+
+The examples that use this checkout run in processes forked after tiny_cli.py's imports
+(tests/cli_processes.py); the built-in technique runs a copy of the package, in a fresh one."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import cli_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +35,8 @@ def test_readme_technique_runs_and_its_loss_falls(tmp_path: Path) -> None:
     for name in ("dream.py", "run.py"):
         (tmp_path / name).write_text(docs_example("your_own_technique.md", name))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
-    subprocess.run([sys.executable, "run.py"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
+    done = cli_processes.run_script(tmp_path / "run.py", tmp_path, [ROOT, tmp_path], env)
+    assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "dream" / "lightning_logs" / "version_0"
     assert (run / "chelsea.png").is_file() and (run / "chelsea_sheet.png").is_file()
     with open(run / "losses.csv", newline="") as handle:
@@ -45,8 +50,8 @@ def test_readme_training_pictures_example_runs_as_written(tmp_path: Path) -> Non
     (tmp_path / "train_digits.py").write_text(
         docs_example("training_pictures.md", "train_digits.py"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "train_digits.py"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
+    done = cli_processes.run_script(tmp_path / "train_digits.py", tmp_path, [ROOT], env)
+    assert done.returncode == 0, done.stderr[-3000:]
     [run] = (tmp_path / "runs" / "digits" / "lightning_logs").glob("version_*")
     written = sorted(path.name for path in (run / "training_pictures").iterdir())
     assert written == ["classes_epoch001.png", "classes_epoch003.png",

@@ -11,7 +11,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 import cli
+import cli_processes
 from conftest import write_test_image
 from datamodules.style_transfer import StyleTransferData
 from lightning_modules.image_optimization.jobs import plan_chunks
@@ -30,7 +30,6 @@ from lightning_modules.errors import UserInputError
 from lightning_modules.style_transfer import StyleTransfer
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CLI = str(REPO / "tests" / "tiny_cli.py")
 PAIRS = ["c0__s0", "c0__s1", "c1__s0", "c1__s1"]
 
 
@@ -59,8 +58,9 @@ def style_args(inputs: Path, steps: int, *extra: str) -> list[str]:
 
 
 def run_in_child(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, TINY_CLI, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    """``python tests/tiny_cli.py ARGS`` in a process of its own (forked after the imports); the
+    other ranks are started by Lightning as fresh ``tiny_cli.py`` processes."""
+    done = cli_processes.run(args, cwd, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -333,15 +333,15 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(inputs: Path, workdir:
 def test_sigterm_stops_every_process_and_last_goes_on(inputs: Path, workdir: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     args = style_args(inputs, 150, "--trainer.devices", "2", "--images.every_n_steps", "5")
-    process = subprocess.Popen([sys.executable, TINY_CLI, *args], cwd=workdir,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = cli_processes.CliProcess(args, workdir)
     run = workdir / "runs" / "style_transfer" / "version_0"
     started = time.monotonic()
     while not (run / "snapshots" / "c1__s1_step000005.png").exists():
         assert process.poll() is None and time.monotonic() - started < 300, "run did not start"
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=300)
+    process.wait(timeout=300)
+    err = process.stderr
     assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
     said = [line for line in err.splitlines() if line.startswith("SIGTERM")]
     assert len(said) == 1 and "version_0/checkpoints/last.ckpt" in said[0], err[-3000:]
