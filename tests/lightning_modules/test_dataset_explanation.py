@@ -7,7 +7,6 @@ import csv
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,6 @@ import torch
 
 from conftest import write_test_image
 
-REPO = Path(__file__).resolve().parents[2]
-TINY_CLI = str(REPO / "tests" / "tiny_cli.py")
 IMAGES = 10
 
 
@@ -212,8 +209,20 @@ def test_a_run_is_continued_only_with_its_own_options(reference: Path, tmp_path:
 
 # ------------------------------------------------------------------ in real processes: kills, DDP
 def child(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, TINY_CLI, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    """A real process of its own (SIGKILL is real), forked after tiny_cli's imports."""
+    from cli_processes import run
+
+    return run(args, cwd)
+
+
+# The fault runs compare maps and index only: no sheets or report (each costs a second or two).
+LEAN_WRITER = {"class_path": "callbacks.dataset_writer.DatasetWriter",
+               "init_args": {"sheet_images": 0, "report": False}}
+
+
+def lean(*callbacks: dict) -> list[str]:
+    """The lean writer, after ``callbacks`` (a killer sees a batch before the writer does)."""
+    return ["--trainer.callbacks", json.dumps([*callbacks, LEAN_WRITER])]
 
 
 def assert_same_run(run: Path, reference: Path) -> None:
@@ -232,14 +241,13 @@ def test_killed_twice_a_run_goes_on_to_the_uninterrupted_result(reference: Path,
     class_tree(tmp_path)
     for kill, resume in ((2, []), (1, ["--ckpt_path", "last"])):
         # Batch 2 opens shard 1; batch 1 of the continued run is the middle of shard 1 again.
-        killer = json.dumps([{"class_path": "fault_injection.KillAtBatch",
-                              "init_args": {"batch": kill}}])
-        killed = child(dataset_args("photos", "--trainer.callbacks", killer, *resume), tmp_path)
+        killer = {"class_path": "fault_injection.KillAtBatch", "init_args": {"batch": kill}}
+        killed = child(dataset_args("photos", *lean(killer), *resume), tmp_path)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run = run_folder(tmp_path)
     assert not (run / "index.csv").exists()
     assert sorted(p.name for p in (run / "maps").glob("*.csv")) == ["shard_00000.csv"]
-    finished = child(dataset_args("photos", "--ckpt_path", "last"), tmp_path)
+    finished = child(dataset_args("photos", *lean(), "--ckpt_path", "last"), tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert_same_run(run, reference)
     assert not list(run.rglob(".*partial*"))
@@ -247,6 +255,6 @@ def test_killed_twice_a_run_goes_on_to_the_uninterrupted_result(reference: Path,
 
 def test_two_processes_give_the_one_process_result(reference: Path, tmp_path: Path) -> None:
     class_tree(tmp_path)
-    done = child(dataset_args("photos", "--trainer.devices", "2"), tmp_path)
+    done = child(dataset_args("photos", *lean(), "--trainer.devices", "2"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(run_folder(tmp_path), reference)
