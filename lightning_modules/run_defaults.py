@@ -28,6 +28,9 @@ IRRELEVANT_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*",
     # A variant given from Python as an object (PGD(eps=...)): the parser keeps it as it is.
     r"(?s).*Unable to serialize instance.*",
+    # The dataset run's shards: each loader process takes whole batches by their position
+    # (datamodules/image_dataset.py), so the length it reports is exact.
+    r".*`IterableDataset` has `__len__` defined.*",
 )
 
 # Lightning's hardware report and advertising, printed when a Trainer starts, and its line at the
