@@ -139,6 +139,16 @@ def test_the_writer_holds_one_shard_at_most(tmp_path: Path, capsys, monkeypatch)
     assert Watched.most == 2  # batches of 2 in shards of 3: never more than 2 held
 
 
+def test_loader_processes_read_the_batches_in_order(reference: Path, tmp_path: Path, capsys,
+                                                    monkeypatch) -> None:
+    """Two loader processes take every other batch; the run is the one-process run."""
+    class_tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    status, err = main(dataset_args("photos", "--data.num_workers", "2"), capsys)
+    assert status == 0, err[-3000:]
+    assert rows(run_folder(tmp_path) / "index.csv") == rows(reference / "index.csv")
+
+
 def test_csv_with_boxes_and_an_unreadable_image(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     for i in range(4):
