@@ -530,12 +530,15 @@ class PythonRun(ImageCLI):
         seeded: Whether ``seed`` replaces the config's (``seed_everything``, default 0).
         save_dir: A folder for the command line's run directory, or None for a quiet run.
         callbacks: Callbacks that collect the results, added to the Trainer's.
+        keep_predictions: Keep what ``predict`` returns (a dataset run's writer saves every
+            batch instead: kept, thousands of batches would fill the memory).
     """
 
     def __init__(self, subcommand: str, config: str, options: dict[str, Any], *, function: str,
                  expected: type, inputs: Sequence[str] = (), run_options: Sequence[str] = (),
                  trainer: Optional[dict[str, Any]] = None, seed: Any = None,
-                 seeded: bool = False, save_dir: Optional[str] = None, callbacks: Sequence[Any] = ()) -> None:
+                 seeded: bool = False, save_dir: Optional[str] = None, callbacks: Sequence[Any] = (),
+                 keep_predictions: bool = True) -> None:
         self._request = dict(subcommand=subcommand, config=config, options=options,
                              function=function, expected=expected, inputs=tuple(inputs),
                              run_options=tuple(run_options), trainer=dict(trainer or {}),
@@ -544,6 +547,7 @@ class PythonRun(ImageCLI):
         self.quiet = save_dir is None
         self._collectors = list(callbacks)
         self.predictions: list[Any] = []
+        self.keep_predictions = keep_predictions
         self.unattached: list[Any] = []  # the config's callbacks, in a quiet run
         settings = {**CLI_SETTINGS, "parser_kwargs": {"exit_on_error": False}}
         if self.quiet:
@@ -623,8 +627,9 @@ class PythonRun(ImageCLI):
         return super()._instantiate_trainer(config, [*callbacks, *self._collectors])
 
     def predict(self, **kwargs: Any) -> None:
-        """``trainer.predict``, keeping what it returns (saliency batches)."""
-        self.predictions = self.trainer.predict(**{**kwargs, "return_predictions": True}) or []
+        """``trainer.predict``, keeping what it returns (saliency batches) if asked to."""
+        self.predictions = self.trainer.predict(
+            **{**kwargs, "return_predictions": self.keep_predictions}) or []
 
     def _add_tensorboard(self) -> None:
         if not self.quiet:

@@ -45,5 +45,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "smoothgrad_saliency": _SALIENCY,
     # one call from Python (saliency stays lightning_modules.api.saliency: see above)
     "stylize": _API, "visualize_class": _API, "fool": _API, "FoolingResult": _API,
-    "SaliencyResult": _API,
+    "SaliencyResult": _API, "explain_dataset": _API, "DatasetResult": _API,
 })

@@ -1,4 +1,5 @@
-"""One call from Python per technique, for notebooks: stylize, visualize_class, saliency, fool.
+"""One call from Python per technique, for notebooks: stylize, visualize_class, saliency, fool,
+explain_dataset.
 
     from lightning_modules import stylize
     picture = stylize("chelsea", "immunohistochemistry", image_size=128, steps=40)
@@ -98,6 +99,29 @@ class SaliencyResult:
     attributions: Optional[torch.Tensor] = None
     trust: Any = None
     run_directory: Optional[Path] = None
+
+
+@dataclass
+class DatasetResult:
+    """What :func:`explain_dataset` gives: where the run is, and its index.
+
+    Attributes:
+        run_directory: The run folder (``index.csv``, ``maps/``, the report).
+        index: The rows of ``index.csv``: per image its prediction and every
+            ``<method>.<metric>`` score, as strings.
+        report: The self-contained HTML report.
+    """
+
+    run_directory: Path
+    index: list[dict[str, str]]
+    report: Path
+
+    def maps(self, paths: Optional[Sequence[str]] = None,
+             methods: Optional[Sequence[str]] = None) -> dict[str, dict[str, np.ndarray]]:
+        """The maps by image path and method (:func:`~lightning_modules.saliency.load_maps`)."""
+        from lightning_modules.saliency.map_shards import load_maps
+
+        return load_maps(self.run_directory, paths, methods)
 
 
 @dataclass
@@ -273,6 +297,44 @@ def saliency(image: Union[ImageInput, Sequence[ImageInput]],
     return results if isinstance(image, (list, tuple)) or len(results) != 1 else results[0]
 
 
+def explain_dataset(images: Union[str, Sequence[str], None] = None, save_dir: str = "runs",
+                    **options: Any) -> DatasetResult:
+    """Explain a whole dataset with several methods and score every map with the evaluation
+    metrics beside the controls: ``configs/saliency_dataset.yaml``'s run (see
+    docs/saliency_dataset.md).
+
+    Args:
+        images: A folder of class subfolders, a CSV (``path,label[,x0,y0,x1,y1]``), a glob, a
+            folder, a list of these; None: the built-in samples with their boxes.
+        save_dir: The folder of the run directory (``<save_dir>/saliency_dataset/version_<n>``),
+            which gets the map shards, the index and the report: a dataset is not held in memory.
+        **options: Arguments of ``DatasetExplanation`` and ``DatasetImages`` (``methods``,
+            ``metrics``, ``controls``, ``target``, ``backbone``, ``image_size``,
+            ``batch_size``, ``shard_size``, ``num_workers``, ``strict``, ...), ``seed``,
+            ``config``, ``accelerator``, ``precision``.
+
+    Returns:
+        A :class:`DatasetResult`: the run folder, the index rows, the report; ``maps()`` reads
+        the maps back.
+
+    Raises:
+        UserInputError: For bad input, in one sentence.
+    """
+    from lightning_modules.saliency.dataset import DatasetExplanation
+    from lightning_modules.saliency.map_shards import INDEX, read_rows
+
+    if save_dir is None:
+        raise UserInputError("explain_dataset() writes its shards, index and report into a run "
+                             "folder: give save_dir.")
+    inputs = {} if images is None else {"images": images}
+    run = _Run("explain_dataset", "saliency_dataset", DatasetExplanation,
+               {**options, "save_dir": save_dir}, inputs, fit=False)
+    run.predict(keep=False)
+    directory = run.directory
+    return DatasetResult(run_directory=directory, index=read_rows(directory / INDEX),
+                         report=directory / "report.html")
+
+
 def fool(image: Union[ImageInput, Sequence[ImageInput]],
          target_class: Union[ClassInput, Sequence[ClassInput]], **options: Any
          ) -> Union[FoolingResult, list[FoolingResult]]:
@@ -431,9 +493,10 @@ class _Run:
                 else results.rows + run.model.take_loss_rows())
         return [value for _, value in sorted(results.kept, key=lambda pair: pair[0])], rows
 
-    def predict(self) -> list[Any]:
-        """Explain every batch; returns the module's predictions (``SaliencyBatch``es)."""
-        return self._run("predict", []).predictions
+    def predict(self, keep: bool = True) -> list[Any]:
+        """Explain every batch; returns the module's predictions (``SaliencyBatch``es), or
+        nothing without ``keep`` (the run's writer saves them)."""
+        return self._run("predict", [], keep_predictions=keep).predictions
 
     def saliency_pictures(self) -> Any:
         """The run's ``SaliencyWriter`` (the config's, with its colours), which draws heat maps
@@ -443,7 +506,7 @@ class _Run:
         return next((c for c in self.writers if isinstance(c, SaliencyWriter)), None) \
             or SaliencyWriter()
 
-    def _run(self, subcommand: str, collectors: list[Any]) -> Any:
+    def _run(self, subcommand: str, collectors: list[Any], keep_predictions: bool = True) -> Any:
         """Build and run with the command line's builder, quiet and seeded; a run folder that
         never saw a step is removed by the builder."""
         from cli import PythonRun, translate_error
@@ -454,7 +517,7 @@ class _Run:
                                 function=self.function, expected=self.base, inputs=self.inputs,
                                 run_options=self.run_keys, trainer=self.trainer,
                                 seed=self.seed, seeded=self.seeded, save_dir=self.save_dir,
-                                callbacks=collectors)
+                                callbacks=collectors, keep_predictions=keep_predictions)
             except Exception as error:  # noqa: BLE001 - a user's mistake becomes one sentence
                 translated = translate_error(error)
                 if translated is None:

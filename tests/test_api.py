@@ -21,7 +21,7 @@ from datamodules.images import image_to_tensor, load_image
 import yaml
 
 from configs import shipped_config, shipped_configs
-from lightning_modules.api import fool, saliency, stylize, visualize_class
+from lightning_modules.api import explain_dataset, fool, saliency, stylize, visualize_class
 from lightning_modules.backbones import (IMAGENET_MEAN, IMAGENET_STD, classifier_backbone,
                                          imagenet_categories, load_backbone, register_backbone)
 from lightning_modules.errors import UserInputError
@@ -134,6 +134,31 @@ def test_saliency_is_the_homeworks_map_of_the_picture_given(workdir: Path) -> No
     assert result.predicted_class == int(scores.argmax())
     assert result.probability == pytest.approx(float(scores.max()), abs=1e-6)
     assert list(workdir.iterdir()) == []
+
+
+def test_explain_dataset_writes_the_run_and_keeps_no_batch(workdir: Path, monkeypatch) -> None:
+    """The command line's dataset run from one call: the index comes back, the maps are read
+    from the shards, and trainer.predict is asked to keep nothing."""
+    kept = []
+    original = cli.PythonRun.predict
+
+    def watched(self, **kwargs):
+        original(self, **kwargs)
+        kept.append(self.predictions)
+
+    monkeypatch.setattr(cli.PythonRun, "predict", watched)
+    result = explain_dataset(["sample:coffee", "sample:rocket"], labels=["espresso", "missile"],
+                             backbone="tiny", weights="random", image_size=32,
+                             methods=["vanilla"], controls=["random"], metrics=["sparseness"])
+    assert kept == [[]]
+    assert result.run_directory.resolve() == workdir / "runs" / "saliency_dataset" / "version_0"
+    assert [row["path"] for row in result.index] == ["sample:coffee", "sample:rocket"]
+    assert set(result.index[0]) >= {"vanilla.sparseness", "random.sparseness"}
+    assert result.report.is_file()
+    maps = result.maps(["sample:rocket"])
+    assert list(maps) == ["sample:rocket"] and maps["sample:rocket"]["vanilla"].shape == (32, 32)
+    with pytest.raises(UserInputError, match="give save_dir"):
+        explain_dataset(save_dir=None)
 
 
 def test_saliency_of_your_own_network(workdir: Path) -> None:
