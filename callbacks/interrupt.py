@@ -15,12 +15,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from callbacks.chunk_end import is_last_step_of_chunk
 from callbacks.image_writer import ImageWriter
 from callbacks.run_directory import run_directory
+from lightning_modules.saliency.map_shards import MAPS_FOLDER as PARTS_FOLDER
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class SaveOnInterrupt(pl.Callback):
-    """On SIGINT or SIGTERM, finish the step, save the images and a checkpoint, then exit.
+    """On SIGINT or SIGTERM, finish the step, save the images and a checkpoint, then exit; in
+    ``predict``, finish the batch and exit.
 
     Every process stops after the same step. At a chunk's last step the chunk's results are
     written as usual; at any other the run directory gets
@@ -45,6 +47,25 @@ class SaveOnInterrupt(pl.Callback):
         if threading.current_thread() is threading.main_thread():
             for signum in _SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._request_stop)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``predict`` stops between two batches too: what the finished batches wrote stays
+        (a dataset saliency run's shards, from which ``--ckpt_path last`` goes on)."""
+        self.on_train_start(trainer, pl_module)
+
+    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                               batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # Checked before a batch, not after one: the writers have handled the batch before.
+        if self.signal_number is None:
+            return
+        signum = self.signal_number
+        resumable = (self.directory / PARTS_FOLDER).is_dir()
+        if trainer.is_global_zero or resumable:
+            print(f"{signal.Signals(signum).name}: stopped after {batch_idx} batches of this "
+                  f"process; what they wrote is in {self.directory}"
+                  + (" (continue with --ckpt_path last)" if resumable else ""),
+                  file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
 
     def _request_stop(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.signal_number is not None:

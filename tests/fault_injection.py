@@ -54,3 +54,16 @@ class KillAtBatch(pl.Callback):
                              dataloader_idx: int = 0) -> None:
         if batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InterruptAtBatch(pl.Callback):
+    """Sends this process SIGINT (Ctrl+C) after prediction batch ``batch``."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             outputs: Any, batch: Any, batch_idx: int,
+                             dataloader_idx: int = 0) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGINT)

@@ -246,14 +246,20 @@ def assert_same_run(run: Path, reference: Path) -> None:
             assert np.array_equal(found[path][name], values), (path, name)
 
 
-def test_killed_twice_a_run_goes_on_to_the_uninterrupted_result(reference: Path,
-                                                                 tmp_path: Path) -> None:
+def test_stopped_by_ctrl_c_then_killed_a_run_goes_on_to_the_uninterrupted_result(
+        reference: Path, tmp_path: Path) -> None:
     class_tree(tmp_path)
-    for kill, resume in ((2, []), (1, ["--ckpt_path", "last"])):
-        # Batch 2 opens shard 1; batch 1 of the continued run is the middle of shard 1 again.
-        killer = {"class_path": "fault_injection.KillAtBatch", "init_args": {"batch": kill}}
-        killed = child(dataset_args("photos", *lean(killer), *resume), tmp_path)
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    # Ctrl+C after batch 2 (shard 1's first): the run stops before batch 3, says how to go on.
+    ctrl_c = {"class_path": "fault_injection.InterruptAtBatch", "init_args": {"batch": 2}}
+    stopped = child(dataset_args("photos", *lean(ctrl_c)), tmp_path)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert "SIGINT: stopped after 3 batches" in stopped.stderr
+    assert "(continue with --ckpt_path last)" in stopped.stderr
+    # SIGKILL after batch 1 of the continued run: the middle of shard 1 again.
+    killer = {"class_path": "fault_injection.KillAtBatch", "init_args": {"batch": 1}}
+    killed = child(dataset_args("photos", *lean(killer), "--ckpt_path", "last"), tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run = run_folder(tmp_path)
     assert not (run / "index.csv").exists()
     assert sorted(p.name for p in (run / "maps").glob("*.csv")) == ["shard_00000.csv"]
