@@ -303,9 +303,10 @@ def assert_prints_as_commented(printed: str, block: str) -> None:
 
 def test_readme_from_python_examples_run_offline_as_written(workdir: Path) -> None:
     blocks = docs_python_examples()
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     assert all(len(block.strip().splitlines()) == 3 for block in blocks)  # three lines each
-    assert sum(block.count("# prints ") for block in blocks) == 2  # class picture, fooling
+    # class picture, fooling, dataset
+    assert sum(block.count("# prints ") for block in blocks) == 3
     namespace: dict = {}
     threads = torch.get_num_threads()
     # The comments give one thread's figures: float sums, and so a few dozen steps, depend on
@@ -319,8 +320,8 @@ def test_readme_from_python_examples_run_offline_as_written(workdir: Path) -> No
             assert_prints_as_commented(printed.getvalue(), block)
     finally:
         torch.set_num_threads(threads)
-    picture, flamingo, explained, fooled = (namespace[name] for name in
-                                            ("picture", "flamingo", "explained", "fooled"))
+    picture, flamingo, explained, fooled, run = (
+        namespace[name] for name in ("picture", "flamingo", "explained", "fooled", "run"))
     noise = namespace["visualize_class"]("flamingo", image_size=128, steps=1)  # where it starts
     assert picture.size == (192, 128)
     assert picture.info["losses"][-1]["style_loss"] < 0.5 * picture.info["losses"][0]["style_loss"]
@@ -328,6 +329,7 @@ def test_readme_from_python_examples_run_offline_as_written(workdir: Path) -> No
     assert flamingo.info["probability"] > 10 * noise.info["probability"]
     assert explained.map.shape == (224, 224) and explained.predicted_name == "espresso"
     assert fooled.fooled and fooled.predicted_name == "stingray"
-    # Only what the examples save themselves: no run folder.
+    assert run.run_directory.resolve() == workdir / "runs" / "saliency_dataset" / "version_0"
+    # Only what the examples save themselves, and the dataset run's folder.
     assert sorted(path.name for path in workdir.iterdir()) == sorted(
-        re.findall(r"save\(\"([^\"]+)\"\)", "".join(blocks)))
+        re.findall(r"save\(\"([^\"]+)\"\)", "".join(blocks)) + ["runs"])

@@ -18,6 +18,7 @@ A run folder (``runs/saliency_dataset/version_N``) holds:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -68,8 +69,7 @@ def decode_maps(stored: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV as dicts."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
 
 
 def run_methods(run: Path) -> list[str]:
