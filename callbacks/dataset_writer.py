@@ -260,7 +260,7 @@ class DatasetWriter(pl.Callback):
                         for key, value in pl_module.seconds.items()}}
             write_file(self.directory / EXPLANATION, lambda handle: handle.write(
                 json.dumps(info, indent=1).encode()), replace=True, what="run description")
-            if self.report and explained:
+            if self.report and explained and pl_module.metrics:  # no metric: nothing to report
                 self.write_report()
 
     def write_report(self) -> None:

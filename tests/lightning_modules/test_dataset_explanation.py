@@ -149,6 +149,16 @@ def test_loader_processes_read_the_batches_in_order(reference: Path, tmp_path: P
     assert rows(run_folder(tmp_path) / "index.csv") == rows(reference / "index.csv")
 
 
+def test_maps_without_metrics_make_a_run_without_a_report(tmp_path: Path, capsys,
+                                                         monkeypatch) -> None:
+    class_tree(tmp_path, count=3)
+    monkeypatch.chdir(tmp_path)
+    status, err = main(dataset_args("photos", "--model.metrics", "[]"), capsys)
+    assert status == 0, err[-3000:]
+    run = run_folder(tmp_path)
+    assert len(rows(run / "index.csv")) == 3 and not (run / "report.html").exists()
+
+
 def test_csv_with_boxes_and_an_unreadable_image(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     for i in range(4):
