@@ -183,7 +183,7 @@ def part_equality(args: argparse.Namespace, work: Path) -> None:
     options = equality_options(args)
     print(f"\n## (a) 1 process vs 2, (b) two SIGKILLs then `--ckpt_path last`\n\n"
           f"Options of every run: `{' '.join(options)}` (config defaults otherwise: batch 16, "
-          f"shard 128, controls random/edges/center, seed 0)\n", flush=True)
+          f"controls random/edges/center, seed 0)\n", flush=True)
     one = run_to_end(work / "one_process", options)
     reference = run_folder(work / "one_process")
     images = len(rows(reference / "index.csv"))
