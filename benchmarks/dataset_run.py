@@ -245,7 +245,7 @@ def part_memory(args: argparse.Namespace, work: Path) -> None:
     steady = (samples[-1][0] - first_done) / max(samples[-1][1] - min(
         s[1] for s in samples if s[1] > 0), 1)
     print(f"| images | wall s (start to end) | s / image (whole run) | s / image (after the "
-          "first shard) | peak RSS, first {window} | peak RSS, last {window} | last / first | samples |")
+          f"first shard) | peak RSS, first {window} | peak RSS, last {window} | last / first | samples |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {total} | {child.seconds:.0f} | {child.seconds / total:.3f} | {steady:.3f} | "
           f"{first_peak / 2**20:.0f} MiB | {last_peak / 2**20:.0f} MiB | "

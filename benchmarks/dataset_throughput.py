@@ -37,8 +37,8 @@ are ours / peer: images/s above 1 is faster, memory below 1 leaner.
 Then the metric: our pixel-flipping (deletion) curve,
 :func:`lightning_modules.saliency.evaluation.perturbation_curves` with a zero substrate, batched,
 against ``quantus.PixelFlipping`` (``perturb_baseline=0``, softmax, the same number of steps) on
-the same ``--metric-images`` images and Grad-CAM maps, in this process; where the registry has
-``road_morf`` (issue 25's ROAD), ours ``ROADMoRF`` against ``quantus.ROAD`` instead.
+the same ``--metric-images`` images and Grad-CAM maps, in this process. (ROAD against
+``quantus.ROAD`` is not here yet: ROAD was not in main's metric registry when this was written.)
 """
 
 from __future__ import annotations
