@@ -1,0 +1,365 @@
+"""Throughput over a dataset, side by side: our dataset run (through the CLI, batched) against
+Captum and pytorch-grad-cam each looping over the same DataLoader, and one metric against
+Quantus on the same maps.
+
+Make the images first (``benchmarks/make_dataset.py``), then::
+
+    python benchmarks/make_dataset.py /tmp/ds1200 --count 1200
+    python benchmarks/dataset_throughput.py --data /tmp/ds1200/dataset.csv --work /tmp/throughput \\
+        --images 1000
+
+The first ``--images`` images (224 px, batches of ``--batch-size``; ``--sampling-images`` for
+IG and SmoothGrad, default the same) are explained by, each side in a fresh child process, the
+sides interleaved (ours, peer, ours, peer ... ``--repeats`` times):
+
+* **Grad-CAM** at EfficientNet-Lite0's last feature layer: ours
+  ``cli.py predict --config saliency_dataset --model.methods [gradcam]``; pytorch-grad-cam's
+  ``GradCAM`` as its README shows (``with GradCAM(model, target_layers) as cam``, a model whose
+  weights require grad, ``ClassifierOutputTarget`` per image).
+* **Integrated Gradients**, 32 Gauss-Legendre points, black baseline, 64 path points per pass:
+  ours ``IntegratedGradients(steps=32, internal_batch_size=64)`` (the config's); Captum's
+  ``IntegratedGradients.attribute(..., n_steps=32, internal_batch_size=64)``.
+* **SmoothGrad**, 16 noisy samples: ours ``SmoothGrad(samples=16)`` (one noisy copy of the
+  batch per pass); Captum's ``NoiseTunnel(Saliency)`` with ``nt_samples=16`` and
+  ``nt_samples_batch_size=1`` (the same passes).
+
+Ours runs with ``--model.metrics []`` and ``--model.controls []``, and writes its map shards,
+index and sheets as a user's run does (its report is off: with no metric there is nothing to
+report). The peers' loop reads the same :class:`~datamodules.image_dataset.DatasetImages`
+DataLoader (the same pixels, batches and targets: the images' true classes) and keeps nothing.
+
+Figures: images/s over the loop (ours: from the predict loop's start to its end, by a callback
+in the run; the whole command's wall time too), and memory of each child process: its peak
+resident memory (``VmHWM``) and the growth of it over the loop (``VmHWM`` reset through
+``/proc/self/clear_refs`` at the loop's start, as ``attribution.py`` measures a call). Ratios
+are ours / peer: images/s above 1 is faster, memory below 1 leaner.
+
+Then the metric: our pixel-flipping (deletion) curve,
+:func:`lightning_modules.saliency.evaluation.perturbation_curves` with a zero substrate, batched,
+against ``quantus.PixelFlipping`` (``perturb_baseline=0``, softmax, the same number of steps) on
+the same ``--metric-images`` images and Grad-CAM maps, in this process. (ROAD against
+``quantus.ROAD`` is not here yet: ROAD was not in main's metric registry when this was written.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 224
+METHODS = {
+    "Grad-CAM": ("gradcam", "pytorch-grad-cam GradCAM"),
+    "Integrated Gradients, 32 steps": (
+        "{class_path: lightning_modules.saliency.IntegratedGradients, "
+        "init_args: {steps: 32, internal_batch_size: 64}}",
+        "Captum IntegratedGradients"),
+    "SmoothGrad, 16 samples": (
+        "{class_path: lightning_modules.saliency.SmoothGrad, init_args: {samples: 16}}",
+        "Captum NoiseTunnel(Saliency)"),
+}
+
+
+def status_kib(key: str) -> int:
+    return int(re.search(key + r":\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def start_loop_clock() -> dict[str, float]:
+    """Reset the peak resident memory to the current and note the time."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return {"start": time.perf_counter(), "rss_start": status_kib("VmRSS") * 1024}
+
+
+def stop_loop_clock(clock: dict[str, float], images: int) -> dict[str, float]:
+    seconds = time.perf_counter() - clock["start"]
+    peak = status_kib("VmHWM") * 1024
+    return {"seconds": seconds, "images": images, "peak_rss": peak,
+            "growth": peak - clock["rss_start"]}
+
+
+try:  # the callback our run loads by class path (benchmarks.dataset_throughput.LoopClock)
+    import pytorch_lightning as pl
+
+    class LoopClock(pl.Callback):
+        """Times the predict loop of our run and reads its memory; writes JSON to ``out``."""
+
+        def __init__(self, out: str) -> None:
+            self.out = out
+            self.images = 0
+
+        def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+            self.clock = start_loop_clock()
+
+        def on_predict_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, *args: Any
+                                 ) -> None:
+            self.images += len(outputs.index)
+
+        def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+            # After the writer's on_predict_end (it comes first in --trainer.callbacks): the
+            # whole index is timed too.
+            Path(self.out).write_text(json.dumps(stop_loop_clock(self.clock, self.images)))
+except ImportError:  # pragma: no cover
+    pass
+
+
+# --- the sides -------------------------------------------------------------------------------
+
+def ours(args: argparse.Namespace, method: str, images: Path, number: int) -> dict[str, float]:
+    """Our dataset run through the CLI, in its own folder."""
+    work = args.work / f"ours_{number:03d}"
+    work.mkdir(parents=True)
+    out = work / "loop.json"
+    callbacks = json.dumps([
+        {"class_path": "callbacks.dataset_writer.DatasetWriter", "init_args": {"report": False}},
+        {"class_path": "benchmarks.dataset_throughput.LoopClock", "init_args": {"out": str(out)}}])
+    command = [sys.executable, str(REPO / "cli.py"), "predict", "--config", "saliency_dataset",
+               "--data.images", str(images), "--data.batch_size", str(args.batch_size),
+               "--data.image_size", str(SIZE), "--model.methods", f"[{method}]",
+               "--model.metrics", "[]", "--model.controls", "[]",
+               "--trainer.enable_progress_bar", "false", "--trainer.callbacks", callbacks]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"our run failed:\n{' '.join(command)}\n{done.stderr[-3000:]}")
+    result = json.loads(out.read_text())
+    result["wall"] = wall
+    result["command"] = " ".join(command[1:])
+    return result
+
+
+def peer_in_child(args: argparse.Namespace, group: str, images: Path) -> dict[str, float]:
+    command = [sys.executable, __file__, "--peer", group, "--peer-images", str(images),
+               "--batch-size", str(args.batch_size), "--work", str(args.work)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"the peer failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall"] = wall
+    return result
+
+
+def dataset_loader(images: Path, batch_size: int) -> Any:
+    """The same DataLoader as our run's: :class:`DatasetImages`, one process."""
+    from datamodules.image_dataset import DatasetImages
+
+    data = DatasetImages(images=str(images), image_size=SIZE, batch_size=batch_size)
+    data.setup("predict")
+    return data.predict_dataloader()
+
+
+def run_peer(args: argparse.Namespace) -> None:
+    """The child: one peer's loop over the DataLoader; JSON on stdout."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    from lightning_modules.backbones import load_backbone
+
+    backbone = load_backbone("efficientnet_lite0")
+    loader = dataset_loader(Path(args.peer_images), args.batch_size)
+    group = args.peer
+    if group == "Grad-CAM":
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        model = backbone.requires_grad_(True).eval()  # as the README: a trainable model
+        clock, count = start_loop_clock(), 0
+        with GradCAM(model=model, target_layers=[model.features[-1]]) as cam:
+            for batch in loader:
+                targets = [ClassifierOutputTarget(backbone.class_index(label))
+                           for label in batch["labels"]]
+                cam(input_tensor=backbone.normalize(batch["pixels"]), targets=targets)
+                count += len(batch["index"])
+    else:
+        from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
+        ig, tunnel = IntegratedGradients(backbone), NoiseTunnel(Saliency(backbone))
+        black = backbone.normalize(torch.zeros(1, 3, SIZE, SIZE))
+        clock, count = start_loop_clock(), 0
+        for batch in loader:
+            inputs = backbone.normalize(batch["pixels"])
+            target = torch.tensor([backbone.class_index(label) for label in batch["labels"]])
+            if group.startswith("Integrated"):
+                ig.attribute(inputs, baselines=black, target=target, n_steps=32,
+                             internal_batch_size=64)
+            else:
+                # Our noise level, 0.15 of the value range (here the batch's: Captum takes one
+                # sigma per input tensor).
+                sigma = 0.15 * (inputs.amax() - inputs.amin()).item()
+                tunnel.attribute(inputs, nt_type="smoothgrad", nt_samples=16,
+                                 nt_samples_batch_size=1, stdevs=sigma, target=target)
+            count += len(batch["index"])
+    print(json.dumps(stop_loop_clock(clock, count)))
+
+
+# --- the metric against Quantus --------------------------------------------------------------
+
+def metric_comparison(args: argparse.Namespace, images: Path) -> None:
+    import warnings
+
+    import numpy as np
+    import quantus
+    import torch
+
+    warnings.filterwarnings("ignore")
+    from lightning_modules.backbones import load_backbone
+    from lightning_modules.saliency.cam import grad_cam
+    from lightning_modules.saliency.evaluation import perturbation_curves
+
+    backbone = load_backbone("efficientnet_lite0")
+    inputs, targets = [], []
+    for batch in dataset_loader(images, args.batch_size):
+        inputs.append(backbone.normalize(batch["pixels"]))
+        targets += [backbone.class_index(label) for label in batch["labels"]]
+    inputs, targets = torch.cat(inputs), torch.tensor(targets)
+    maps = torch.cat([grad_cam(inputs[i:i + 16], targets[i:i + 16], backbone).detach()
+                      for i in range(0, len(inputs), 16)])
+    # Grad-CAM's maps are 0 wherever the ReLU cut: a tiny noise breaks the ties, the same for
+    # both sides (Quantus' unstable argsort and our reading order would order them otherwise).
+    maps = maps + 1e-6 * torch.rand(maps.shape, generator=torch.Generator().manual_seed(0))
+    steps = args.metric_steps
+    # Quantus counts channel values (3 a pixel), and its step must divide H * W.
+    metric = quantus.PixelFlipping(features_in_step=3 * SIZE * SIZE // steps,
+                                   perturb_baseline=0.0, normalise=False, disable_warnings=True)
+
+    def run_ours() -> Any:
+        return perturbation_curves(backbone, inputs, torch.zeros_like(inputs), maps, targets,
+                                   steps, args.batch_size)[1]
+
+    def run_quantus() -> Any:
+        return np.asarray(metric(model=backbone, x_batch=inputs.numpy(),
+                                 y_batch=targets.numpy(), a_batch=maps[:, None].numpy(),
+                                 device="cpu", softmax=True, batch_size=args.batch_size))
+
+    times: dict[str, list[float]] = {"ours": [], "quantus": []}
+    for _ in range(args.metric_repeats):  # interleaved
+        for side, call in (("ours", run_ours), ("quantus", run_quantus)):
+            started = time.perf_counter()
+            result = call()
+            times[side].append(time.perf_counter() - started)
+            if side == "ours":
+                ours_curves = result
+            else:
+                quantus_curves = result
+    ours_seconds, quantus_seconds = (statistics.median(times[side]) for side in times)
+    difference = float(np.abs(ours_curves[:, 1:].numpy() - quantus_curves).max())
+    print(f"\n## Pixel flipping (deletion) against Quantus {quantus.__version__}\n\n"
+          f"{len(inputs)} images at {SIZE} px, their Grad-CAM maps, {steps} steps of "
+          f"{3 * SIZE * SIZE // steps} channel values (zero substrate), softmax of the target; "
+          f"ours batched {args.batch_size} perturbed images a pass (and step 0, unperturbed, "
+          f"which Quantus leaves out: 1 pass in {steps + 1} more); median of "
+          f"{args.metric_repeats} interleaved calls each [min-max].\n")
+    print("| side | seconds | images/s | Quantus / ours, time | max abs curve difference |")
+    print("|---|---|---|---|---|")
+    spans = {side: f"[{min(t):.1f}-{max(t):.1f}]" for side, t in times.items()}
+    print(f"| ours (`perturbation_curves`) | {ours_seconds:.1f} {spans['ours']} | "
+          f"{len(inputs) / ours_seconds:.2f} | | |")
+    print(f"| quantus.PixelFlipping | {quantus_seconds:.1f} {spans['quantus']} | "
+          f"{len(inputs) / quantus_seconds:.2f} | **{quantus_seconds / ours_seconds:.1f}** | "
+          f"{difference:.1e} |", flush=True)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def first_images(data: Path, count: int, out: Path) -> Path:
+    """A CSV of the dataset's first ``count`` images (path, label; absolute paths)."""
+    with open(data, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    if len(table) < count:
+        sys.exit(f"{data} has {len(table)} images, fewer than {count}")
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label"])
+        writer.writeheader()
+        for row in table[:count]:
+            writer.writerow({"path": str((data.parent / row["path"]).resolve()),
+                             "label": row["label"]})
+    return out
+
+
+def mib(count: float) -> str:
+    return f"{count / 2**20:.0f} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="make_dataset.py's dataset.csv")
+    parser.add_argument("--work", type=Path, required=True, help="folder for the runs (fresh)")
+    parser.add_argument("--images", type=int, default=1000, help="images (Grad-CAM)")
+    parser.add_argument("--sampling-images", type=int, default=0,
+                        help="images for IG and SmoothGrad (0: --images)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per method")
+    parser.add_argument("--only", nargs="*", help="methods whose name holds one of these")
+    parser.add_argument("--metric-images", type=int, default=64, help="0: no Quantus row")
+    parser.add_argument("--metric-steps", type=int, default=24,
+                        help="a multiple of 3 (Quantus counts channel values per step)")
+    parser.add_argument("--metric-repeats", type=int, default=2)
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-images", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    if args.peer:
+        return run_peer(args)
+    if args.work.exists() and any(args.work.iterdir()):
+        sys.exit(f"{args.work} is not empty: give a fresh folder")
+    args.work.mkdir(parents=True, exist_ok=True)
+    import platform
+
+    import torch
+
+    load = os.getloadavg()
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the start; EfficientNet-Lite0, "
+          f"{SIZE} px, batches of {args.batch_size}, {args.repeats} interleaved round(s)\n",
+          flush=True)
+    sampling = args.sampling_images or args.images
+    print("| method | side | images | images/s (loop) [min-max] | ours / peer, images/s | "
+          "whole command s | peak RSS | RSS growth over the loop | ours / peer, growth |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    number = 0
+    for group, (method, peer) in METHODS.items():
+        if args.only and not any(word.lower() in group.lower() for word in args.only):
+            continue
+        count = args.images if group == "Grad-CAM" else sampling
+        images = first_images(args.data, count, args.work / f"images_{count}.csv")
+        results: dict[str, list[dict[str, float]]] = {"ours": [], peer: []}
+        for _ in range(args.repeats):
+            results["ours"].append(ours(args, method, images, number))
+            number += 1
+            results[peer].append(peer_in_child(args, group, images))
+        rate = {side: [r["images"] / r["seconds"] for r in runs] for side, runs in results.items()}
+        growth = {side: statistics.median(r["growth"] for r in runs)
+                  for side, runs in results.items()}
+        for side, runs in results.items():
+            median = statistics.median(rate[side])
+            ratio = "" if side == "ours" else f"**{statistics.median(rate['ours']) / median:.2f}**"
+            grown = "" if side == "ours" else f"{growth['ours'] / max(growth[side], 1):.2f}"
+            print(f"| {group} | {side} | {runs[0]['images']} | {median:.2f} [{min(rate[side]):.2f}-"
+                  f"{max(rate[side]):.2f}] | {ratio} | "
+                  f"{statistics.median(r['wall'] for r in runs):.0f} | "
+                  f"{mib(statistics.median(r['peak_rss'] for r in runs))} | "
+                  f"{mib(growth[side])} | {grown} |", flush=True)
+        print(f"<!-- ours: {results['ours'][0]['command']} -->", flush=True)
+    if args.metric_images:
+        metric_comparison(args, first_images(args.data, args.metric_images,
+                                             args.work / f"images_{args.metric_images}.csv"))
+    load = os.getloadavg()
+    print(f"\nLoad average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
