@@ -168,7 +168,7 @@ class DatasetWriter(pl.Callback):
         folder = self.directory / MAPS_FOLDER
         arrays: dict[str, np.ndarray] = {"paths": np.array(self._paths, dtype=str),
                                          "index": np.array(self._index, dtype=np.int64)}
-        size = int(self._rows_size(pl_module))
+        size = pl_module.trainer.datamodule.image_size  # a shard of unreadable images only
         for name in pl_module.method_names:
             stacked = (np.concatenate(self._maps[name]) if self._maps.get(name)
                        else np.zeros((0, size, size), np.float32))
@@ -188,10 +188,6 @@ class DatasetWriter(pl.Callback):
         write_file(folder / f"{shard_stem(shard)}.csv", lambda handle: handle.write(
             _csv_text(columns, self._rows).encode()), replace=True, what="index part")
         self._rows, self._maps, self._paths, self._index = [], {}, [], []
-
-    def _rows_size(self, pl_module: DatasetExplanation) -> int:
-        datamodule = pl_module.trainer.datamodule
-        return getattr(datamodule, "image_size", 0)
 
     @staticmethod
     def columns(pl_module: DatasetExplanation) -> list[str]:
