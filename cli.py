@@ -377,23 +377,27 @@ class ImageCLI(LightningCLI):
         if has_layout and path.parent.name != "checkpoints":
             self._claim_run_directory(logger)  # a checkpoint from elsewhere: a fresh folder
         if has_layout and path.parent.name == "checkpoints":
-            run = path.parent.parent
-            init_args.save_dir, init_args.name, init_args.version = (
-                str(run.parent.parent), run.parent.name, run.name)
-            if not is_launched_process():
-                # Before anything in the run changes: a second resume (or the run itself,
-                # still going) must not mix its files with this one's, nor clean them up.
-                self._run_lock = lock_run(run)
-                for partial in run.rglob(f".*{TEMPORARY_MARK}*"):
-                    partial.unlink()  # what a killed process was writing when it died
-            self._forget_new_files(run)
-            self.save_config_kwargs = {**self.save_config_kwargs,
-                                       "config_filename": free_name(run, "config_resumed.yaml")}
-            if not is_launched_process():
-                # CSVLogger deletes the metrics.csv it finds and rewrites hparams.yaml: keep the
-                # interrupted part's (see _undo_unstarted_run for a resume that never starts).
-                for name in ("metrics.csv", "hparams.yaml"):
-                    self._set_aside(run / name)
+            self._continue_in(path.parent.parent, init_args)
+
+    def _continue_in(self, run: Path, init_args: Namespace) -> None:
+        """Point the logger at ``run`` and make it ready to go on (a resumed fit, a continued
+        predict run)."""
+        init_args.save_dir, init_args.name, init_args.version = (
+            str(run.parent.parent), run.parent.name, run.name)
+        if not is_launched_process():
+            # Before anything in the run changes: a second resume (or the run itself, still
+            # going) must not mix its files with this one's, nor clean them up.
+            self._run_lock = lock_run(run)
+            for partial in run.rglob(f".*{TEMPORARY_MARK}*"):
+                partial.unlink()  # what a killed process was writing when it died
+        self._forget_new_files(run)
+        self.save_config_kwargs = {**self.save_config_kwargs,
+                                   "config_filename": free_name(run, "config_resumed.yaml")}
+        if not is_launched_process():
+            # CSVLogger deletes the metrics.csv it finds and rewrites hparams.yaml: keep the
+            # interrupted part's (see _undo_unstarted_run for a resume that never starts).
+            for name in ("metrics.csv", "hparams.yaml"):
+                self._set_aside(run / name)
 
     def _continue_predict_run(self, config: Namespace) -> None:
         """Go on with a ``predict`` run that writes its results in parts (a dataset saliency
@@ -421,18 +425,7 @@ class ImageCLI(LightningCLI):
                 f"--ckpt_path for a fresh run.")
         config.ckpt_path = None
         self._start_step = 0
-        init_args.save_dir, init_args.name, init_args.version = (
-            str(run.parent.parent), run.parent.name, run.name)
-        if not is_launched_process():
-            self._run_lock = lock_run(run)
-            for partial in run.rglob(f".*{TEMPORARY_MARK}*"):
-                partial.unlink()  # what a killed process was writing when it died
-        self._forget_new_files(run)
-        self.save_config_kwargs = {**self.save_config_kwargs,
-                                   "config_filename": free_name(run, "config_resumed.yaml")}
-        if not is_launched_process():
-            for name in ("metrics.csv", "hparams.yaml"):
-                self._set_aside(run / name)
+        self._continue_in(run, init_args)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         if config.get("enable_checkpointing") is False:

@@ -31,6 +31,7 @@ from lightning_modules.errors import UserInputError
 from lightning_modules.saliency.base import SaliencyMethod
 from lightning_modules.saliency.metrics.base import MetricInputs, SaliencyMetric
 from lightning_modules.saliency.metrics.registry import metric_from_spec
+from lightning_modules.saliency.module import check_target, explained_classes, fixed_class
 from lightning_modules.saliency.registry import method_from_options
 
 MethodSpec = Union[SaliencyMethod, str]
@@ -138,9 +139,7 @@ class DatasetExplanation(pl.LightningModule):
         repeated = {name for name in metric_names if metric_names.count(name) > 1}
         if repeated:
             raise UserInputError(f"Metric '{sorted(repeated)[0]}' is given twice.")
-        if isinstance(target, bool):  # YAML's bare true; bool would pass as class 1
-            raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
-                                 "quote 'true' in YAML.")
+        check_target(target)  # before the backbone loads
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
             raise UserInputError(f"seed must be an integer from 0 to 2**62, got {seed}.")
         self.backbone: Backbone = (backbone if isinstance(backbone, Backbone)
@@ -148,8 +147,7 @@ class DatasetExplanation(pl.LightningModule):
         if channels_last:
             self.backbone.use_channels_last()
         self.target = target
-        self.fixed_target = (None if target in ("true", "predicted")
-                             else self.backbone.class_index(target))
+        self.fixed_target = fixed_class(target, self.backbone)
         self.seed = seed
         # Seconds this process spent per method ("<method>") and per metric of its maps
         # ("<method>.<metric>"), and the images it explained: explanation.json reports them.
@@ -223,10 +221,7 @@ class DatasetExplanation(pl.LightningModule):
                     probabilities = self.backbone(inputs).softmax(dim=1)
                 top, best = probabilities.max(dim=1)
                 predicted, probability = best.tolist(), top.tolist()
-                if self.fixed_target is not None:
-                    targets = [self.fixed_target] * len(index)
-                else:
-                    targets = predicted if self.target == "predicted" else true  # type: ignore
+                targets = explained_classes(self.target, self.fixed_target, predicted, true)
                 target_tensor = torch.tensor(targets, device=inputs.device)
                 target_probability = probabilities.gather(1, target_tensor[:, None])[:, 0].tolist()
                 boxes = batch.get("boxes")

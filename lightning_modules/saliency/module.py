@@ -60,6 +60,31 @@ class SaliencyBatch:
         return "unknown" if index is None else self.categories[index]
 
 
+def check_target(target: Union[int, str]) -> None:
+    """Refuse a bool target (YAML's bare ``true``), which would pass as class 1."""
+    if isinstance(target, bool):
+        raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
+                             "quote 'true' in YAML.")
+
+
+def fixed_class(target: Union[int, str], backbone: Backbone) -> Optional[int]:
+    """The one class every map explains, or None for ``"true"`` and ``"predicted"``.
+
+    Raises:
+        UserInputError: A bool target or a class the backbone does not know.
+    """
+    check_target(target)
+    return None if target in ("true", "predicted") else backbone.class_index(target)
+
+
+def explained_classes(target: Union[int, str], fixed: Optional[int], predicted: list[int],
+                      true: list[Optional[int]]) -> list[int]:
+    """The class each image's map explains: the fixed one, the predicted or the true one."""
+    if fixed is not None:
+        return [fixed] * len(predicted)
+    return list(predicted) if target == "predicted" else list(true)  # type: ignore[arg-type]
+
+
 class SaliencyMap(pl.LightningModule):
     """Saliency maps of a frozen classifier for a batch of labeled photos.
 
@@ -160,17 +185,14 @@ class SaliencyMap(pl.LightningModule):
                       "steps": steps, "integration": integration, "reduction": reduction},
             options={"layer": layer, "internal_batch_size": internal_batch_size,
                      "patch_size": patch_size, "method_options": method_options})
-        if isinstance(target, bool):  # YAML's bare true; bool would pass as class 1
-            raise UserInputError("target must be 'true', 'predicted', a class index or a name; "
-                                 "quote 'true' in YAML.")
+        check_target(target)  # before the backbone loads
         # From Python also your own network as a Backbone (classifier_backbone(model)).
         self.backbone: Backbone = (backbone if isinstance(backbone, Backbone)
                                    else load_backbone(backbone, weights))
         if channels_last:
             self.backbone.use_channels_last()
         self.target = target
-        self.fixed_target = (None if target in ("true", "predicted")
-                             else self.backbone.class_index(target))
+        self.fixed_target = fixed_class(target, self.backbone)
         # The trust report (evaluation.py).
         check_evaluation_options(evaluation_steps, evaluation_batch_size, deletion_baseline,
                                  insertion_start, randomization_seed)
@@ -229,10 +251,7 @@ class SaliencyMap(pl.LightningModule):
             with torch.no_grad():
                 probabilities = self.backbone(inputs).softmax(dim=1)
             probability, predicted = probabilities.max(dim=1)
-            if self.fixed_target is not None:
-                targets = [self.fixed_target] * len(true)
-            else:
-                targets = predicted.tolist() if self.target == "predicted" else true
+            targets = explained_classes(self.target, self.fixed_target, predicted.tolist(), true)
             maps, attributions = self.saliency(inputs, torch.tensor(targets, device=inputs.device))
             trust = (self.trust_report(inputs, torch.tensor(targets, device=inputs.device), maps)
                      if self.evaluate else None)
