@@ -451,6 +451,15 @@ class LayerMethod(SaliencyMethod):
         """The layer the maps are made of: the option, else the model's default."""
         return default_cam_layer(model, inputs) if self.layer is None else self.layer
 
+    @staticmethod
+    def cam(X: torch.Tensor, y: Targets, model: nn.Module, layer: Layer) -> torch.Tensor:
+        """The method's plain function (``grad_cam``, ...): maps ``[N, H, W]`` of ``layer``."""
+        raise NotImplementedError
+
+    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> Saliency:
+        return Saliency(self.cam(inputs, targets, model, self.chosen_layer(model, inputs)))
+
 
 class GradCAM(LayerMethod):
     """Grad-CAM (:func:`grad_cam`): channels weighted by their mean gradient.
@@ -460,10 +469,7 @@ class GradCAM(LayerMethod):
     """
 
     shorthand = "gradcam"
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(grad_cam(inputs, targets, model, self.chosen_layer(model, inputs)))
+    cam = staticmethod(grad_cam)
 
 
 class GradCAMPlusPlus(LayerMethod):
@@ -474,11 +480,7 @@ class GradCAMPlusPlus(LayerMethod):
     """
 
     shorthand = "gradcam++"
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(grad_cam_plusplus(inputs, targets, model,
-                                          self.chosen_layer(model, inputs)))
+    cam = staticmethod(grad_cam_plusplus)
 
 
 class ScoreCAM(LayerMethod):
@@ -513,8 +515,4 @@ class GuidedGradCAM(LayerMethod):
 
     shorthand = "guided_gradcam"
     class_activation_map = False
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(guided_grad_cam(inputs, targets, model,
-                                        self.chosen_layer(model, inputs)))
+    cam = staticmethod(guided_grad_cam)

@@ -39,7 +39,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from lightning_modules.saliency.base import Saliency
 from lightning_modules.saliency.cam import (
     Layer,
     LayerMethod,
@@ -173,10 +172,7 @@ class HiResCAM(LayerMethod):
     """
 
     shorthand = "hirescam"
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(hires_cam(inputs, targets, model, self.chosen_layer(model, inputs)))
+    cam = staticmethod(hires_cam)
 
 
 class XGradCAM(LayerMethod):
@@ -187,10 +183,7 @@ class XGradCAM(LayerMethod):
     """
 
     shorthand = "xgradcam"
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(xgrad_cam(inputs, targets, model, self.chosen_layer(model, inputs)))
+    cam = staticmethod(xgrad_cam)
 
 
 class LayerCAM(LayerMethod):
@@ -201,10 +194,7 @@ class LayerCAM(LayerMethod):
     """
 
     shorthand = "layercam"
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(layer_cam(inputs, targets, model, self.chosen_layer(model, inputs)))
+    cam = staticmethod(layer_cam)
 
 
 class EigenCAM(LayerMethod):
@@ -217,10 +207,7 @@ class EigenCAM(LayerMethod):
     """
 
     shorthand = "eigencam"
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(eigen_cam(inputs, targets, model, self.chosen_layer(model, inputs)))
+    cam = staticmethod(eigen_cam)
 
 
 class EigenGradCAM(LayerMethod):
@@ -231,8 +218,4 @@ class EigenGradCAM(LayerMethod):
     """
 
     shorthand = "eigengradcam"
-
-    def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                  generator: Optional[torch.Generator] = None) -> Saliency:
-        return Saliency(eigen_grad_cam(inputs, targets, model,
-                                       self.chosen_layer(model, inputs)))
+    cam = staticmethod(eigen_grad_cam)
