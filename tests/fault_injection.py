@@ -42,28 +42,17 @@ class TerminateAtStep(pl.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-class KillAtBatch(pl.Callback):
-    """SIGKILLs this process after prediction batch ``batch`` (counted from 0 in this run):
-    a dataset run stopped between two of its batches, or in the middle of a shard."""
+class SignalAtBatch(pl.Callback):
+    """Sends this process ``signal`` (a name: ``SIGKILL``, ``SIGINT``) after prediction batch
+    ``batch`` (counted from 0 in this run): a dataset run killed, or stopped by Ctrl+C, between
+    two of its batches or in the middle of a shard."""
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, signal: str = "SIGKILL") -> None:
         self.batch = batch
+        self.signal = signal
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              outputs: Any, batch: Any, batch_idx: int,
                              dataloader_idx: int = 0) -> None:
         if batch_idx == self.batch:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class InterruptAtBatch(pl.Callback):
-    """Sends this process SIGINT (Ctrl+C) after prediction batch ``batch``."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-
-    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             outputs: Any, batch: Any, batch_idx: int,
-                             dataloader_idx: int = 0) -> None:
-        if batch_idx == self.batch:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -260,14 +260,15 @@ def test_stopped_by_ctrl_c_then_killed_a_run_goes_on_to_the_uninterrupted_result
         reference: Path, tmp_path: Path) -> None:
     class_tree(tmp_path)
     # Ctrl+C after batch 2 (shard 1's first): the run stops before batch 3, says how to go on.
-    ctrl_c = {"class_path": "fault_injection.InterruptAtBatch", "init_args": {"batch": 2}}
+    ctrl_c = {"class_path": "fault_injection.SignalAtBatch",
+              "init_args": {"batch": 2, "signal": "SIGINT"}}
     stopped = child(dataset_args("photos", *lean(ctrl_c)), tmp_path)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr
     assert "SIGINT: stopped after 3 batches" in stopped.stderr
     assert "(continue with --ckpt_path last)" in stopped.stderr
     # SIGKILL after batch 1 of the continued run: the middle of shard 1 again.
-    killer = {"class_path": "fault_injection.KillAtBatch", "init_args": {"batch": 1}}
+    killer = {"class_path": "fault_injection.SignalAtBatch", "init_args": {"batch": 1}}
     killed = child(dataset_args("photos", *lean(killer), "--ckpt_path", "last"), tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run = run_folder(tmp_path)
