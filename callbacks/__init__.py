@@ -10,6 +10,7 @@ from callbacks.saliency_writer import SaliencyWriter
 from callbacks.sheets import grid_sheet, make_sheet
 from callbacks.training_pictures import TrainingPictures
 from callbacks.trust_report import TrustReportWriter
+from callbacks.video_writer import VideoWriter
 
 __all__ = ["AtlasSheet", "ClassReport", "FoolingReport", "ImageWriter", "LossHistory", "RunSheet",
-           "SaliencyWriter", "SaveOnInterrupt", "TrainingPictures", "TrustReportWriter", "grid_sheet", "make_sheet"]
+           "SaliencyWriter", "SaveOnInterrupt", "TrainingPictures", "TrustReportWriter", "VideoWriter", "grid_sheet", "make_sheet"]

@@ -21,7 +21,8 @@ class ImageWriter(ChunkEndCallback):
     """Saves each job's image every ``every_n_steps`` steps and at the end, plus a sheet.
 
     Files, in the run directory: ``snapshots/<job>_step<k>.png``, ``<job>.png`` (the result) and
-    ``<job>_sheet.png`` (the inputs and the result side by side). Results are written when the job's
+    ``<job>_sheet.png`` (the inputs and the result side by side); a technique may put its
+    results in a folder of the run (``result_stem``, e.g. a video's ``frames/``). Results are written when the job's
     chunk ends (see :class:`~callbacks.chunk_end.ChunkEndCallback`), by the
     process that optimized the job. Existing files are never overwritten, except by a resumed run:
     the files its interrupted part wrote are its own, and it writes them again (the same
@@ -73,13 +74,14 @@ class ImageWriter(ChunkEndCallback):
         """Write every job's current image and sheet; returns the image paths."""
         written = []
         for index, slot in enumerate(pl_module.slots):
-            path = self.directory / f"{slot.name}{suffix}.png"
+            stem = pl_module.result_stem(index)
+            path = self.directory / f"{stem}{suffix}.png"
             written.append(self._save(pl_module.result_pixels(index), path))
             trainer = pl_module._trainer
             log_picture(trainer, f"{slot.name}/result", path)
             if self.sheets:
                 sheet = make_sheet(pl_module.sheet_panels(index), self.sheet_height)
-                sheet_path = self._save(sheet, self.directory / f"{slot.name}{suffix}_sheet.png")
+                sheet_path = self._save(sheet, self.directory / f"{stem}{suffix}_sheet.png")
                 log_picture(trainer, f"{slot.name}/sheet", sheet_path)
         return written
 

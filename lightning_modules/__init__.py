@@ -30,6 +30,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "StyleTransfer": _STYLE, "FeatureInversion": _STYLE, "TextureSynthesis": _STYLE,
     "content_loss": _STYLE, "extract_features": _STYLE, "gram_matrix": _STYLE,
     "style_loss": _STYLE, "tv_loss": _STYLE,
+    "VideoStyleTransfer": "lightning_modules.video_style_transfer.module",
     # class visualization
     "ClassVisualization": "lightning_modules.class_visualization",
     "create_class_visualization": "lightning_modules.class_visualization",
@@ -46,4 +47,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # one call from Python (saliency stays lightning_modules.api.saliency: see above)
     "stylize": _API, "visualize_class": _API, "fool": _API, "FoolingResult": _API,
     "SaliencyResult": _API, "explain_dataset": _API, "DatasetResult": _API,
+    "stylize_video": _API, "VideoResult": _API,
 })

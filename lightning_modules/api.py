@@ -1,5 +1,5 @@
 """One call from Python per technique, for notebooks: stylize, visualize_class, saliency, fool,
-explain_dataset.
+explain_dataset, stylize_video.
 
     from lightning_modules import stylize
     picture = stylize("chelsea", "immunohistochemistry", image_size=128, steps=40)
@@ -122,6 +122,23 @@ class DatasetResult:
         from lightning_modules.saliency.map_shards import load_maps
 
         return load_maps(self.run_directory, paths, methods)
+
+
+@dataclass
+class VideoResult:
+    """A stylized video (:func:`stylize_video`).
+
+    Attributes:
+        video: The video file.
+        frames: Its frames' PNGs, in order.
+        warping_errors: Each frame's warping error against the one before (Lai et al. 2018).
+        run_directory: The run folder.
+    """
+
+    video: Path
+    frames: list[Path]
+    warping_errors: list[float]
+    run_directory: Path
 
 
 @dataclass
@@ -333,6 +350,50 @@ def explain_dataset(images: Union[str, Sequence[str], None] = None, save_dir: st
     directory = run.directory
     return DatasetResult(run_directory=directory, index=read_rows(directory / INDEX),
                          report=directory / "report.html")
+
+
+def stylize_video(video: Union[str, os.PathLike], style: Union[ImageInput, Sequence[ImageInput]],
+                  save_dir: str = "runs", **options: Any) -> VideoResult:
+    """Stylize a video without flicker: ``configs/video_style_transfer.yaml``'s run (see
+    docs/video.md).
+
+    Args:
+        video: A video file, a folder of frames, or ``"sample:<photo>"`` (a built-in pan with
+            a zoom over a built-in photo).
+        style: The style image; a list of several is blended.
+        save_dir: The folder of the run directory (``<save_dir>/video_style_transfer/
+            version_<n>``), which gets the frames, the video and ``temporal.csv``: a video is
+            not held in memory.
+        **options: Arguments of ``VideoStyleTransfer`` and ``VideoStyleData``
+            (``temporal_weight``, ``warm_steps``, ``image_size``, ``frames``, ``every_n``, ...),
+            ``steps`` (the first frame's), ``seed``, ``config``, ``accelerator``, ``precision``.
+
+    Returns:
+        A :class:`VideoResult`: the video, its frames' PNGs, each frame's warping error.
+
+    Raises:
+        UserInputError: For bad input, in one sentence.
+    """
+    from callbacks.video_writer import VideoWriter
+    from lightning_modules.video_style_transfer.module import VideoStyleTransfer
+
+    if save_dir is None:
+        raise UserInputError("stylize_video() writes its frames and video into a run folder: "
+                             "give save_dir.")
+    if not isinstance(video, (str, os.PathLike)):
+        raise UserInputError(f"video must be a path or 'sample:<photo>', got "
+                             f"{type(video).__name__}.")
+    styles = _as_list(style)
+    with _image_sources({"style": styles}) as sources:
+        data = {"content": str(video),
+                "style": sources["style"] if len(styles) > 1 else sources["style"][0]}
+        run = _Run("stylize_video", "video_style_transfer", VideoStyleTransfer,
+                   {**options, "save_dir": save_dir}, data, fit=True)
+        run.fit(lambda module: [None] * len(module.slots))
+    writer = next(c for c in run.writers if isinstance(c, VideoWriter))
+    frames = sorted((run.directory / "frames").glob("frame_*.png"))
+    return VideoResult(video=writer.written, frames=frames, warping_errors=list(writer.errors),
+                       run_directory=run.directory)
 
 
 def fool(image: Union[ImageInput, Sequence[ImageInput]],

@@ -328,6 +328,11 @@ class ImageOptimization(pl.LightningModule):
                                                      self.picture_width(slot.group))
         return pixels[0].clamp(0, 1).cpu()
 
+    def result_stem(self, index: int) -> str:
+        """Where job ``index``'s result is saved, relative to the run folder and without
+        ``.png`` (default: the job's name)."""
+        return self.slots[index].name
+
     def picture_width(self, group: int) -> Optional[int]:
         """The width of group ``group``'s pictures, for a parameter whose shape does not say it
         (a spectrum's); ``None``: the parameterization's own (every group is one size)."""

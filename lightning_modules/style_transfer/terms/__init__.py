@@ -9,6 +9,7 @@ from lightning_modules.style_transfer.terms.base import LossTerm, per_layer
 from lightning_modules.style_transfer.terms.content import ContentTerm
 from lightning_modules.style_transfer.terms.smoothness import ChromaTotalVariation, TotalVariation
 from lightning_modules.style_transfer.terms.style import StyleTerm
+from lightning_modules.style_transfer.terms.temporal import TemporalTerm
 
-__all__ = ["ChromaTotalVariation", "ContentTerm", "LossTerm", "StyleTerm", "TotalVariation",
+__all__ = ["ChromaTotalVariation", "ContentTerm", "LossTerm", "StyleTerm", "TemporalTerm", "TotalVariation",
            "per_layer"]

@@ -1,0 +1,192 @@
+"""Video style transfer without flicker (Ruder, Dosovitskiy and Brox, 2016).
+
+Each frame is a style-transfer job (:class:`~datamodules.video_style_transfer.FrameJob`), one
+chunk each, in the order of its chain. A frame after a chain's first:
+
+- starts from the previous frame's result warped to it by the optical flow of the input
+  (where the flow is not reliable, from the frame itself), so it needs fewer steps
+  (``warm_steps``) and only the finest scale;
+- adds a temporal term (:class:`~lightning_modules.style_transfer.terms.temporal.TemporalTerm`):
+  the picture stays where the previous results moved to, on the pixels the flow follows
+  reliably (forward-backward consistent, off motion boundaries).
+
+The previous results a frame needs are kept in memory (and in checkpoints, so a run killed at
+any frame and step goes on as the uninterrupted one would); a chain's first frame is a plain
+style transfer at every scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+
+from lightning_modules.errors import UserInputError, check_non_negative
+from lightning_modules.image_optimization.module import ImageOptimization
+from lightning_modules.style_transfer.composition import _distinct
+from lightning_modules.style_transfer.module import StyleTransfer
+from lightning_modules.style_transfer.terms.temporal import TemporalTerm
+
+
+class VideoStyleTransfer(StyleTransfer):
+    """Stylize a video's frames in order, each from the one before (no flicker).
+
+    Args:
+        temporal_weight: Weight of the temporal term (0: none; the frames still start from the
+            warped previous result when ``warm_start``).
+        long_term: The earlier frames whose warped results the temporal term also compares
+            against, by distance (``[1]``: the previous frame only; ``[1, 2, 4]``: Ruder et
+            al.'s long-term consistency); a farther frame counts only where the nearer ones'
+            flow is not reliable. Must include 1.
+        warm_start: Start each frame after a chain's first from the previous result, warped.
+            False: every frame is an independent style transfer (the flickering baseline).
+        warm_steps: Steps of a warm-started frame (``trainer.max_steps`` is the first
+            frame's); None: as many as the first.
+        flow: The optical flow method: ``"dis"`` (OpenCV's dense inverse search) or
+            ``"farneback"``.
+        **kwargs: Every option of :class:`~lightning_modules.style_transfer.StyleTransfer`.
+    """
+
+    data_name = ("a VideoStyleData datamodule (data: class_path: "
+                 "datamodules.VideoStyleData)")
+
+    def __init__(self, temporal_weight: float = 50.0, long_term: Sequence[int] = (1,),
+                 warm_start: bool = True, warm_steps: Optional[int] = None,
+                 flow: str = "dis", **kwargs: Any) -> None:
+        check_non_negative("temporal_weight", temporal_weight)
+        long_term = sorted(set(long_term))
+        if (not long_term or long_term[0] != 1
+                or not all(isinstance(k, int) and k >= 1 for k in long_term)):
+            raise UserInputError(f"long_term must be whole distances in frames that include 1, "
+                                 f"got {list(long_term)}.")
+        if warm_steps is not None and (isinstance(warm_steps, bool)
+                                       or not isinstance(warm_steps, int) or warm_steps < 1):
+            raise UserInputError(f"warm_steps must be a positive number of steps, got "
+                                 f"{warm_steps!r}.")
+        from lightning_modules.video_style_transfer.flow import FLOW_METHODS
+
+        if flow not in FLOW_METHODS:
+            raise UserInputError(f"Unknown flow '{flow}'; choose one of "
+                                 f"{', '.join(FLOW_METHODS)}.")
+        super().__init__(**kwargs)
+        self.temporal_weight = temporal_weight
+        self.long_term = long_term
+        self.warm_start = warm_start
+        self.warm_steps = warm_steps
+        self.flow = flow
+        term = TemporalTerm(temporal_weight if warm_start else 0.0)
+        term.bind(self.backbone, wrap=self.tileable)
+        self.terms.append(term)
+        self.term_names = _distinct([term.name for term in self.terms])
+        self._results: dict[int, torch.Tensor] = {}  # earlier results, by frame number
+        self._starts: dict[int, torch.Tensor] = {}  # warm starts of the current jobs
+        self._holds_results = False  # the images hold optimized pictures of the current chunk
+        self._chunk_step = 0  # steps the current chunk's jobs have taken
+
+    # ----------------------------------------------------------------- jobs and their starts
+    def make_jobs(self, items: Sequence[Any]) -> list[Any]:
+        items = list(items)
+        if not items or not hasattr(items[0], "step_in_chain"):
+            raise UserInputError(f"VideoStyleTransfer needs {self.data_name}.")
+        super().make_jobs(items[:1])  # every frame has the first's images: one check reads one
+        return items
+
+    def _warm(self) -> bool:
+        """Whether the current chunk's frames start from their predecessors."""
+        return bool(self.jobs) and self.warm_start and self.jobs[0].step_in_chain > 0
+
+    def _start_images(self) -> None:
+        # The chunk before's results are the next frames' predecessors: keep them.
+        if self._holds_results and self.jobs and not self.idle:
+            for index, job in enumerate(self.jobs):
+                self._results[job.position] = ImageOptimization.result_pixels(self, index)
+            newest = max(self._results)
+            for position in [p for p in self._results if p < newest - max(self.long_term) + 1]:
+                del self._results[position]
+        self._holds_results = False
+        self._chunk_step = 0
+        super()._start_images()
+
+    def create_images(self, jobs: list[Any]) -> list[torch.Tensor]:
+        self._starts = {}
+        for index, job in enumerate(self.jobs):
+            job.temporal = None
+            if self._warm() and not self.idle:
+                self._starts[index] = self._warm_start(job)
+        return super().create_images(jobs)
+
+    def _warm_start(self, job: Any) -> torch.Tensor:
+        """Set ``job.temporal`` from the earlier results, and return the frame's start."""
+        from lightning_modules.video_style_transfer.flow import (optical_flow,
+                                                                 temporal_weights, warp)
+
+        frame = job.content
+        warped, weights, covered = [], [], torch.zeros(1, *frame.shape[1:])
+        first_position = job.position - job.step_in_chain
+        for distance in self.long_term:
+            earlier = job.position - distance
+            if earlier < first_position:
+                break
+            if earlier not in self._results:
+                raise RuntimeError(f"The result of frame {earlier} is missing: frames must run "
+                                   "in their chain's order.")
+            earlier_frame = job.frames.frame(earlier)
+            flow_back = optical_flow(frame, earlier_frame, self.flow)
+            flow_forward = optical_flow(earlier_frame, frame, self.flow)
+            reliable = temporal_weights(flow_back, flow_forward)
+            warped.append(warp(self._results[earlier], flow_back))
+            # A farther frame counts only where the nearer ones' flow fails (Ruder et al.).
+            weights.append((reliable - covered).clamp(min=0))
+            covered = torch.maximum(covered, reliable)
+        job.temporal = (torch.stack(warped), torch.stack(weights))
+        nearest, reliable = warped[0], weights[0]
+        return reliable * nearest + (1 - reliable) * frame
+
+    def _starting_pixels(self, index: int) -> torch.Tensor:
+        start = self._starts.get(index)
+        return start if start is not None else super()._starting_pixels(index)
+
+    # ----------------------------------------------------------------- stages and steps
+    def stage_count(self) -> int:
+        return 1 if self._warm() else super().stage_count()
+
+    def stage_steps(self) -> list[int]:
+        return [self.steps_per_chunk] if self._warm() else super().stage_steps()
+
+    def stage_size(self, index: int, stage: Optional[int] = None) -> tuple[int, int]:
+        return self.jobs[index].size if self._warm() else super().stage_size(index, stage)
+
+    def chunk_finished(self) -> bool:
+        return (self._warm() and self.warm_steps is not None
+                and self._chunk_step >= self.warm_steps)
+
+    def after_step(self, step: int) -> None:
+        super().after_step(step)
+        self._holds_results = True
+        self._chunk_step = step + 1
+
+    # ----------------------------------------------------------------- results
+    def result_stem(self, index: int) -> str:
+        job = self.jobs[index]
+        return f"frames/overlap/{job.name}" if job.shared else f"frames/{job.name}"
+
+    def configure_callbacks(self) -> list[Any]:
+        from callbacks.video_writer import VideoWriter
+
+        return [VideoWriter()]
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["video_frames"] = {"results": {p: r.clone() for p, r in self._results.items()},
+                                      "chunk_step": self._chunk_step}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("video_frames")
+        if saved is None:
+            raise UserInputError("This checkpoint was not written by a video run.")
+        # Before the base restores the chunk: its frames' starts read the earlier results.
+        self._results = dict(saved["results"])
+        super().on_load_checkpoint(checkpoint)
+        self._chunk_step = int(saved["chunk_step"])
+        self._holds_results = True  # the images are the checkpoint's, optimized

@@ -1,0 +1,227 @@
+"""Video style transfer: chains of frames, warm starts, the temporal term, resume, processes.
+
+Runs use the tiny random backbone on a few frames of the built-in clip (a pan with a zoom over
+a sample photo, made in memory) at 32 px: what they show is the engine (order, starts, files,
+resume, segments), not the pictures' quality, which benchmarks/video_flicker.py measures.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+import cli
+import cli_processes
+from callbacks import ImageWriter
+from datamodules.video_style_transfer import Chain, SampleClip, VideoStyleData, plan_chains
+from lightning_modules.errors import UserInputError
+from lightning_modules.video_style_transfer.flow import optical_flow, temporal_weights, warp
+from lightning_modules.video_style_transfer.module import VideoStyleTransfer
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "video_style_transfer.yaml")
+
+
+def tiny_video_args(*extra: str, frames: str = "0:5", steps: int = 6) -> list[str]:
+    """The shipped video config on the tiny random backbone: 32 px, a few frames."""
+    return ["fit", "--config", CONFIG, "--model.backbone", "tiny", "--model.weights", "random",
+            "--model.content_layers", "[2]", "--model.style_layers", "[0, 1]",
+            "--model.style_weights", "[1, 1]", "--model.scales", "[16]",
+            "--model.warm_steps", "3", "--data.frames", frames, "--data.image_size", "32",
+            "--trainer.max_steps", str(steps), "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", *extra]
+
+
+def frames_of(run: Path) -> dict[str, np.ndarray]:
+    return {path.stem: np.asarray(Image.open(path)) for path in sorted((run / "frames").glob(
+        "frame_*.png"))}
+
+
+# ----------------------------------------------------------------- segments
+def test_one_process_runs_one_chain_over_every_frame() -> None:
+    assert plan_chains(10, 1, 4) == [Chain(range(10))]
+
+
+@pytest.mark.parametrize("frames,segments,overlap", [(72, 2, 4), (73, 2, 4), (100, 3, 2),
+                                                     (30, 4, 3)])
+def test_chains_have_one_length_cover_the_clip_and_overlap(frames, segments, overlap) -> None:
+    chains = plan_chains(frames, segments, overlap)
+    assert len(chains) == segments
+    assert len({len(chain.frames) for chain in chains}) == 1
+    assert chains[0].frames.start == 0 and chains[-1].frames.stop == frames
+    for before, after in zip(chains, chains[1:]):
+        assert after.shared == before.frames.stop - after.frames.start
+        assert overlap <= after.shared <= overlap + 1
+
+
+def test_a_clip_too_short_for_every_process_gets_fewer_chains() -> None:
+    chains = plan_chains(6, 4, 2)
+    assert len(chains) == 1 and chains[0].frames == range(6)
+    with pytest.raises(UserInputError, match="no frame"):
+        plan_chains(0, 2, 4)
+
+
+def test_the_jobs_interleave_the_chains_so_each_process_keeps_its_own() -> None:
+    data = VideoStyleData(frames="0:12", image_size=32, overlap=2)
+    data.trainer = type("T", (), {"world_size": 2})()  # what setup asks of the trainer
+    data.setup("fit")
+    chains = [job.chain for job in data.jobs]
+    assert chains[0::2] == [0] * 7 and chains[1::2] == [1] * 7
+    assert [job.step_in_chain for job in data.jobs[0::2]] == list(range(7))
+    shared = [job.name for job in data.jobs if job.shared]
+    assert sorted(shared) == ["frame_000005_chain0", "frame_000005_chain1",
+                              "frame_000006_chain0", "frame_000006_chain1"]
+
+
+# ----------------------------------------------------------------- the built-in clip
+def test_the_sample_clip_pans_and_zooms_smoothly() -> None:
+    clip = SampleClip("sample:chelsea")
+    assert clip.frame_count == 72 and clip.fps == 24
+    first, second = (torch.from_numpy(np.asarray(clip.frame(i), dtype=np.float32) / 255)
+                     .permute(2, 0, 1) for i in (0, 1))
+    flow = optical_flow(first, second)
+    # The camera moves right and zooms in: the picture flows left, by under 2 px a frame.
+    assert -2 < float(flow[0].median()) < -0.2
+    assert float(flow.abs().max()) < 4
+
+
+# ----------------------------------------------------------------- the run
+def run_in_process(tmp_path: Path, callbacks=(), ckpt_path=None, **options) -> VideoStyleTransfer:
+    pl.seed_everything(0, verbose=False)
+    module = VideoStyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                                style_layers=[0, 1], style_weights=[1.0, 1.0], scales=[16],
+                                shift=2, warm_steps=3, **options)
+    trainer = pl.Trainer(max_steps=6, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu",
+                         default_root_dir=tmp_path, callbacks=[ImageWriter(sheets=False), *callbacks],
+                         enable_checkpointing=bool(callbacks))
+    trainer.fit(module, VideoStyleData(frames="0:4", image_size=32), ckpt_path=ckpt_path)
+    return module
+
+
+def test_a_frame_starts_from_the_previous_result_warped_by_the_flow(tmp_path) -> None:
+    module = run_in_process(tmp_path)
+    data_frames = [np.asarray(Image.open(tmp_path / "frames" / f"frame_{i:06d}.png"))
+                   for i in range(4)]
+    assert len(data_frames) == 4
+    # Frame 3's start, made again from frame 2's kept result.
+    job = module.jobs[0]
+    assert job.position == 3
+    previous = module._results[2]
+    frame, before = job.content, job.frames.frame(2)
+    flow_back = optical_flow(frame, before)
+    reliable = temporal_weights(flow_back, optical_flow(before, frame))
+    expected = reliable * warp(previous, flow_back) + (1 - reliable) * frame
+    torch.testing.assert_close(module._warm_start(job), expected)
+    warped, weights = job.temporal
+    torch.testing.assert_close(warped[0], warp(previous, flow_back))
+    assert 0.5 < float(weights.mean()) <= 1
+
+
+def test_warm_frames_take_warm_steps_at_full_size_and_a_temporal_loss(tmp_path) -> None:
+    module = run_in_process(tmp_path)
+    # First frame: 6 steps (two scales); three warm frames: 3 steps each.
+    assert module.trainer.global_step == 6 + 3 * 3
+    rows = module.losses.rows
+    assert all(row["temporal_loss"] == 0 for row in rows[:6])
+    assert all(row["temporal_loss"] > 0 for row in rows[6:])
+
+
+def test_independent_frames_start_from_their_photo_without_a_temporal_loss(tmp_path) -> None:
+    module = run_in_process(tmp_path, warm_start=False)
+    assert module.trainer.global_step == 6 * 4
+    assert all(row["temporal_loss"] == 0 for row in module.losses.rows)
+
+
+def test_a_run_resumed_at_any_frame_and_step_ends_as_the_uninterrupted_one(tmp_path) -> None:
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    uninterrupted = run_in_process(tmp_path / "whole", [saver])
+    whole = frames_of(tmp_path / "whole")
+    # Step 4: the first frame's second scale; 8: in frame 1; 12: frame 2's last step.
+    for step, frame in ((4, 0), (8, 1), (12, 2)):
+        # The run folder as the kill left it: the frames finished before the checkpoint.
+        folder = tmp_path / f"again{step}"
+        (folder / "frames").mkdir(parents=True)
+        for position in range(frame):
+            name = f"frame_{position:06d}.png"
+            shutil.copy(tmp_path / "whole" / "frames" / name, folder / "frames" / name)
+        path = next((tmp_path / "ckpt").glob(f"*step={step}.ckpt"))
+        resumed = run_in_process(folder, [ModelCheckpoint(dirpath=tmp_path / f"c{step}")],
+                                 ckpt_path=path)
+        assert torch.equal(resumed.images[0].detach(), uninterrupted.images[0].detach()), step
+        again = frames_of(folder)
+        assert again.keys() == whole.keys()
+        for name, pixels in again.items():
+            assert np.array_equal(pixels, whole[name]), (step, name)
+
+
+def test_the_command_line_writes_frames_a_video_that_plays_and_the_flicker(workdir) -> None:
+    from datamodules.video_io import probe_video
+
+    assert cli.main(tiny_video_args()) == 0
+    [run] = sorted((workdir / "runs" / "video_style_transfer").glob("version_*"))
+    assert sorted(frames_of(run)) == [f"frame_{i:06d}" for i in range(5)]
+    assert probe_video(run / "video.mp4") == (5, 24)
+    rows = (run / "temporal.csv").read_text().splitlines()
+    assert rows[0] == "frame,warping_error" and len(rows) == 1 + 4
+    assert "temporal_loss" in (run / "losses.csv").read_text().splitlines()[0]
+
+
+def test_killed_twice_and_resumed_the_video_equals_the_uninterrupted_one(workdir) -> None:
+    """SIGKILL in the first frame's coarse scale, then in a warm frame; each resume goes on
+    with --ckpt_path last; the frames equal an uninterrupted run's."""
+    args = tiny_video_args("--checkpoint.every_n_train_steps", "2")
+    assert cli.main(args) == 0
+    for step in (3, 9):
+        kill = ('--trainer.callbacks=[{"class_path": "fault_injection.KillAtStep", '
+                f'"init_args": {{"step": {step}}}}}]')
+        resume = ["--ckpt_path", "last"] if step == 9 else []
+        status = cli_processes.run([*args, *resume, kill], workdir).returncode
+        assert status == -9, status
+    assert cli_processes.run([*args, "--ckpt_path", "last"], workdir).returncode == 0
+    whole, resumed = sorted((workdir / "runs" / "video_style_transfer").glob("version_*"))
+    assert frames_of(whole).keys() == frames_of(resumed).keys()
+    for name, pixels in frames_of(whole).items():
+        assert np.abs(pixels.astype(int) - frames_of(resumed)[name]).max() <= 1, name
+
+
+def test_two_processes_run_a_segment_each_and_cross_fade_where_they_meet(workdir) -> None:
+    args = tiny_video_args("--trainer.devices", "2", "--trainer.strategy", "image_ddp",
+                           "--data.overlap", "2", frames="0:10")
+    result = cli_processes.run(args, workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = sorted((workdir / "runs" / "video_style_transfer").glob("version_*"))
+    assert sorted(frames_of(run)) == [f"frame_{i:06d}" for i in range(10)]
+    # Chains [0, 6) and [4, 10): frames 4 and 5 blend chain 0's into chain 1's.
+    for offset, position in enumerate((4, 5)):
+        fraction = (offset + 1) / 3
+        before, after = (np.asarray(Image.open(
+            run / "frames" / "overlap" / f"frame_{position:06d}_chain{chain}.png"), dtype=float)
+            for chain in (0, 1))
+        blended = np.asarray(Image.open(run / "frames" / f"frame_{position:06d}.png"), float)
+        assert np.abs(blended - ((1 - fraction) * before + fraction * after)).max() <= 1
+    from datamodules.video_io import probe_video
+
+    assert probe_video(run / "video.mp4") == (10, 24)
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.mark.parametrize("options,expected", [
+    (["--model.long_term", "[2, 4]"], "long_term must be whole distances"),
+    (["--model.warm_steps", "0"], "warm_steps must be a positive number"),
+    (["--model.flow", "raft"], "Unknown flow 'raft'"),
+    (["--data.content", "missing.mp4"], "Video not found: missing.mp4"),
+    (["--data.fps", "0"], "fps must be a positive number"),
+    (["--data.frames", "9:3"], ""),
+])
+def test_bad_video_options_are_one_sentence(workdir, capsys, options, expected) -> None:
+    assert cli.main(tiny_video_args(*options)) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and expected in error[0] and "Traceback" not in error[0], error
