@@ -56,7 +56,7 @@ def _import_cv2() -> Any:
 
 
 def _luminance_uint8(frame: Tensor, name: str) -> Any:
-    """A ``[3, H, W]`` (or ``[1, H, W]``) 0-1 frame as the ``H x W`` uint8 array OpenCV's flows take."""
+    """A [3, H, W] (or [1, H, W]) 0-1 frame as the H x W uint8 array OpenCV's flows take."""
     if frame.dim() != 3 or frame.shape[0] not in (1, 3):
         raise UserInputError(f"{name} must be one RGB frame of shape [3, H, W], "
                              f"got shape {list(frame.shape)}.")
@@ -186,6 +186,7 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
 
 
 def _check_flow(flow: Tensor, name: str) -> None:
+    """Refuse anything but one ``[2, H, W]`` flow, naming the argument."""
     if flow.dim() != 3 or flow.shape[0] != 2:
         raise UserInputError(f"{name} must be one flow of shape [2, H, W], "
                              f"got shape {list(flow.shape)}.")
