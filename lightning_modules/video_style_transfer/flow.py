@@ -64,7 +64,7 @@ def _luminance_uint8(frame: Tensor, name: str) -> Any:
     if frame.shape[0] == 3:
         weights = torch.tensor(_LUMA_WEIGHTS).view(3, 1, 1)
         frame = (frame * weights).sum(0, keepdim=True)
-    # Rounded, not truncated, so a frame saved as 8-bit and read back gives the same flow.
+    # Rounded, not truncated: truncating would darken every pixel by half a level on average.
     return (frame[0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -114,7 +114,8 @@ def optical_flow(frame_from: Tensor, frame_to: Tensor, method: str = "dis") -> T
     Args:
         frame_from: The frame the flow starts from, ``[3, H, W]``, values 0-1.
         frame_to: The frame it ends at, the same shape.
-        method: ``"dis"`` (OpenCV's Dense Inverse Search, MEDIUM preset: accurate and fast) or
+        method: ``"dis"`` (OpenCV's Dense Inverse Search, MEDIUM preset searched down to full
+            resolution: the most accurate here) or
             ``"farneback"`` (OpenCV's Farneback polynomial expansion: faster at 512 px, but
             errors of pixels where DIS's are tenths; see ``_dis_flow``).
 
