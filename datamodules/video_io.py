@@ -5,8 +5,9 @@ libraries inside its wheel (with the libx264, libvpx-vp9, AAC and Opus encoders)
 this process frame by frame, reads and writes audio streams (so a clip cut from the middle of a
 video can keep its own stretch of sound) and gives frame rates as exact fractions (30000/1001).
 imageio-ffmpeg runs an ``ffmpeg`` executable it ships and pipes raw frames through it: its reader
-reads no audio and parses the frame rate from FFmpeg's log as a float (29.97), and its writer can
-only mux in a file's whole audio track, which FFmpeg does not cut to a shorter video.
+gives frames only, with the rate parsed from FFmpeg's log as a float (29.97), and its writer muxes
+in an audio file's whole track, which FFmpeg does not cut to a shorter video (imageio's docs say
+so); cutting a stretch of it takes FFmpeg arguments written by hand.
 
 Frames are numbered from 0 in the order they are shown. A video is taken at a constant rate: its
 stream's average rate, frame ``i`` at ``i / fps`` seconds after the first. Rotation metadata
@@ -675,9 +676,9 @@ def _encode_audio(av: Any, container: Any, spec: _VideoFormat,
             return  # a silent source gives a silent video
         input_stream = reader.streams.audio[0]
         rate = spec.audio_rate or input_stream.codec_context.sample_rate or 48000
-        channels = input_stream.codec_context.layout.nb_channels
-        layout = "mono" if channels == 1 else "stereo" if (
-            channels == 2 or spec.audio_codec == "libopus") else input_stream.codec_context.layout.name
+        layout = input_stream.codec_context.layout.name
+        if spec.audio_codec == "libopus" and input_stream.codec_context.layout.nb_channels > 2:
+            layout = "stereo"  # Opus past two channels needs a channel mapping: fold them down
         output_stream = container.add_stream(spec.audio_codec, rate=rate)
         output_stream.layout = layout
         # Seconds are counted from the source's first video frame, as frame i is at i / fps.
@@ -713,7 +714,7 @@ def _encode_audio(av: Any, container: Any, spec: _VideoFormat,
                 emit(samples[:, low:high])
 
         try:
-            _seek_before(reader, input_stream, origin + start)
+            _seek_before(av, reader, input_stream, origin + start)
             for decoded in reader.decode(input_stream):
                 stamped = (None if decoded.pts is None or decoded.time_base is None
                            else round((float(decoded.pts * decoded.time_base) - origin) * rate))
@@ -733,6 +734,10 @@ def _encode_audio(av: Any, container: Any, spec: _VideoFormat,
         except (av.FFmpegError, OSError) as error:
             raise UserInputError(f"Cannot read the audio of {shown} ({_one_line(error)}).") \
                 from None
+        # A sound that ends before the clip does: silence to the end, so the tracks end together.
+        channels = av.AudioLayout(layout).nb_channels
+        while first_sample + written < end_sample:
+            emit(np.zeros((channels, min(end_sample - first_sample - written, rate)), np.float32))
         for packet in output_stream.encode(None):
             container.mux(packet)
 
@@ -743,9 +748,12 @@ def _start_seconds(stream: Any) -> float:
     return float(stream.start_time * stream.time_base)
 
 
-def _seek_before(reader: Any, stream: Any, seconds: float) -> None:
+def _seek_before(av: Any, reader: Any, stream: Any, seconds: float) -> None:
     """Skip most of the sound before ``seconds``: a clip from a long video's end decodes less."""
     margin = 1.0  # seeking lands on a packet at or before the target; decoding covers the rest
     if seconds - margin <= 0 or stream.time_base is None:
         return
-    reader.seek(int((seconds - margin) / stream.time_base), stream=stream, backward=True)
+    try:
+        reader.seek(int((seconds - margin) / stream.time_base), stream=stream, backward=True)
+    except (av.FFmpegError, OSError):
+        pass  # a source that cannot seek is read from its start: slower, as exact

@@ -1,7 +1,8 @@
-"""Tests for datamodules.video_io; every video is made in the test (tiny, a fraction of a second)."""
+"""Tests for datamodules.video_io; every video is made in the test (tiny, under two seconds)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -288,6 +289,15 @@ def test_a_clip_keeps_its_own_stretch_of_sound(tmp_path: Path, suffix: str) -> N
     assert quiet_samples is not None and rms(quiet_samples[: int(0.45 * AUDIO_RATE)]) < 0.05
 
 
+def test_a_sound_that_ends_early_is_followed_by_silence(tmp_path: Path) -> None:
+    source = raw_video(tmp_path / "source.mp4", frames=12, loud=(0.0, 0.25), seconds=0.25)
+    path = write_video(gradients(), tmp_path / "clip.mkv", 24, audio=(str(source), 0.0, 0.5))
+    samples = decoded_audio(path)
+    assert samples is not None and 0.45 <= len(samples) / AUDIO_RATE <= 0.56
+    assert rms(samples[: int(0.2 * AUDIO_RATE)]) > 0.25
+    assert rms(samples[int(0.3 * AUDIO_RATE):]) < 0.05
+
+
 def test_no_sound_in_the_source_writes_none(tmp_path: Path) -> None:
     silent = write_video(gradients(), tmp_path / "silent.mp4", 24)
     path = write_video(gradients(), tmp_path / "clip.mp4", 24, audio=(str(silent), 0.0, 0.5))
@@ -343,6 +353,14 @@ def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(UserInputError) as caught:
         open_video(tmp_path / "nowhere.mp4")
     assert one_sentence(caught) == f"Video not found: {tmp_path / 'nowhere.mp4'}."
+
+
+def test_a_named_pipe_is_refused_before_ffmpeg_blocks_on_it(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.mp4"
+    os.mkfifo(pipe)
+    with pytest.raises(UserInputError) as caught:
+        open_video(pipe)
+    assert one_sentence(caught).startswith(f"Not a regular file: {pipe}")
 
 
 def test_a_text_file_named_mp4_is_not_a_video(tmp_path: Path) -> None:
