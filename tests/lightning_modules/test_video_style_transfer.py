@@ -219,9 +219,34 @@ def test_two_processes_run_a_segment_each_and_cross_fade_where_they_meet(workdir
     (["--model.flow", "raft"], "Unknown flow 'raft'"),
     (["--data.content", "missing.mp4"], "Video not found: missing.mp4"),
     (["--data.fps", "0"], "fps must be a positive number"),
-    (["--data.frames", "9:3"], ""),
+    (["--data.frames", "9:3"], "holds no frames"),
 ])
 def test_bad_video_options_are_one_sentence(workdir, capsys, options, expected) -> None:
     assert cli.main(tiny_video_args(*options)) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and expected in error[0] and "Traceback" not in error[0], error
+
+
+def test_bad_videos_are_one_sentence_and_leave_no_run(workdir, capsys) -> None:
+    (workdir / "notes.mp4").write_text("not a video")
+    folder = workdir / "frames"
+    folder.mkdir()
+    Image.new("RGB", (40, 30)).save(folder / "a1.png")
+    Image.new("RGB", (30, 40)).save(folder / "a2.png")
+    for content, expected in (("notes.mp4", "notes.mp4"), (str(folder), "a2.png")):
+        assert cli.main(tiny_video_args("--data.content", content)) == 1
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and expected in error[0], error
+    assert not list((workdir / "runs" / "video_style_transfer").glob("version_*/frames"))
+
+
+def test_stylize_video_from_python(tmp_path) -> None:
+    from lightning_modules import stylize_video
+
+    result = stylize_video("sample:chelsea", "sample:immunohistochemistry", save_dir=tmp_path,
+                           backbone="tiny", weights="random", content_layers=[2],
+                           style_layers=[0, 1], style_weights=[1.0, 1.0], scales=[16],
+                           image_size=32, frames="0:3", steps=4, warm_steps=2)
+    assert result.video.is_file() and [p.name for p in result.frames] == [
+        "frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    assert len(result.warping_errors) == 2 and result.run_directory.is_dir()
