@@ -42,6 +42,7 @@ class VideoWriter(pl.Callback):
         self.warping_error = warping_error
         self.directory: Optional[Path] = None
         self.written: Optional[Path] = None  # the video, once written
+        self.frames: list[Path] = []  # its frames' PNGs, in order
         self.errors: list[float] = []  # each frame's warping error, from the second
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -54,7 +55,7 @@ class VideoWriter(pl.Callback):
             overwrite = continues_run(trainer)
             self._cross_fade(clip)
             names = [clip.frame_name(position) for position in range(clip.frame_count)]
-            frames = [self.directory / "frames" / f"{name}.png" for name in names]
+            frames = self.frames = [self.directory / "frames" / f"{name}.png" for name in names]
             from datamodules.video_io import write_video
 
             self.written = write_video(frames, self.directory / self.file_name, clip.fps,

@@ -391,9 +391,8 @@ def stylize_video(video: Union[str, os.PathLike], style: Union[ImageInput, Seque
                    {**options, "save_dir": save_dir}, data, fit=True)
         run.fit(lambda module: [None] * len(module.slots))
     writer = next(c for c in run.writers if isinstance(c, VideoWriter))
-    frames = sorted((run.directory / "frames").glob("frame_*.png"))
-    return VideoResult(video=writer.written, frames=frames, warping_errors=list(writer.errors),
-                       run_directory=run.directory)
+    return VideoResult(video=writer.written, frames=list(writer.frames),
+                       warping_errors=list(writer.errors), run_directory=run.directory)
 
 
 def fool(image: Union[ImageInput, Sequence[ImageInput]],

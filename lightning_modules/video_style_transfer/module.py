@@ -160,6 +160,14 @@ class VideoStyleTransfer(StyleTransfer):
         return (self._warm() and self.warm_steps is not None
                 and self._chunk_step >= self.warm_steps)
 
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        if self.is_log_step() and self.jobs:
+            # The progress bar counts chunks as epochs; the frame number says where the video is.
+            self.log("frame", float(self.jobs[0].position), prog_bar=True, on_step=True,
+                     on_epoch=False)
+        return loss
+
     def after_step(self, step: int) -> None:
         super().after_step(step)
         self._holds_results = True
