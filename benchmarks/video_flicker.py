@@ -29,16 +29,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 VARIANTS = {"temporal": [], "independent": ["--model.warm_start", "false"],
+            # Two processes, a segment each, cross-faded where they meet: the seam's error.
+            "two_processes": ["--trainer.devices", "2", "--trainer.strategy", "image_ddp"],
             # Candidates weighed when choosing the defaults (docs/video.md).
             "warm_start_only": ["--model.temporal_weight", "0"],
             "temporal_500": ["--model.temporal_weight", "500"],
             "temporal_5000": ["--model.temporal_weight", "5000"],
-            "long_term": ["--model.long_term", "[1, 2, 4]"]}
+            "temporal_20000": ["--model.temporal_weight", "20000"],
+            "temporal_100000": ["--model.temporal_weight", "100000"],
+            "long_term": ["--model.long_term", "[1, 2, 4]"],
+            "long_term_20000": ["--model.long_term", "[1, 2, 4]", "--model.temporal_weight",
+                                "20000"]}
 
 
 def run_variant(name: str, extra: list[str], args: argparse.Namespace) -> Path:
     """One ``cli.py fit`` run; returns its run folder."""
     root = args.out / name
+    finished = [run for run in (root / "video_style_transfer").glob("version_*")
+                if (run / "temporal.csv").is_file()]
+    if finished:  # measured before with these options: read it again
+        return finished[0]
     command = [sys.executable, str(REPO / "cli.py"), "fit", "--config", "video_style_transfer",
                "--data.content", args.content, "--data.style", args.style,
                "--data.image_size", str(args.image_size), "--data.frames", args.frames,
@@ -82,8 +92,9 @@ def style_losses(run: Path, args: argparse.Namespace) -> list[float]:
     with torch.no_grad():
         for path in sorted((run / "frames").glob("frame_*.png")):
             pixels = image_to_tensor(load_image(path))[None]
-            target = term.target([Job()], [tuple(pixels.shape[-2:])], backbone,
-                                 torch.device("cpu"))
+            job = Job()
+            job.size = tuple(pixels.shape[-2:])
+            target = term.target([job], [job.size], backbone, torch.device("cpu"))
             pictures = backbone.normalize(pixels)
             features = dict(zip(term.layers, backbone.extract(pictures, term.layers)))
             losses.append(float(term.loss(pictures, features, target, 0)[0]))
@@ -167,6 +178,17 @@ def main() -> None:
         print(f"| {name} | {statistics.mean(errors):.5f} | {max(errors):.5f} | "
               f"{statistics.mean(result['style']):.2f} | {seconds[0]:.1f} | "
               f"{statistics.median(seconds[1:]):.1f} |")
+    if "two_processes" in results:
+        run = results["two_processes"]["run"]
+        errors = results["two_processes"]["errors"]
+        shared = sorted(int(p.stem.split("_")[1]) for p in (run / "frames" / "overlap").glob(
+            "*_chain1.png"))
+        seam = [errors[position - 1] for position in range(shared[0], shared[-1] + 2)]
+        others = [e for position, e in enumerate(errors, start=1)
+                  if not shared[0] <= position <= shared[-1] + 1]
+        print(f"two processes: frames {shared[0]}-{shared[-1]} shared; warping error there "
+              f"max {max(seam):.5f}, elsewhere median {statistics.median(others):.5f}, "
+              f"max {max(others):.5f}")
     if {"temporal", "independent"} <= results.keys():
         ratio = (statistics.mean(results["temporal"]["errors"])
                  / statistics.mean(results["independent"]["errors"]))

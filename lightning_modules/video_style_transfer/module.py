@@ -50,7 +50,7 @@ class VideoStyleTransfer(StyleTransfer):
     data_name = ("a VideoStyleData datamodule (data: class_path: "
                  "datamodules.VideoStyleData)")
 
-    def __init__(self, temporal_weight: float = 50.0, long_term: Sequence[int] = (1,),
+    def __init__(self, temporal_weight: float = 20000.0, long_term: Sequence[int] = (1,),
                  warm_start: bool = True, warm_steps: Optional[int] = None,
                  flow: str = "dis", **kwargs: Any) -> None:
         check_non_negative("temporal_weight", temporal_weight)
