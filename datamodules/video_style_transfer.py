@@ -132,6 +132,11 @@ class FrameJob:
             frame starts from the one before.
         shared: The frame is computed by two chains (where they meet): each keeps its own
             picture (``frames/overlap/``) and the output cross-fades them.
+        chain_frames: The frames of the job's chain.
+        direction: 1 in the forward pass (the frame follows ``position - 1``), -1 in the
+            backward pass (it follows ``position + 1``).
+        pass_index: 0 for the forward pass, 1 for the backward one (``passes=2``).
+        final: The frame's picture is the output's (the last pass).
         styles, style_blend_weights, style_masks, size: As ``StyleJob``'s.
         temporal: What the module's temporal term compares against, set when the frame's chunk
             begins: ``(warped previous results [K, 3, H, W], their weights [K, 1, H, W])``.
@@ -139,13 +144,18 @@ class FrameJob:
 
     def __init__(self, name: str, frames: FrameStore, position: int, chain: int,
                  step_in_chain: int, shared: bool, styles: list[torch.Tensor],
-                 style_blend_weights: list[float]) -> None:
+                 style_blend_weights: list[float], chain_frames: range = range(0),
+                 direction: int = 1, pass_index: int = 0, final: bool = True) -> None:
         self.name = name
         self.frames = frames
         self.position = position
         self.chain = chain
         self.step_in_chain = step_in_chain
         self.shared = shared
+        self.chain_frames = chain_frames
+        self.direction = direction
+        self.pass_index = pass_index
+        self.final = final
         self.styles = styles
         self.style_blend_weights = style_blend_weights
         self.style_masks: list[torch.Tensor] = []
@@ -252,6 +262,9 @@ class VideoStyleData(JobData):
         fps: The frame rate of a folder of frames (default 24), or one that replaces a file's.
         overlap: Frames two processes' chains share where they meet (see :func:`plan_chains`);
             the output cross-fades from one to the other over them.
+        passes: 1, or 2 for a second pass that runs backwards (Ruder et al.'s multi-pass): each
+            frame again, from the last, starting from its first-pass picture blended with its
+            successor's second-pass picture warped to it. Twice the frames' steps.
     """
 
     def __init__(
@@ -266,6 +279,7 @@ class VideoStyleData(JobData):
         every_n: int = 1,
         fps: Optional[float] = None,
         overlap: int = 4,
+        passes: int = 1,
     ) -> None:
         super().__init__(batch_size=1)  # a frame waits for the one before it
         check_positive("image_size", image_size)
@@ -276,6 +290,9 @@ class VideoStyleData(JobData):
                                  f"{overlap!r}.")
         if fps is not None:
             _positive_fps(fps)
+        if passes not in (1, 2) or isinstance(passes, bool):
+            raise UserInputError(f"passes must be 1 (forward) or 2 (forward, then backward), got "
+                                 f"{passes!r}.")
         if not isinstance(content, str) or not content:
             raise UserInputError("--data.content must name one video file, a folder of frames "
                                  "or sample:<photo>.")
@@ -289,6 +306,7 @@ class VideoStyleData(JobData):
         self.every_n = every_n
         self.fps = fps
         self.overlap = overlap
+        self.passes = passes
         self.clip: Optional[ClipInfo] = None
 
     def _world_size(self) -> int:
@@ -319,13 +337,19 @@ class VideoStyleData(JobData):
         by_chain: list[list[FrameJob]] = []
         for chain_index, chain in enumerate(chains):
             jobs = []
-            for step, position in enumerate(chain.frames):
-                name = self.clip.frame_name(position,
-                                            chain_index if position in shared else None)
-                jobs.append(FrameJob(name, store, position, chain_index, step,
-                                     position in shared, styles, blend))
+            # The forward pass, then (passes=2) the backward one, from the chain's last frame.
+            order = [(0, 1, chain.frames)] + ([(1, -1, chain.frames[::-1])]
+                                               if self.passes == 2 else [])
+            for pass_index, direction, positions in order:
+                final = pass_index == self.passes - 1
+                for position in positions:
+                    name = self.clip.frame_name(position,
+                                                chain_index if position in shared else None)
+                    jobs.append(FrameJob(name if final else f"{name}_forward", store, position,
+                                         chain_index, len(jobs), position in shared, styles,
+                                         blend, chain.frames, direction, pass_index, final))
             by_chain.append(jobs)
-        # Chunk c holds frame c of every chain: process r keeps chain r.
+        # Chunk c holds job c of every chain: process r keeps chain r.
         self.jobs = [jobs[step] for step in range(len(by_chain[0])) for jobs in by_chain]
 
     def _styles(self) -> tuple[list[torch.Tensor], list[float]]:

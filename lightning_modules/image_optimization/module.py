@@ -438,6 +438,14 @@ class ImageOptimization(pl.LightningModule):
                 self.idle or self.chunk_finished(), all=True)
         if self._finish_chunk:
             self._finish_chunk = False
+            # Lightning counts the refused batch as ready and processed, never as started; with
+            # its totals so apart it no longer sees that a later checkpoint was saved at a
+            # batch's end, and a run resumed from one would take that batch again (one step too
+            # many). Uncounted here, the batch never was.
+            progress = self.trainer.fit_loop.epoch_loop.batch_progress
+            for counts in (progress.total, progress.current):
+                counts.ready -= 1
+                counts.processed -= 1
             return -1  # Lightning ends the epoch: the next chunk starts
         if self.backbone.compile_mode == "reduce-overhead":
             # A new step: the CUDA graphs may reuse the previous step's output memory.

@@ -78,7 +78,9 @@ class VideoStyleTransfer(StyleTransfer):
         term.bind(self.backbone, wrap=self.tileable)
         self.terms.append(term)
         self.term_names = _distinct([term.name for term in self.terms])
-        self._results: dict[int, torch.Tensor] = {}  # earlier results, by frame number
+        self.backward_blend = 0.5  # a backward pass's start: half the neighbour, half its own
+        # Earlier results, by (pass, frame number).
+        self._results: dict[tuple[int, int], torch.Tensor] = {}
         self._starts: dict[int, torch.Tensor] = {}  # warm starts of the current jobs
         self._holds_results = False  # the images hold optimized pictures of the current chunk
         self._chunk_step = 0  # steps the current chunk's jobs have taken
@@ -99,13 +101,26 @@ class VideoStyleTransfer(StyleTransfer):
         # The chunk before's results are the next frames' predecessors: keep them.
         if self._holds_results and self.jobs and not self.idle:
             for index, job in enumerate(self.jobs):
-                self._results[job.position] = ImageOptimization.result_pixels(self, index)
-            newest = max(self._results)
-            for position in [p for p in self._results if p < newest - max(self.long_term) + 1]:
-                del self._results[position]
+                self._results[(job.pass_index, job.position)] = \
+                    ImageOptimization.result_pixels(self, index)
+                self._forget_results(job)
         self._holds_results = False
         self._chunk_step = 0
         super()._start_images()
+
+    def _forget_results(self, job: Any) -> None:
+        """Drop the results no later frame reads, now that ``job`` is done: its pass's frames
+        ``long_term`` or more behind it, and (in a backward pass) its own forward picture. A
+        forward pass followed by a backward one keeps its pictures for it."""
+        if not job.final:
+            return
+        reach = max(self.long_term)
+        for key in list(self._results):
+            pass_index, position = key
+            behind = (job.position - position) * job.direction >= reach
+            if (pass_index == job.pass_index and behind) or key == (0, job.position) != (
+                    job.pass_index, job.position):
+                del self._results[key]
 
     def create_images(self, jobs: list[Any]) -> list[torch.Tensor]:
         self._starts = {}
@@ -116,31 +131,38 @@ class VideoStyleTransfer(StyleTransfer):
         return super().create_images(jobs)
 
     def _warm_start(self, job: Any) -> torch.Tensor:
-        """Set ``job.temporal`` from the earlier results, and return the frame's start."""
+        """Set ``job.temporal`` from the earlier results of its pass, and return its start."""
         from lightning_modules.video_style_transfer.flow import (optical_flow,
                                                                  temporal_weights, warp)
 
         frame = job.content
         warped, weights, covered = [], [], torch.zeros(1, *frame.shape[1:])
-        first_position = job.position - job.step_in_chain
         for distance in self.long_term:
-            earlier = job.position - distance
-            if earlier < first_position:
+            earlier = job.position - distance * job.direction
+            if earlier not in job.chain_frames:
                 break
-            if earlier not in self._results:
+            if (job.pass_index, earlier) not in self._results:
                 raise RuntimeError(f"The result of frame {earlier} is missing: frames must run "
                                    "in their chain's order.")
             earlier_frame = job.frames.frame(earlier)
             flow_back = optical_flow(frame, earlier_frame, self.flow)
             flow_forward = optical_flow(earlier_frame, frame, self.flow)
             reliable = temporal_weights(flow_back, flow_forward)
-            warped.append(warp(self._results[earlier], flow_back))
+            warped.append(warp(self._results[(job.pass_index, earlier)], flow_back))
             # A farther frame counts only where the nearer ones' flow fails (Ruder et al.).
             weights.append((reliable - covered).clamp(min=0))
             covered = torch.maximum(covered, reliable)
+        own = self._results.get((0, job.position)) if job.pass_index else None
+        if not warped:  # the backward pass's first frame: its forward picture, no neighbour
+            return own
         job.temporal = (torch.stack(warped), torch.stack(weights))
         nearest, reliable = warped[0], weights[0]
-        return reliable * nearest + (1 - reliable) * frame
+        if own is None:
+            return reliable * nearest + (1 - reliable) * frame
+        # The backward pass blends the neighbour's new picture into the frame's own (the
+        # paper's multi-pass start, delta = 1/2), where the flow is reliable.
+        blend = self.backward_blend * reliable
+        return blend * nearest + (1 - blend) * own
 
     def _starting_pixels(self, index: int) -> torch.Tensor:
         start = self._starts.get(index)
@@ -176,7 +198,8 @@ class VideoStyleTransfer(StyleTransfer):
     # ----------------------------------------------------------------- results
     def result_stem(self, index: int) -> str:
         job = self.jobs[index]
-        return f"frames/overlap/{job.name}" if job.shared else f"frames/{job.name}"
+        folder = "frames" if job.final else "frames/forward"
+        return f"{folder}/overlap/{job.name}" if job.shared else f"{folder}/{job.name}"
 
     def configure_callbacks(self) -> list[Any]:
         from callbacks.video_writer import VideoWriter

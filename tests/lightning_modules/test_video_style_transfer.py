@@ -93,7 +93,8 @@ def test_the_sample_clip_pans_and_zooms_smoothly() -> None:
 
 
 # ----------------------------------------------------------------- the run
-def run_in_process(tmp_path: Path, callbacks=(), ckpt_path=None, **options) -> VideoStyleTransfer:
+def run_in_process(tmp_path: Path, callbacks=(), ckpt_path=None, passes: int = 1,
+                   **options) -> VideoStyleTransfer:
     pl.seed_everything(0, verbose=False)
     module = VideoStyleTransfer(backbone="tiny", weights="random", content_layers=[2],
                                 style_layers=[0, 1], style_weights=[1.0, 1.0], scales=[16],
@@ -102,7 +103,8 @@ def run_in_process(tmp_path: Path, callbacks=(), ckpt_path=None, **options) -> V
                          enable_model_summary=False, accelerator="cpu",
                          default_root_dir=tmp_path, callbacks=[ImageWriter(sheets=False), *callbacks],
                          enable_checkpointing=bool(callbacks))
-    trainer.fit(module, VideoStyleData(frames="0:4", image_size=32), ckpt_path=ckpt_path)
+    trainer.fit(module, VideoStyleData(frames="0:4", image_size=32, passes=passes),
+                ckpt_path=ckpt_path)
     return module
 
 
@@ -114,7 +116,7 @@ def test_a_frame_starts_from_the_previous_result_warped_by_the_flow(tmp_path) ->
     # Frame 3's start, made again from frame 2's kept result.
     job = module.jobs[0]
     assert job.position == 3
-    previous = module._results[2]
+    previous = module._results[(0, 2)]
     frame, before = job.content, job.frames.frame(2)
     flow_back = optical_flow(frame, before)
     reliable = temporal_weights(flow_back, optical_flow(before, frame))
@@ -140,26 +142,58 @@ def test_independent_frames_start_from_their_photo_without_a_temporal_loss(tmp_p
     assert all(row["temporal_loss"] == 0 for row in module.losses.rows)
 
 
-def test_a_run_resumed_at_any_frame_and_step_ends_as_the_uninterrupted_one(tmp_path) -> None:
+@pytest.mark.parametrize("passes,checkpoints", [
+    # Step 4: the first frame's second scale; 8: in frame 1; 10: in frame 2, after frame 1
+    # ended early (warm_steps), which Lightning's batch counts once miscounted; 12: frame 2's
+    # last step. The numbers: the frames written before the checkpoint.
+    (1, ((4, []), (8, [0]), (10, [0, 1]), (12, [0, 1]))),
+    # Step 20: frame 2 of the backward pass (its frame 3 done at step 18), every forward one.
+    (2, ((20, [3]),)),
+])
+def test_a_run_resumed_at_any_frame_and_step_ends_as_the_uninterrupted_one(
+        tmp_path, passes, checkpoints) -> None:
     saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
-    uninterrupted = run_in_process(tmp_path / "whole", [saver])
+    uninterrupted = run_in_process(tmp_path / "whole", [saver], passes=passes)
     whole = frames_of(tmp_path / "whole")
-    # Step 4: the first frame's second scale; 8: in frame 1; 12: frame 2's last step.
-    for step, frame in ((4, 0), (8, 1), (12, 2)):
+    for step, written in checkpoints:
         # The run folder as the kill left it: the frames finished before the checkpoint.
         folder = tmp_path / f"again{step}"
         (folder / "frames").mkdir(parents=True)
-        for position in range(frame):
+        if passes == 2:
+            shutil.copytree(tmp_path / "whole" / "frames" / "forward",
+                            folder / "frames" / "forward")
+        for position in written:
             name = f"frame_{position:06d}.png"
             shutil.copy(tmp_path / "whole" / "frames" / name, folder / "frames" / name)
         path = next((tmp_path / "ckpt").glob(f"*step={step}.ckpt"))
         resumed = run_in_process(folder, [ModelCheckpoint(dirpath=tmp_path / f"c{step}")],
-                                 ckpt_path=path)
+                                 ckpt_path=path, passes=passes)
         assert torch.equal(resumed.images[0].detach(), uninterrupted.images[0].detach()), step
         again = frames_of(folder)
         assert again.keys() == whole.keys()
         for name, pixels in again.items():
             assert np.array_equal(pixels, whole[name]), (step, name)
+
+
+def test_a_backward_pass_runs_each_frame_again_from_the_last(tmp_path) -> None:
+    data = VideoStyleData(frames="0:4", image_size=32, passes=2)
+    data.setup("fit")
+    assert [(job.name, job.pass_index, job.direction) for job in data.jobs] == [
+        *((f"frame_{i:06d}_forward", 0, 1) for i in range(4)),
+        *((f"frame_{i:06d}", 1, -1) for i in (3, 2, 1, 0))]
+    module = run_in_process(tmp_path, passes=2)
+    # Forward: 6 + 3 x 3 steps; backward: 4 warm frames of 3 steps.
+    assert module.trainer.global_step == 6 + 3 * 3 + 4 * 3
+    rows = module.losses.rows
+    # The backward pass's first frame (the last) has no neighbour: no temporal loss.
+    assert all(row["temporal_loss"] == 0 for row in rows[15:18])
+    assert all(row["temporal_loss"] > 0 for row in rows[18:])
+    assert len(list((tmp_path / "frames" / "forward").glob("*.png"))) == 4
+    assert sorted(frames_of(tmp_path)) == [f"frame_{i:06d}" for i in range(4)]
+    # Its frames start from their forward pictures blended with the warped neighbour's.
+    job = module.jobs[0]
+    assert (job.position, job.pass_index) == (0, 1)
+    assert (0, 0) in module._results and (1, 1) in module._results
 
 
 def test_the_command_line_writes_frames_a_video_that_plays_and_the_flicker(workdir) -> None:
@@ -220,6 +254,7 @@ def test_two_processes_run_a_segment_each_and_cross_fade_where_they_meet(workdir
     (["--data.content", "missing.mp4"], "Video not found: missing.mp4"),
     (["--data.fps", "0"], "fps must be a positive number"),
     (["--data.frames", "9:3"], "holds no frames"),
+    (["--data.passes", "3"], "passes must be 1 (forward) or 2"),
 ])
 def test_bad_video_options_are_one_sentence(workdir, capsys, options, expected) -> None:
     assert cli.main(tiny_video_args(*options)) == 1
