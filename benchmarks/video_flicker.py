@@ -38,6 +38,7 @@ VARIANTS = {"temporal": [], "independent": ["--model.warm_start", "false"],
             "temporal_20000": ["--model.temporal_weight", "20000"],
             "temporal_100000": ["--model.temporal_weight", "100000"],
             "long_term": ["--model.long_term", "[1, 2, 4]"],
+            "two_passes": ["--data.passes", "2"],
             "long_term_20000": ["--model.long_term", "[1, 2, 4]", "--model.temporal_weight",
                                 "20000"]}
 
@@ -62,9 +63,9 @@ def run_variant(name: str, extra: list[str], args: argparse.Namespace) -> Path:
 
 
 def frame_seconds(run: Path) -> list[float]:
-    """Seconds each frame took: the gaps between the frames' files (the first from the run's
-    start, its config file)."""
-    frames = sorted((run / "frames").glob("frame_*.png"))
+    """Seconds each frame took: the gaps between the frames' files in the order they were
+    written (a backward pass's too; the first from the run's start, its config file)."""
+    frames = sorted((run / "frames").rglob("frame_*.png"), key=lambda p: p.stat().st_mtime)
     times = [(run / "config.yaml").stat().st_mtime] + [p.stat().st_mtime for p in frames]
     return [after - before for before, after in zip(times, times[1:])]
 
