@@ -43,6 +43,21 @@ class StyleJob:
     style_masks: list[torch.Tensor] = field(default_factory=list)
 
 
+def blend_weights(weights: Optional[list[float]], count: int) -> list[float]:
+    """The blend weights of ``count`` style images (equal when None), summing to 1.
+
+    Raises:
+        UserInputError: For another count of weights, a negative one, or all zero.
+    """
+    weights = weights or [1.0] * count
+    if len(weights) != count:
+        raise UserInputError(f"style_blend_weights has {len(weights)} values for {count} style "
+                             "images.")
+    if any(not w >= 0 for w in weights) or (count and sum(weights) <= 0):
+        raise UserInputError("style_blend_weights must be non-negative and not all zero.")
+    return [w / sum(weights) for w in weights] if count else []
+
+
 class StyleTransferData(JobData):
     """Content and style images for style transfer, feature inversion and texture synthesis.
 
@@ -122,13 +137,7 @@ class StyleTransferData(JobData):
             # Every missing file at once, not one per attempt.
             raise UserInputError("Image files not found: " + ", ".join(
                 f"{source} ({option})" for source, option in missing) + ".")
-        blend = self.style_blend_weights or [1.0] * len(style_sources)
-        if len(blend) != len(style_sources):
-            raise UserInputError(f"style_blend_weights has {len(blend)} values for "
-                                 f"{len(style_sources)} style images.")
-        if any(not w >= 0 for w in blend) or (style_sources and sum(blend) <= 0):
-            raise UserInputError("style_blend_weights must be non-negative and not all zero.")
-        blend = [w / sum(blend) for w in blend] if style_sources else []
+        blend = blend_weights(self.style_blend_weights, len(style_sources))
         mask_sources = style_mask_sources(self.style_masks, len(style_sources),
                                           bool(content_sources))
         masks = [load_style_mask(source) for source in mask_sources]

@@ -25,7 +25,8 @@ from PIL import Image
 
 from datamodules.images import SAMPLE_PREFIX, image_to_tensor, load_image, resize_shorter_side
 from datamodules.jobs import JobData
-from datamodules.sources import Sources, expand_sources, is_missing_file, source_stem
+from datamodules.sources import Sources, expand_sources, is_missing_file
+from datamodules.style_transfer import blend_weights
 from lightning_modules.errors import UserInputError, check_positive
 
 #: The clip ``sample:<photo>`` makes: a pan with a zoom over a built-in photo, at 24 frames/s.
@@ -359,18 +360,8 @@ class VideoStyleData(JobData):
         missing = [source for source in sources if is_missing_file(source)]
         if missing:
             raise UserInputError("Style image not found: " + ", ".join(missing) + ".")
-        weights = self.style_blend_weights or [1.0] * len(sources)
-        if len(weights) != len(sources):
-            raise UserInputError(f"style_blend_weights has {len(weights)} values for "
-                                 f"{len(sources)} style images.")
-        if any(not w >= 0 for w in weights) or sum(weights) <= 0:
-            raise UserInputError("style_blend_weights must be non-negative and not all zero.")
+        weights = blend_weights(self.style_blend_weights, len(sources))
         side = round((self.style_size or self.image_size) * self.style_scale)
         check_positive("style_size * style_scale", side)
         styles = [image_to_tensor(resize_shorter_side(load_image(s), side, s)) for s in sources]
-        return styles, [w / sum(weights) for w in weights]
-
-    @property
-    def name(self) -> str:
-        """The clip's stem, for messages."""
-        return source_stem(self.content)
+        return styles, weights
