@@ -75,6 +75,10 @@ class ImageWriter(ChunkEndCallback):
         written = []
         for index, slot in enumerate(pl_module.slots):
             stem = pl_module.result_stem(index)
+            if suffix and stem != slot.name:
+                # A picture of a stopped run is not a result: it stays out of the technique's
+                # folder of results (a video's frames/), with the snapshots.
+                stem = f"snapshots/{slot.name}"
             path = self.directory / f"{stem}{suffix}.png"
             written.append(self._save(pl_module.result_pixels(index), path))
             trainer = pl_module._trainer

@@ -13,7 +13,6 @@ The frames' PNGs are written as every job's result is (``callbacks.ImageWriter``
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -93,7 +92,10 @@ class VideoWriter(pl.Callback):
                 for position, error in enumerate(self.errors, start=1)]
         write_csv_rows(self.directory / "temporal.csv", ["frame", "warping_error"], rows,
                        replace=overwrite)
-        mean = sum(self.errors) / len(self.errors) if self.errors else math.nan
-        print(f"Video: {self.written} ({len(frames)} frames); mean warping error {mean:.5f} "
-              "(temporal.csv).")
+        if self.errors:
+            mean = sum(self.errors) / len(self.errors)
+            print(f"Video: {self.written} ({len(frames)} frames); mean warping error "
+                  f"{mean:.5f} (temporal.csv).")
+        else:
+            print(f"Video: {self.written} (one frame: no warping error).")
 

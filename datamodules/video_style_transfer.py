@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -65,8 +66,9 @@ def plan_chains(frame_count: int, segments: int, overlap: int) -> list[Chain]:
     segments = max(1, min(segments, frame_count))
     while segments > 1:
         length = math.ceil((frame_count + overlap * (segments - 1)) / segments)
-        # A chain must have frames of its own beyond the ones it shares on each side.
-        if length > 2 * overlap:
+        # A chain must have frames of its own beyond the ones it shares on each side (up to
+        # overlap + 1 each), so that no frame belongs to three chains.
+        if length > 2 * (overlap + 1):
             break
         segments -= 1
     if segments == 1:
@@ -86,38 +88,54 @@ class FrameStore:
         video: The clip (``datamodules.video_io.VideoSource`` or :class:`SampleClip`).
         indices: The clip's frame index of each selected frame.
         image_size: The shorter side of the frames as optimized.
-        keep: How many frames stay in memory (the current one and those its loss terms read).
+        keep: How many frames stay in memory (the current one, those its loss terms read, and a
+            block read at once when going backwards), 8-bit.
     """
 
-    def __init__(self, video: Any, indices: Sequence[int], image_size: int, keep: int = 8
+    def __init__(self, video: Any, indices: Sequence[int], image_size: int, keep: int = 16
                  ) -> None:
         self.video = video
         self.indices = list(indices)
         self.image_size = image_size
         self.keep = keep
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        first = self.frame(0)
+        first = self._read(0)
         self.size: tuple[int, int] = (int(first.shape[1]), int(first.shape[2]))
+        self._cache[0] = first
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def frame(self, position: int) -> torch.Tensor:
-        """Selected frame ``position`` as 0-1 pixels ``[3, H, W]``."""
-        if position in self._cache:
-            self._cache.move_to_end(position)
-            return self._cache[position]
+        """Selected frame ``position`` as 0-1 pixels ``[3, H, W]``.
+
+        A frame behind the last one read (a backward pass) is read with the ``keep - 1`` before
+        it in one forward decode: a video decodes forwards only, so frame by frame backwards
+        would decode the clip from its start each time."""
+        if position not in self._cache:
+            newest = max(self._cache, default=-1)
+            first = position if position > newest else max(0, position - self.keep + 1)
+            for index in range(first, position + 1):
+                if index not in self._cache:
+                    self._cache[index] = self._read(index)
+                self._cache.move_to_end(index)
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(position)
+        return self._cache[position].float() / 255
+
+    def _read(self, position: int) -> torch.Tensor:
+        """Selected frame ``position`` at the run's size, as 8-bit ``[3, H, W]`` (a quarter of
+        the memory of floats, and exactly what the file holds)."""
         picture = self.video.frame(self.indices[position])
-        pixels = image_to_tensor(resize_shorter_side(picture.convert("RGB"), self.image_size,
-                                                     str(self.video.path)))
-        if position and tuple(pixels.shape[1:]) != self.size:
+        picture = resize_shorter_side(picture.convert("RGB"), self.image_size,
+                                      str(self.video.path))
+        pixels = torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
+        if self._cache and tuple(pixels.shape[1:]) != self.size:
             raise UserInputError(f"Frame {self.indices[position]} of {self.video.path} is "
                                  f"{pixels.shape[2]}x{pixels.shape[1]} pixels after resizing, the "
                                  f"first {self.size[1]}x{self.size[0]}: every frame must have "
                                  "one size.")
-        self._cache[position] = pixels
-        while len(self._cache) > self.keep:
-            self._cache.popitem(last=False)
         return pixels
 
 
@@ -260,7 +278,8 @@ class VideoStyleData(JobData):
         frames: The frames taken, as a Python slice of the clip's frames: ``[start, stop]`` or
             ``"start:stop"`` (stop excluded; None: all).
         every_n: Take every n-th frame of that range (the output's rate is divided by it).
-        fps: The frame rate of a folder of frames (default 24), or one that replaces a file's.
+        fps: The frame rate of a folder of frames (default 24), or one that replaces a file's
+            (the video then has no sound: it would not match the frames).
         overlap: Frames two processes' chains share where they meet (see :func:`plan_chains`);
             the output cross-fades from one to the other over them.
         passes: 1, or 2 for a second pass that runs backwards (Ruder et al.'s multi-pass): each
@@ -327,7 +346,8 @@ class VideoStyleData(JobData):
         store = FrameStore(video, indices, self.image_size)
         fps = Fraction(video.fps) / self.every_n
         audio = None
-        if getattr(video, "has_audio", False):
+        # The sound keeps the file's own time: with a rate of one's own it would not match.
+        if getattr(video, "has_audio", False) and self.fps is None:
             start = indices[0] / video.fps
             audio = (str(video.path), float(start), float(start + len(indices) / fps))
         chains = plan_chains(len(indices), self._world_size(), self.overlap)

@@ -44,6 +44,8 @@ class VideoStyleTransfer(StyleTransfer):
             frame's); None: as many as the first.
         flow: The optical flow method: ``"dis"`` (OpenCV's dense inverse search) or
             ``"farneback"``.
+        video_file: The video's file name in the run folder; its suffix picks the container
+            and codec (``.mp4``: H.264, ``.webm``: VP9, ``.mov``, ``.mkv``, ``.gif``).
         **kwargs: Every option of :class:`~lightning_modules.style_transfer.StyleTransfer`.
     """
 
@@ -52,7 +54,7 @@ class VideoStyleTransfer(StyleTransfer):
 
     def __init__(self, temporal_weight: float = 20000.0, long_term: Sequence[int] = (1,),
                  warm_start: bool = True, warm_steps: Optional[int] = None,
-                 flow: str = "dis", **kwargs: Any) -> None:
+                 flow: str = "dis", video_file: str = "video.mp4", **kwargs: Any) -> None:
         check_non_negative("temporal_weight", temporal_weight)
         long_term = sorted(set(long_term))
         if (not long_term or long_term[0] != 1
@@ -68,7 +70,11 @@ class VideoStyleTransfer(StyleTransfer):
         if flow not in FLOW_METHODS:
             raise UserInputError(f"Unknown flow '{flow}'; choose one of "
                                  f"{', '.join(FLOW_METHODS)}.")
+        from callbacks.video_writer import VideoWriter
+
+        writer = VideoWriter(video_file)  # checks the name before any work
         super().__init__(**kwargs)
+        self.writer = writer
         self.temporal_weight = temporal_weight
         self.long_term = long_term
         self.warm_start = warm_start
@@ -84,6 +90,7 @@ class VideoStyleTransfer(StyleTransfer):
         self._starts: dict[int, torch.Tensor] = {}  # warm starts of the current jobs
         self._holds_results = False  # the images hold optimized pictures of the current chunk
         self._chunk_step = 0  # steps the current chunk's jobs have taken
+        self._was_idle = False  # this process had no job of its own in the current chunk
 
     # ----------------------------------------------------------------- jobs and their starts
     def make_jobs(self, items: Sequence[Any]) -> list[Any]:
@@ -91,7 +98,20 @@ class VideoStyleTransfer(StyleTransfer):
         if not items or not hasattr(items[0], "step_in_chain"):
             raise UserInputError(f"VideoStyleTransfer needs {self.data_name}.")
         super().make_jobs(items[:1])  # every frame has the first's images: one check reads one
+        if not self.warm_start and any(job.pass_index for job in items):
+            raise UserInputError("A backward pass (--data.passes 2) starts each frame from its "
+                                 "forward picture: it needs --model.warm_start true.")
         return items
+
+    def _plan_jobs(self) -> None:
+        super()._plan_jobs()
+        # Chunk c holds job c of every chain, process r's at place r; a process without a chain
+        # (a clip too short for so many) idles. The jobs' order alone cannot say it, as chunks
+        # of batch_size x processes consecutive jobs would pair one chain's frames together.
+        chunks: dict[int, list[int]] = {}
+        for index, job in enumerate(self.plan.jobs):
+            chunks.setdefault(job.step_in_chain, []).append(index)
+        self.plan.chunks = [chunks[step] for step in sorted(chunks)]
 
     def _warm(self) -> bool:
         """Whether the current chunk's frames start from their predecessors."""
@@ -99,14 +119,17 @@ class VideoStyleTransfer(StyleTransfer):
 
     def _start_images(self) -> None:
         # The chunk before's results are the next frames' predecessors: keep them.
-        if self._holds_results and self.jobs and not self.idle:
+        if self._holds_results and self.jobs and not self._was_idle:
             for index, job in enumerate(self.jobs):
-                self._results[(job.pass_index, job.position)] = \
-                    ImageOptimization.result_pixels(self, index)
+                picture = ImageOptimization.result_pixels(self, index)
+                if not job.final:  # kept for the backward pass: 8-bit, a quarter the memory
+                    picture = (picture * 255).round().to(torch.uint8)
+                self._results[(job.pass_index, job.position)] = picture
                 self._forget_results(job)
         self._holds_results = False
         self._chunk_step = 0
         super()._start_images()
+        self._was_idle = self.idle  # read before the next chunk replaces the plan's place
 
     def _forget_results(self, job: Any) -> None:
         """Drop the results no later frame reads, now that ``job`` is done: its pass's frames
@@ -148,11 +171,11 @@ class VideoStyleTransfer(StyleTransfer):
             flow_back = optical_flow(frame, earlier_frame, self.flow)
             flow_forward = optical_flow(earlier_frame, frame, self.flow)
             reliable = temporal_weights(flow_back, flow_forward)
-            warped.append(warp(self._results[(job.pass_index, earlier)], flow_back))
+            warped.append(warp(self._picture((job.pass_index, earlier)), flow_back))
             # A farther frame counts only where the nearer ones' flow fails (Ruder et al.).
             weights.append((reliable - covered).clamp(min=0))
             covered = torch.maximum(covered, reliable)
-        own = self._results.get((0, job.position)) if job.pass_index else None
+        own = self._picture((0, job.position)) if job.pass_index else None
         if not warped:  # the backward pass's first frame: its forward picture, no neighbour
             return own
         job.temporal = (torch.stack(warped), torch.stack(weights))
@@ -163,6 +186,11 @@ class VideoStyleTransfer(StyleTransfer):
         # paper's multi-pass start, delta = 1/2), where the flow is reliable.
         blend = self.backward_blend * reliable
         return blend * nearest + (1 - blend) * own
+
+    def _picture(self, key: tuple[int, int]) -> torch.Tensor:
+        """A kept result as 0-1 pixels (a forward pass's are kept 8-bit for a backward one)."""
+        picture = self._results[key]
+        return picture.float() / 255 if picture.dtype == torch.uint8 else picture
 
     def _starting_pixels(self, index: int) -> torch.Tensor:
         start = self._starts.get(index)
@@ -177,6 +205,13 @@ class VideoStyleTransfer(StyleTransfer):
 
     def stage_size(self, index: int, stage: Optional[int] = None) -> tuple[int, int]:
         return self.jobs[index].size if self._warm() else super().stage_size(index, stage)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if (stage == "fit" and self.warm_steps is not None and self.steps_per_chunk
+                and self.warm_steps > self.steps_per_chunk):
+            raise UserInputError(f"warm_steps ({self.warm_steps}) must be at most the first "
+                                 f"frame's steps, trainer.max_steps ({self.steps_per_chunk}).")
 
     def chunk_finished(self) -> bool:
         return (self._warm() and self.warm_steps is not None
@@ -202,9 +237,7 @@ class VideoStyleTransfer(StyleTransfer):
         return f"{folder}/overlap/{job.name}" if job.shared else f"{folder}/{job.name}"
 
     def configure_callbacks(self) -> list[Any]:
-        from callbacks.video_writer import VideoWriter
-
-        return [VideoWriter()]
+        return [self.writer]
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -61,6 +61,34 @@ def test_chains_have_one_length_cover_the_clip_and_overlap(frames, segments, ove
         assert overlap <= after.shared <= overlap + 1
 
 
+def test_no_frame_belongs_to_three_chains() -> None:
+    for frames in range(1, 60):
+        for segments in range(1, 5):
+            for overlap in range(0, 6):
+                chains = plan_chains(frames, segments, overlap)
+                owners = [sum(position in chain.frames for chain in chains)
+                          for position in range(frames)]
+                assert 1 <= min(owners) and max(owners) <= 2, (frames, segments, overlap)
+
+
+def test_a_process_without_a_chain_idles_and_the_others_keep_theirs() -> None:
+    """6 frames for 3 processes (overlap 4): one chain; processes 1 and 2 idle."""
+    data = VideoStyleData(frames="0:6", image_size=32)
+    data.trainer = type("T", (), {"world_size": 3})()
+    data.setup("fit")
+    for rank in range(3):
+        module = VideoStyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                                    style_layers=[0], style_weights=[1.0])
+        module._world = lambda rank=rank: (3, rank)
+        module.set_jobs(data.jobs, 1)
+        module._plan_jobs()
+        for chunk in range(len(module.plan)):
+            module.plan.chunk = chunk
+            assert module.plan.idle == (rank > 0)
+            if rank == 0:
+                assert [job.position for job in module.plan.current()] == [chunk]
+
+
 def test_a_clip_too_short_for_every_process_gets_fewer_chains() -> None:
     chains = plan_chains(6, 4, 2)
     assert len(chains) == 1 and chains[0].frames == range(6)
@@ -228,12 +256,13 @@ def test_killed_twice_and_resumed_the_video_equals_the_uninterrupted_one(workdir
 
 def test_two_processes_run_a_segment_each_and_cross_fade_where_they_meet(workdir) -> None:
     args = tiny_video_args("--trainer.devices", "2", "--trainer.strategy", "image_ddp",
-                           "--data.overlap", "2", frames="0:10")
+                           "--data.overlap", "1", frames="0:10")
     result = cli_processes.run(args, workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     [run] = sorted((workdir / "runs" / "video_style_transfer").glob("version_*"))
     assert sorted(frames_of(run)) == [f"frame_{i:06d}" for i in range(10)]
-    # Chains [0, 6) and [4, 10): frames 4 and 5 blend chain 0's into chain 1's.
+    # Chains [0, 6) and [4, 10) (overlap 1, one more to make them equal): frames 4 and 5
+    # blend chain 0's into chain 1's.
     for offset, position in enumerate((4, 5)):
         fraction = (offset + 1) / 3
         before, after = (np.asarray(Image.open(
@@ -244,6 +273,13 @@ def test_two_processes_run_a_segment_each_and_cross_fade_where_they_meet(workdir
     from datamodules.video_io import probe_video
 
     assert probe_video(run / "video.mp4") == (10, 24)
+    # Away from the seam the frames are one process's (each process runs one thread there:
+    # the last float digit may differ, the 8-bit pictures by at most 1).
+    assert cli.main(tiny_video_args("--data.overlap", "1", frames="0:10")) == 0
+    alone = frames_of(max((workdir / "runs" / "video_style_transfer").glob("version_*")))
+    for position in range(4):
+        name = f"frame_{position:06d}"
+        assert np.abs(frames_of(run)[name].astype(int) - alone[name]).max() <= 1, name
 
 
 # ----------------------------------------------------------------- bad input
@@ -255,6 +291,9 @@ def test_two_processes_run_a_segment_each_and_cross_fade_where_they_meet(workdir
     (["--data.fps", "0"], "fps must be a positive number"),
     (["--data.frames", "9:3"], "holds no frames"),
     (["--data.passes", "3"], "passes must be 1 (forward) or 2"),
+    (["--data.passes", "2", "--model.warm_start", "false"], "needs --model.warm_start true"),
+    (["--model.warm_steps", "7"], "warm_steps (7) must be at most the first frame's steps"),
+    (["--model.video_file", "out"], "file_name must be a file name with a suffix"),
 ])
 def test_bad_video_options_are_one_sentence(workdir, capsys, options, expected) -> None:
     assert cli.main(tiny_video_args(*options)) == 1
@@ -275,13 +314,56 @@ def test_bad_videos_are_one_sentence_and_leave_no_run(workdir, capsys) -> None:
     assert not list((workdir / "runs" / "video_style_transfer").glob("version_*/frames"))
 
 
+def sound_clip(path: Path, frames: int = 24) -> Path:
+    """A 1-second clip with a 440 Hz tone, written with PyAV itself."""
+    import av
+
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=24)
+    stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+    sound = container.add_stream("aac", rate=48000)
+    sound.layout = "mono"
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)).astype(np.float32)
+    for start in range(0, 48000, 1024):
+        frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = 48000, start
+        for packet in sound.encode(frame):
+            container.mux(packet)
+    for packet in sound.encode(None):
+        container.mux(packet)
+    for index in range(frames):
+        pixels = np.full((32, 48, 3), index * 10, dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+        frame.pts = index
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def test_the_video_keeps_the_clips_sound_unless_its_rate_is_replaced(workdir) -> None:
+    import av
+
+    clip = sound_clip(workdir / "tone.mp4")
+    for extra, sound in (([], True), (["--data.fps", "12"], False)):
+        assert cli.main(tiny_video_args("--data.content", str(clip), *extra, frames="0:3")) == 0
+        run = max((workdir / "runs" / "video_style_transfer").glob("version_*"),
+                  key=lambda path: path.stat().st_mtime)
+        with av.open(str(run / "video.mp4")) as container:
+            assert bool(container.streams.audio) == sound, extra
+
+
 def test_stylize_video_from_python(tmp_path) -> None:
     from lightning_modules import stylize_video
 
     result = stylize_video("sample:chelsea", "sample:immunohistochemistry", save_dir=tmp_path,
                            backbone="tiny", weights="random", content_layers=[2],
                            style_layers=[0, 1], style_weights=[1.0, 1.0], scales=[16],
-                           image_size=32, frames="0:3", steps=4, warm_steps=2)
-    assert result.video.is_file() and [p.name for p in result.frames] == [
+                           image_size=32, frames="0:3", steps=4, warm_steps=2,
+                           video_file="clip.webm")
+    assert result.video.name == "clip.webm" and [p.name for p in result.frames] == [
         "frame_000000.png", "frame_000001.png", "frame_000002.png"]
     assert len(result.warping_errors) == 2 and result.run_directory.is_dir()

@@ -22,8 +22,8 @@ class TemporalTerm(LossTerm):
     """``w * sum_k mean(c_k * (x - warp_k(x_prev))^2)`` per picture, in 0-1 pixel units.
 
     ``c_k`` are the per-pixel weights of each earlier frame's warped result (1 where the flow
-    is reliable; the long-term ones only where the nearer frames are not, see
-    :func:`~lightning_modules.video_style_transfer.flow.long_term_weights`); the mean runs over
+    is reliable; a long-term one only where the nearer frames' is not, as
+    :class:`~lightning_modules.video_style_transfer.VideoStyleTransfer` sets them); the mean runs over
     the picture's values, so one weight serves every size. A frame without a predecessor (a
     chain's first) has no such term: 0.
 
