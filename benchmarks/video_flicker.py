@@ -31,6 +31,10 @@ sys.path.insert(0, str(REPO))
 VARIANTS = {"temporal": [], "independent": ["--model.warm_start", "false"],
             # Two processes, a segment each, cross-faded where they meet: the seam's error.
             "two_processes": ["--trainer.devices", "2", "--trainer.strategy", "image_ddp"],
+            "two_processes_overlap_4": ["--trainer.devices", "2", "--trainer.strategy",
+                                        "image_ddp", "--data.overlap", "4"],
+            "two_processes_overlap_12": ["--trainer.devices", "2", "--trainer.strategy",
+                                         "image_ddp", "--data.overlap", "12"],
             # Candidates weighed when choosing the defaults (docs/video.md).
             "warm_start_only": ["--model.temporal_weight", "0"],
             "temporal_500": ["--model.temporal_weight", "500"],
@@ -113,7 +117,7 @@ def figure(results: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axis = plt.subplots(figsize=(7, 3), dpi=120)
+    fig, axis = plt.subplots(figsize=(8, 3), dpi=120)
     for name, result in results.items():
         errors = result["errors"]
         axis.plot(range(1, len(errors) + 1), errors,
@@ -121,33 +125,38 @@ def figure(results: dict[str, dict], path: Path) -> None:
     axis.set_xlabel("frame")
     axis.set_ylabel("warping error")
     axis.set_yscale("log")
-    axis.legend()
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     axis.set_title("Flicker per frame (Lai et al. 2018), lower is steadier")
     fig.tight_layout()
     fig.savefig(path)
 
 
-def strip(results: dict[str, dict], path: Path, picks: int = 4) -> None:
-    """Rows: each variant; columns: evenly spaced frames, plus a 1:1 crop of two consecutive
-    frames' difference (where flicker shows)."""
+def strip(results: dict[str, dict], path: Path, args: argparse.Namespace, picks: int = 4
+          ) -> None:
+    """Rows: the input, then each variant; columns: evenly spaced frames."""
     from PIL import Image, ImageDraw
 
-    rows = []
+    from datamodules.images import resize_shorter_side
+    from datamodules.video_io import select_frames
+    from datamodules.video_style_transfer import open_clip
+
+    first = next(iter(results.values()))
+    count = len(sorted((first["run"] / "frames").glob("frame_*.png")))
+    chosen = [round(i * (count - 1) / (picks - 1)) for i in range(picks)]
+    clip = open_clip(args.content, None)
+    indices = select_frames(clip.frame_count, args.frames, 1)
+    rows = [("input", [resize_shorter_side(clip.frame(indices[i]).convert("RGB"),
+                                           args.image_size) for i in chosen])]
     for name, result in results.items():
-        frames = sorted((result["run"] / "frames").glob("frame_*.png"))
-        chosen = [frames[round(i * (len(frames) - 1) / (picks - 1))] for i in range(picks)]
-        pictures = [Image.open(p).convert("RGB") for p in chosen]
-        width, height = pictures[0].size
-        row = Image.new("RGB", (width * picks, height + 18), "white")
-        for index, picture in enumerate(pictures):
-            row.paste(picture, (index * width, 18))
-        ImageDraw.Draw(row).text((4, 3), name, fill="black")
-        rows.append(row)
-    sheet = Image.new("RGB", (rows[0].width, sum(r.height for r in rows)), "white")
-    top = 0
-    for row in rows:
-        sheet.paste(row, (0, top))
-        top += row.height
+        rows.append((name, [Image.open(result["run"] / "frames" / f"frame_{i:06d}.png")
+                            .convert("RGB") for i in chosen]))
+    width, height = rows[0][1][0].size
+    sheet = Image.new("RGB", (width * picks, (height + 18) * len(rows)), "white")
+    for row, (name, pictures) in enumerate(rows):
+        top = row * (height + 18)
+        for column, picture in enumerate(pictures):
+            sheet.paste(picture, (column * width, top + 18))
+        ImageDraw.Draw(sheet).text((4, top + 3), name, fill="black")
     sheet.save(path)
 
 
@@ -179,15 +188,15 @@ def main() -> None:
         print(f"| {name} | {statistics.mean(errors):.5f} | {max(errors):.5f} | "
               f"{statistics.mean(result['style']):.2f} | {seconds[0]:.1f} | "
               f"{statistics.median(seconds[1:]):.1f} |")
-    if "two_processes" in results:
-        run = results["two_processes"]["run"]
-        errors = results["two_processes"]["errors"]
+    for name in [name for name in results if name.startswith("two_processes")]:
+        run = results[name]["run"]
+        errors = results[name]["errors"]
         shared = sorted(int(p.stem.split("_")[1]) for p in (run / "frames" / "overlap").glob(
             "*_chain1.png"))
         seam = [errors[position - 1] for position in range(shared[0], shared[-1] + 2)]
         others = [e for position, e in enumerate(errors, start=1)
                   if not shared[0] <= position <= shared[-1] + 1]
-        print(f"two processes: frames {shared[0]}-{shared[-1]} shared; warping error there "
+        print(f"{name}: frames {shared[0]}-{shared[-1]} shared; warping error there "
               f"max {max(seam):.5f}, elsewhere median {statistics.median(others):.5f}, "
               f"max {max(others):.5f}")
     if {"temporal", "independent"} <= results.keys():
@@ -195,7 +204,7 @@ def main() -> None:
                  / statistics.mean(results["independent"]["errors"]))
         print(f"warping error ratio temporal / independent: {ratio:.3f}")
     figure(results, args.out / "flicker.png")
-    strip(results, args.out / "strip.png")
+    strip(results, args.out / "strip.png", args)
     print(f"figures: {args.out / 'flicker.png'}, {args.out / 'strip.png'}")
 
 
