@@ -43,6 +43,8 @@ VARIANTS = {"temporal": [], "independent": ["--model.warm_start", "false"],
             "temporal_100000": ["--model.temporal_weight", "100000"],
             "long_term": ["--model.long_term", "[1, 2, 4]"],
             "two_passes": ["--data.passes", "2"],
+            "warm_lr_0.005": ["--model.warm_lr", "0.005"],
+            "warm_lr_0.01": ["--model.warm_lr", "0.01"],
             "long_term_20000": ["--model.long_term", "[1, 2, 4]", "--model.temporal_weight",
                                 "20000"]}
 

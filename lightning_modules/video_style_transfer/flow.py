@@ -145,17 +145,20 @@ def _pixel_grid(height: int, width: int, like: Tensor) -> tuple[Tensor, Tensor]:
     return torch.meshgrid(rows, columns, indexing="ij")
 
 
-def warp(image: Tensor, flow: Tensor) -> Tensor:
+def warp(image: Tensor, flow: Tensor, mode: str = "bilinear") -> Tensor:
     """Sample ``image`` at each pixel moved by ``flow``: ``output(x) = image(x + flow(x))``.
 
-    Bilinear (``grid_sample`` with ``align_corners=True``, so pixel centres land on pixel
-    centres and an integer flow moves pixels exactly), replicating the border where ``x + flow``
-    leaves the image. Differentiable with respect to the image and the flow.
+    Bilinear by default (``grid_sample`` with ``align_corners=True``, so pixel centres land on
+    pixel centres and an integer flow moves pixels exactly), replicating the border where
+    ``x + flow`` leaves the image. Differentiable with respect to the image and the flow.
 
     Args:
         image: ``[C, H, W]`` or a batch ``[N, C, H, W]``.
         flow: ``[2, H, W]`` or ``[N, 2, H, W]`` (x then y displacement, pixels); a single flow
             moves every image of a batch, a single image is moved by every flow of a batch.
+        mode: ``"bilinear"`` or ``"bicubic"``: a picture warped again and again (each frame of
+            a video from the one before) blurs less with bicubic sampling, which keeps more of
+            a pixel's own value at sub-pixel moves.
 
     Returns:
         The warped image, ``[C, H, W]`` when both are single, else ``[N, C, H, W]``.
@@ -181,7 +184,7 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
     # last's. A side of one pixel has a single centre, where any scale gives 0.
     x = (columns + flows[:, 0]) * (2 / max(width - 1, 1)) - 1
     y = (rows + flows[:, 1]) * (2 / max(height - 1, 1)) - 1
-    warped = F.grid_sample(images, torch.stack((x, y), dim=-1), mode="bilinear",
+    warped = F.grid_sample(images, torch.stack((x, y), dim=-1), mode=mode,
                            padding_mode="border", align_corners=True)
     return warped[0] if single else warped
 

@@ -21,11 +21,17 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from lightning_modules.errors import UserInputError, check_non_negative
+from lightning_modules.errors import UserInputError, check_learning_rate, check_non_negative
 from lightning_modules.image_optimization.module import ImageOptimization
 from lightning_modules.style_transfer.composition import _distinct
 from lightning_modules.style_transfer.module import StyleTransfer
 from lightning_modules.style_transfer.terms.temporal import TemporalTerm
+
+
+# Each frame's start is the previous result warped: bilinear sampling, again and again at
+# sub-pixel moves, blurred 24 frames of a zoom to 79 % of the first frame's edge strength,
+# bicubic to 90 % (benchmarks/video_flicker.py, docs/video.md).
+WARP_MODE = "bicubic"
 
 
 class VideoStyleTransfer(StyleTransfer):
@@ -44,6 +50,9 @@ class VideoStyleTransfer(StyleTransfer):
             frame's); None: as many as the first.
         flow: The optical flow method: ``"dis"`` (OpenCV's dense inverse search) or
             ``"farneback"``.
+        warm_lr: The learning rate of a warm-started frame (None: ``lr``): a frame that starts
+            close to its result needs smaller steps, and every frame's steps add up along the
+            video (the picture drifts toward the style's colours with larger ones).
         video_file: The video's file name in the run folder; its suffix picks the container
             and codec (``.mp4``: H.264, ``.webm``: VP9, ``.mov``, ``.mkv``, ``.gif``).
         **kwargs: Every option of :class:`~lightning_modules.style_transfer.StyleTransfer`.
@@ -54,13 +63,15 @@ class VideoStyleTransfer(StyleTransfer):
 
     def __init__(self, temporal_weight: float = 20000.0, long_term: Sequence[int] = (1,),
                  warm_start: bool = True, warm_steps: Optional[int] = None,
-                 flow: str = "dis", video_file: str = "video.mp4", **kwargs: Any) -> None:
+                 flow: str = "dis", video_file: str = "video.mp4",
+                 warm_lr: Optional[float] = 0.005, **kwargs: Any) -> None:
         check_non_negative("temporal_weight", temporal_weight)
         long_term = sorted(set(long_term))
         if (not long_term or long_term[0] != 1
                 or not all(isinstance(k, int) and k >= 1 for k in long_term)):
             raise UserInputError(f"long_term must be whole distances in frames that include 1, "
                                  f"got {list(long_term)}.")
+        check_learning_rate("warm_lr", warm_lr)
         if warm_steps is not None and (isinstance(warm_steps, bool)
                                        or not isinstance(warm_steps, int) or warm_steps < 1):
             raise UserInputError(f"warm_steps must be a positive number of steps, got "
@@ -79,6 +90,7 @@ class VideoStyleTransfer(StyleTransfer):
         self.long_term = long_term
         self.warm_start = warm_start
         self.warm_steps = warm_steps
+        self.warm_lr = warm_lr
         self.flow = flow
         term = TemporalTerm(temporal_weight if warm_start else 0.0)
         term.bind(self.backbone, wrap=self.tileable)
@@ -171,7 +183,8 @@ class VideoStyleTransfer(StyleTransfer):
             flow_back = optical_flow(frame, earlier_frame, self.flow)
             flow_forward = optical_flow(earlier_frame, frame, self.flow)
             reliable = temporal_weights(flow_back, flow_forward)
-            warped.append(warp(self._picture((job.pass_index, earlier)), flow_back))
+            warped.append(warp(self._picture((job.pass_index, earlier)), flow_back,
+                               WARP_MODE).clamp(0, 1))
             # A farther frame counts only where the nearer ones' flow fails (Ruder et al.).
             weights.append((reliable - covered).clamp(min=0))
             covered = torch.maximum(covered, reliable)
@@ -212,6 +225,14 @@ class VideoStyleTransfer(StyleTransfer):
                 and self.warm_steps > self.steps_per_chunk):
             raise UserInputError(f"warm_steps ({self.warm_steps}) must be at most the first "
                                  f"frame's steps, trainer.max_steps ({self.steps_per_chunk}).")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optimizer = super().configure_optimizers()
+        # Built again at every chunk: a warm frame's steps are its own.
+        if self._warm() and self.warm_lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = self.warm_lr
+        return optimizer
 
     def chunk_finished(self) -> bool:
         return (self._warm() and self.warm_steps is not None
