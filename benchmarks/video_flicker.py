@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--frames", default="0:72")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--warm-steps", type=int, default=60)
+    parser.add_argument("--warm-steps", type=int, default=30)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--option", action="append", default=[],
                         help="an extra cli.py argument for every variant (repeat)")
