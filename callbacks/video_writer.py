@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 from callbacks.run_directory import continues_run, run_directory
 from datamodules.files import write_csv_rows
 from datamodules.images import image_to_tensor, load_image, save_png
-from lightning_modules.errors import UserInputError
 
 
 class VideoWriter(pl.Callback):
@@ -34,9 +33,9 @@ class VideoWriter(pl.Callback):
     """
 
     def __init__(self, file_name: str = "video.mp4", warping_error: bool = True) -> None:
-        if Path(file_name).name != file_name or not Path(file_name).suffix:
-            raise UserInputError(f"file_name must be a file name with a suffix (video.mp4), "
-                                 f"got {file_name!r}.")
+        from datamodules.video_io import check_video_file_name
+
+        check_video_file_name(file_name)
         self.file_name = file_name
         self.warping_error = warping_error
         self.directory: Optional[Path] = None

@@ -527,6 +527,17 @@ def writable_suffixes() -> list[str]:
     return [suffix for suffix, spec in _FORMATS.items() if _can_write(av, spec)]
 
 
+def check_video_file_name(name: str) -> None:
+    """Refuse, in one sentence, a video file name that is a path or whose suffix
+    :func:`write_video` does not write (checked before a run, not after its frames)."""
+    if not isinstance(name, str) or Path(name).name != name or not Path(name).suffix:
+        raise UserInputError(f"The video's file name must be a file name with a suffix "
+                             f"(video.mp4), got {name!r}.")
+    if Path(name).suffix.lower() not in _FORMATS:
+        raise UserInputError(f"Cannot write a {Path(name).suffix} video; use one of "
+                             f"{', '.join(_FORMATS)}.")
+
+
 def write_video(frames: Iterable[Picture], path: Union[str, "os.PathLike[str]"],
                 fps: Union[Fraction, float], audio: Optional[tuple[str, float, float]] = None,
                 overwrite: bool = False) -> Path:

@@ -81,11 +81,11 @@ class VideoStyleTransfer(StyleTransfer):
         if flow not in FLOW_METHODS:
             raise UserInputError(f"Unknown flow '{flow}'; choose one of "
                                  f"{', '.join(FLOW_METHODS)}.")
-        from callbacks.video_writer import VideoWriter
+        from datamodules.video_io import check_video_file_name
 
-        writer = VideoWriter(video_file)  # checks the name before any work
+        check_video_file_name(video_file)  # before any work, not after the frames
         super().__init__(**kwargs)
-        self.writer = writer
+        self.video_file = video_file
         self.temporal_weight = temporal_weight
         self.long_term = long_term
         self.warm_start = warm_start
@@ -258,7 +258,9 @@ class VideoStyleTransfer(StyleTransfer):
         return f"{folder}/overlap/{job.name}" if job.shared else f"{folder}/{job.name}"
 
     def configure_callbacks(self) -> list[Any]:
-        return [self.writer]
+        from callbacks.video_writer import VideoWriter
+
+        return [VideoWriter(self.video_file)]
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -294,7 +294,8 @@ def test_two_processes_run_a_segment_each_and_cross_fade_where_they_meet(workdir
     (["--data.passes", "3"], "passes must be 1 (forward) or 2"),
     (["--data.passes", "2", "--model.warm_start", "false"], "needs --model.warm_start true"),
     (["--model.warm_steps", "7"], "warm_steps (7) must be at most the first frame's steps"),
-    (["--model.video_file", "out"], "file_name must be a file name with a suffix"),
+    (["--model.video_file", "out"], "must be a file name with a suffix"),
+    (["--model.video_file", "out.xyz"], "Cannot write a .xyz video"),
 ])
 def test_bad_video_options_are_one_sentence(workdir, capsys, options, expected) -> None:
     assert cli.main(tiny_video_args(*options)) == 1
