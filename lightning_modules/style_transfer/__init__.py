@@ -7,6 +7,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "StyleTransfer": ".module", "FeatureInversion": ".module", "TextureSynthesis": ".module",
     "content_loss": ".functional", "gram_matrix": ".functional", "style_loss": ".functional",
     "tv_loss": ".functional", "extract_features": ".functional", "keep_colors": ".functional",
+    "color_distance": ".functional", "rgb_to_lab": ".functional",
     "seam_ratio": ".tiling", "tile": ".tiling",
     "StyleLoss": ".style_losses", "GramLoss": ".style_losses", "MeanStdLoss": ".style_losses",
     "SlicedWassersteinLoss": ".style_losses", "STYLE_LOSSES": ".style_losses",

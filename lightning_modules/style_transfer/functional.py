@@ -183,3 +183,59 @@ def keep_colors(result: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     content_yiq = torch.einsum("ij,jhw->ihw", to_yiq, content)
     mixed = torch.cat([result_yiq[:1], content_yiq[1:]])
     return torch.einsum("ij,jhw->ihw", torch.linalg.inv(to_yiq), mixed).clamp(0, 1)
+
+
+# sRGB (D65) to CIE XYZ, for CIELAB.
+_RGB_TO_XYZ = torch.tensor(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+     [0.0193339, 0.1191920, 0.9503041]]
+)
+_D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883])
+
+
+def rgb_to_lab(pixels: torch.Tensor) -> torch.Tensor:
+    """CIELAB (D65) of 0-1 sRGB pixels ``[..., 3, H, W]``: L in 0-100, a and b about -128-127.
+
+    Lab is where a distance between colours is close to the difference a person sees.
+    """
+    pixels = at_least_float32(pixels).clamp(0, 1)
+    linear = torch.where(pixels <= 0.04045, pixels / 12.92, ((pixels + 0.055) / 1.055) ** 2.4)
+    xyz = torch.einsum("ij,...jhw->...ihw", _RGB_TO_XYZ.to(linear), linear)
+    xyz = xyz / _D65_WHITE.to(xyz)[:, None, None]
+    epsilon, kappa = 216 / 24389, 24389 / 27
+    f = torch.where(xyz > epsilon, xyz.clamp(min=epsilon) ** (1 / 3), (kappa * xyz + 16) / 116)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+
+
+def color_distance(picture: torch.Tensor, reference: torch.Tensor, directions: int = 64,
+                   size: int = 256, seed: int = 0) -> float:
+    """How far the colours of ``picture`` are from those of ``reference``: the sliced
+    Wasserstein distance between their pixels in CIELAB.
+
+    Both are resized to ``size`` x ``size`` (so pictures of any two sizes compare, and every
+    pixel weighs the same); the pixels' Lab values are projected on ``directions`` random unit
+    directions (the same for both, drawn from ``seed``), each projection's values sorted, and
+    the distance is the root of the mean squared difference of the sorted values over all
+    directions. It compares the distributions, not the places: a picture against its own
+    pixels shuffled is 0, a grey picture against a red one is large (tens of Lab units).
+
+    Args:
+        picture: 0-1 RGB pixels ``[3, H, W]``.
+        reference: 0-1 RGB pixels ``[3, H', W']`` (e.g. the style image).
+        directions: How many random directions.
+        size: The side both are resized to.
+        seed: Seeds the directions, so that distances of one study compare.
+
+    Returns:
+        The distance, in Lab units.
+    """
+    resized = [torch.nn.functional.interpolate(at_least_float32(image)[None], size=(size, size),
+                                               mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+               for image in (picture, reference)]
+    generator = torch.Generator().manual_seed(seed)
+    axes = torch.randn(directions, 3, generator=generator)
+    axes = axes / axes.norm(dim=1, keepdim=True)
+    projected = [(axes @ rgb_to_lab(image).flatten(1)).sort(dim=1).values for image in resized]
+    return float(((projected[0] - projected[1]) ** 2).mean().sqrt())
