@@ -4,15 +4,16 @@ Each frame is a style-transfer job (:class:`~datamodules.video_style_transfer.Fr
 chunk each, in the order of its chain. A frame after a chain's first:
 
 - starts from the previous frame's result warped to it by the optical flow of the input
-  (where the flow is not reliable, from the frame itself), so it needs fewer steps
-  (``warm_steps``) and only the finest scale;
+  (bicubically; where the flow is not reliable, from the frame itself), so it needs fewer and
+  smaller steps (``warm_steps`` at ``warm_lr``) and only the finest scale;
 - adds a temporal term (:class:`~lightning_modules.style_transfer.terms.temporal.TemporalTerm`):
   the picture stays where the previous results moved to, on the pixels the flow follows
   reliably (forward-backward consistent, off motion boundaries).
 
 The previous results a frame needs are kept in memory (and in checkpoints, so a run killed at
 any frame and step goes on as the uninterrupted one would); a chain's first frame is a plain
-style transfer at every scale.
+style transfer at every scale. With ``passes=2`` (the data's option) the frames run again
+backwards, each from its forward picture blended with its successor's new one.
 """
 
 from __future__ import annotations
