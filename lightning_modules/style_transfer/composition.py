@@ -58,7 +58,8 @@ class FeatureMatching(ImageOptimization):
             luminance is combined with the content's chrominance (luminance-only transfer,
             Gatys et al. 2017).
         optimizer: ``"adam"`` or ``"lbfgs"`` (each trainer step is one L-BFGS iteration).
-        lr: Learning rate.
+        lr: Learning rate; None: the optimizer's own (:attr:`default_lr`: L-BFGS's is 1, its
+            line search's unit step, while an Adam step is a pixel change).
         lr_drop_step: Step at which the learning rate drops to ``lr_drop_to`` (None: never).
         lr_drop_to: The learning rate after ``lr_drop_step``.
         restart_optimizer_at_drop: Forget Adam's moments at the drop, as the homework does by
@@ -81,6 +82,9 @@ class FeatureMatching(ImageOptimization):
 
     data_name = "a StyleTransferData datamodule (data: class_path: datamodules.StyleTransferData)"
 
+    #: The learning rate of each optimizer when ``lr`` is None.
+    default_lr = {"adam": 0.05, "lbfgs": 1.0}
+
     # Checkpoints of the scales keep the name they had before the stages were shared.
     stage_key = "style_scale"
     stage_word = "scales"
@@ -95,7 +99,7 @@ class FeatureMatching(ImageOptimization):
         noise_scale: float = 1.0,
         preserve_colors: bool = False,
         optimizer: Literal["adam", "lbfgs"] = "adam",
-        lr: float = 0.05,
+        lr: Optional[float] = None,
         lr_drop_step: Optional[int] = None,
         lr_drop_to: Optional[float] = None,
         restart_optimizer_at_drop: bool = False,
@@ -147,7 +151,7 @@ class FeatureMatching(ImageOptimization):
                 self.hparams[key] = value.describe()
         self.parameterization = make_parameterization(parameterization, decay_power=decay_power)
         self.optimizer_name = optimizer
-        self.lr = lr
+        self.lr = lr if lr is not None else self.default_lr[optimizer]
         self.lr_drop_step = lr_drop_step
         self.lr_drop_to = lr_drop_to
         self.restart_optimizer_at_drop = restart_optimizer_at_drop

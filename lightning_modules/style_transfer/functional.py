@@ -142,6 +142,14 @@ def chrominance(pixels: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,njhw->nihw", _RGB_TO_YIQ[1:].to(pixels), at_least_float32(pixels))
 
 
+def _deviation_from_median(channels: torch.Tensor) -> float:
+    """The mean absolute difference of ``[N, C, H, W]`` values from their own 3x3 median."""
+    padded = torch.nn.functional.pad(channels, (1, 1, 1, 1), mode="replicate")
+    windows = padded.unfold(2, 3, 1).unfold(3, 3, 1)  # [N, C, H, W, 3, 3]
+    median = windows.flatten(-2).median(-1).values
+    return float((channels - median).abs().mean())
+
+
 def chroma_noise(pixels: torch.Tensor) -> float:
     """Colour speckle: the mean absolute difference of the chrominance from its own 3x3 median.
 
@@ -155,11 +163,24 @@ def chroma_noise(pixels: torch.Tensor) -> float:
         The score, in 0-1 units of I and Q.
     """
     batch = pixels if pixels.dim() == 4 else pixels[None]
-    iq = chrominance(batch.float())
-    padded = torch.nn.functional.pad(iq, (1, 1, 1, 1), mode="replicate")
-    windows = padded.unfold(2, 3, 1).unfold(3, 3, 1)  # [N, 2, H, W, 3, 3]
-    median = windows.flatten(-2).median(-1).values
-    return float((iq - median).abs().mean())
+    return _deviation_from_median(chrominance(batch.float()))
+
+
+def luma_noise(pixels: torch.Tensor) -> float:
+    """Light and dark flecks: :func:`chroma_noise`'s measure on the luminance (Y of YIQ).
+
+    Unlike the chrominance, a painting's luminance has texture of its own (canvas, hatching):
+    compare a picture's score with its style image's, at the same size.
+
+    Args:
+        pixels: 0-1 RGB pixels ``[3, H, W]`` (or ``[N, 3, H, W]``).
+
+    Returns:
+        The score, in 0-1 units of Y.
+    """
+    batch = pixels if pixels.dim() == 4 else pixels[None]
+    luminance = torch.einsum("j,njhw->nhw", _RGB_TO_YIQ[0].to(batch), at_least_float32(batch))
+    return _deviation_from_median(luminance[:, None])
 
 
 # YIQ, as in Gatys et al. 2017 "Controlling perceptual factors": luminance Y, chrominance I, Q.

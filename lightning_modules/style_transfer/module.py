@@ -23,8 +23,8 @@ from typing import Any, Literal, Sequence, Union
 from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.style_transfer.composition import FeatureMatching
 from lightning_modules.style_transfer.style_losses import StyleLoss
-from lightning_modules.style_transfer.terms import (ChromaTotalVariation, ContentTerm, LossTerm,
-                                                    StyleTerm, TotalVariation)
+from lightning_modules.style_transfer.terms import (ChromaTotalVariation, ColorTerm, ContentTerm,
+                                                    LossTerm, StyleTerm, TotalVariation)
 
 # The options of each term, by the presets that have it (for the sentence that refuses one).
 _TERM_OPTIONS = {
@@ -33,6 +33,7 @@ _TERM_OPTIONS = {
     "style_layers": "a style term (StyleTransfer, TextureSynthesis)",
     "style_weights": "a style term (StyleTransfer, TextureSynthesis)",
     "style_loss": "a style term (StyleTransfer, TextureSynthesis)",
+    "color_weight": "a colour term (StyleTransfer; a FeatureMatching can list a ColorTerm)",
     "terms": "FeatureMatching, which takes its loss terms as objects",
 }
 
@@ -76,6 +77,11 @@ class StyleTransfer(FeatureMatching):
         loss_reduction: ``"mean"``: the content and TV losses are means over their values, so
             one set of weights serves every image size (and every scale); ``"sum"``: the
             homework's sums, which grow with the number of pixels.
+        color_weight: Weight of the colour term
+            (:class:`~lightning_modules.style_transfer.terms.ColorTerm`: the sliced Wasserstein
+            distance of the picture's CIELAB pixels to the style's), which gives the picture the
+            painting's palette and values; the network's features alone leave much of the
+            photo's. 0: no such term; with ``preserve_colors`` it is left out.
         **kwargs: The picture's options, shared by the three presets (``init``, ``scales``,
             ``shift``, ``optimizer``, ``lr``, ``clamp``, ``tileable``, ``parameterization``,
             ``preserve_colors``, ...: see
@@ -83,6 +89,9 @@ class StyleTransfer(FeatureMatching):
             ``weights``, ``channels_last``, ``fast``, ``recompute_features`` of
             :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
+
+    # Adam at 0.05 leaves single-pixel colour noise a style cannot pin down (see the docs).
+    default_lr = {"adam": 0.02, "lbfgs": 1.0}
 
     def __init__(
         self,
@@ -94,6 +103,7 @@ class StyleTransfer(FeatureMatching):
         tv_weight: float = 0.0,
         chroma_tv_weight: float = 0.0,
         loss_reduction: Literal["mean", "sum"] = "mean",
+        color_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         _refuse_other_terms(type(self).__name__, kwargs)
@@ -101,6 +111,9 @@ class StyleTransfer(FeatureMatching):
         terms = [ContentTerm(content_layers, content_weight, loss_reduction),
                  StyleTerm(style_layers, style_weights, style_loss),
                  *_smoothness(tv_weight, chroma_tv_weight, loss_reduction)]
+        # With the photo's colours kept, its palette and values are the point: no pull away.
+        if color_weight and not kwargs.get("preserve_colors"):
+            terms.append(ColorTerm(color_weight))
         super().__init__(terms=terms, **kwargs)
 
 

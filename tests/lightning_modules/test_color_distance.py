@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modules.style_transfer.functional import color_distance, rgb_to_lab
+from lightning_modules.style_transfer.functional import (chroma_noise, color_distance, luma_noise,
+                                                       rgb_to_lab)
 
 
 def test_lab_of_known_colours() -> None:
@@ -35,3 +36,14 @@ def test_grey_against_red_is_far_and_closer_colours_are_closer() -> None:
     far, near = color_distance(grey, red), color_distance(grey, pink)
     assert far > 30 and near < far
     assert abs(color_distance(red, grey) - far) < 1e-4
+
+
+def test_luma_noise_counts_light_flecks_and_not_smooth_light_or_colour_confetti() -> None:
+    ramp = torch.linspace(0, 1, 64)[None, None, :].expand(3, 64, 64).clone()
+    flecked = ramp.clone()
+    flecked[:, ::7, ::5] = 1.0  # single white pixels, as along the strong edges of a bad run
+    # Colour confetti of one luminance: I and Q change, Y does not.
+    confetti = torch.full((3, 64, 64), 0.5)
+    confetti[:, ::2, ::2] += torch.tensor([0.1, -0.0510, 0.0])[:, None, None]
+    assert luma_noise(ramp) < 1e-4 < 0.005 < luma_noise(flecked)
+    assert luma_noise(confetti) < 1e-3 < chroma_noise(confetti)
