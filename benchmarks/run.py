@@ -289,6 +289,8 @@ class PlainRunner:
                 self.device)
             self.style = image_to_tensor(resize_shorter_side(load_image(data["style"]),
                                                              config.image_size)).to(self.device)
+            if self.args.get("lr") is None:  # the config's null: the optimizer's own
+                self.args["lr"] = model_class.default_lr[self.args["optimizer"]]
         else:
             from lightning_modules.class_visualization import default_learning_rate
             from lightning_modules.image_optimization import make_parameterization
@@ -340,10 +342,11 @@ def init_defaults(cls: type) -> dict[str, Any]:
 
 # ============================================================================ the project side
 #: The plain loop's arithmetic, which the shipped style-transfer config goes beyond: one scale,
-#: no random shifts (they change the work's random numbers), no chroma TV, summed losses. The
-#: project runs with these so that both sides do the same work (``--check`` verifies it).
+#: no random shifts (they change the work's random numbers), no chroma TV, no colour term,
+#: summed losses. The project runs with these so that both sides do the same work (``--check``
+#: verifies it).
 PLAIN_STYLE_TRANSFER = {"scales": None, "shift": 0, "chroma_tv_weight": 0.0,
-                        "loss_reduction": "sum"}
+                        "color_weight": 0.0, "loss_reduction": "sum"}
 
 
 def build_project(config: Config, model_options: Sequence[tuple[str, Any]] = ()

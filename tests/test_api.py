@@ -238,8 +238,8 @@ def test_fool_reaches_the_target_on_the_returned_8_bit_image(workdir: Path) -> N
      "--data.image_size needs a value; null (None) is not one."),
     (lambda: stylize("chelsea", "coffee", tv_weight="a"),
      "--model.tv_weight: Expected a <class 'float'>. Got value: a"),
-    (lambda: stylize("chelsea", "coffee", lr=None), "--model.lr needs a value; null (None) is "
-                                                    "not one."),
+    (lambda: stylize("chelsea", "coffee", tv_weight=None), "--model.tv_weight needs a value; "
+                                                           "null (None) is not one."),
     (lambda: stylize("chelsea", "coffee", backbone=None),
      "--model.backbone needs a value; null (None) is not one."),
     (lambda: stylize("chelsea", "coffee", backbone=3), "--model.backbone: Expected a <class "

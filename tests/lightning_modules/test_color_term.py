@@ -105,14 +105,15 @@ def test_the_colour_weight_takes_the_styles_palette_and_preserve_colors_keeps_th
     with_color, _, _ = _fit(content_image, style_path, lr=0.05, color_weight=30000.0)
     kept, _, _ = _fit(content_image, style_path, lr=0.05, color_weight=30000.0,
                       preserve_colors=True)
-    kept_without_term, _, _ = _fit(content_image, style_path, lr=0.05, preserve_colors=True)
     photo_to_style = color_distance(content, style)
     # (On this random network the other terms hold the lightness: 40 steps move the colours.)
     assert color_distance(with_color, style) < 0.6 * photo_to_style
     assert color_distance(with_color, style) < 0.7 * color_distance(without, style)
     # preserve_colors: the photo's colours. The colour term is left out (it would pull the
     # values away from the photo's), and the result is far nearer the photo than the style.
-    assert torch.equal(kept, kept_without_term)
+    assert "color" not in StyleTransfer(backbone="tiny", weights="random", content_layers=[2],
+                                        style_layers=[0], style_weights=[1.0], color_weight=1.0,
+                                        preserve_colors=True).term_names
     assert color_distance(kept, content) < 0.5 * color_distance(kept, style)
     assert color_distance(kept, content) < 0.5 * color_distance(with_color, content)
 
