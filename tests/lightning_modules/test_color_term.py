@@ -124,3 +124,39 @@ def test_lbfgs_takes_its_own_learning_rate_unless_one_is_given() -> None:
     assert StyleTransfer(**options).lr == 0.02
     assert StyleTransfer(optimizer="lbfgs", **options).lr == 1.0
     assert StyleTransfer(optimizer="lbfgs", lr=0.3, **options).lr == 0.3
+
+
+def test_with_style_masks_each_styles_colours_belong_in_its_region() -> None:
+    red, blue = torch.zeros(3, 16, 16), torch.zeros(3, 16, 16)
+    red[0], blue[2] = 0.9, 0.9
+    left = torch.zeros(1, 16, 16)
+    left[..., :8] = 1.0
+    job = _Job(red)
+    job.styles, job.style_blend_weights, job.style_masks = [red, blue], [0.5, 0.5], [left, 1 - left]
+    backbone = load_backbone("tiny", "random")
+    term = ColorTerm(weight=1.0)
+    term.bind(backbone, wrap=False)
+    target = term.target([job], [(16, 16)], backbone, torch.device("cpu"))
+    right_way = torch.where(left.bool(), red, blue)[None]
+    wrong_way = torch.where(left.bool(), blue, red)[None]
+    assert float(term.loss(backbone.normalize(right_way), {}, target, 0)) < 1e-8
+    assert float(term.loss(backbone.normalize(wrong_way), {}, target, 0)) > 0.1
+
+
+def test_two_blended_styles_ask_for_their_barycenter() -> None:
+    """Blended, the styles' quantiles are averaged (their Wasserstein barycenter, as the
+    sliced-Wasserstein style loss blends): red and blue make a purple, not half of each."""
+    red, blue = torch.zeros(3, 16, 16), torch.zeros(3, 16, 16)
+    red[0], blue[2] = 0.9, 0.9
+    job = _Job(red)
+    job.styles, job.style_blend_weights = [red, blue], [0.5, 0.5]
+    backbone = load_backbone("tiny", "random")
+    term = ColorTerm(weight=1.0)
+    term.bind(backbone, wrap=False)
+    target = term.target([job], [(16, 16)], backbone, torch.device("cpu"))
+    halves = torch.cat([red[:, :8], blue[:, 8:]], dim=1)
+    purple = (red + blue) / 2
+    losses = {name: float(term.loss(backbone.normalize(p[None]), {}, target, 0))
+              for name, p in (("purple", purple), ("halves", halves), ("red", red),
+                              ("blue", blue))}
+    assert losses["purple"] < 0.5 * min(losses["halves"], losses["red"], losses["blue"])
