@@ -41,10 +41,10 @@ class ColorTerm(LossTerm):
     apart so that a mismatch of lightness never pushes colours: against a painting without
     colour, every pixel's chrominance is pulled straight to grey.
 
-    Every pixel of the picture counts at every step (a term that saw some pixels at a time
-    would push neighbours apart: colour noise). A large style is represented by every ``k``-th
-    of its pixels across and down (at most ``most_pixels``): its quantiles, which the picture's
-    sorted pixels are compared with, barely change, and it is sorted again at every step.
+    Every pixel of the picture counts at every step. A large style is represented by every
+    ``k``-th of its pixels across and down (at most ``most_pixels``): its quantiles, which the
+    picture's sorted pixels are compared with, barely change, and fewer values are sorted
+    again at every step.
 
     Args:
         weight: The term's weight.
