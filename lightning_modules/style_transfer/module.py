@@ -90,7 +90,7 @@ class StyleTransfer(FeatureMatching):
             :class:`~lightning_modules.image_optimization.ImageOptimization`.
     """
 
-    # Adam at 0.05 leaves single-pixel colour noise a style cannot pin down (see the docs).
+    # A small Adam step leaves less colour speckle (benchmarks/README.md, chroma_noise).
     default_lr = {"adam": 0.02, "lbfgs": 1.0}
 
     def __init__(
