@@ -3,7 +3,8 @@
 For each photo/painting pair, three runs of the shipped config (``configs/style_transfer.yaml``),
 one process, side by side:
 
-- ``no_color_term``: ``color_weight: 0``, the config as it was before the colour term;
+- ``no_color_terms``: ``color_weight: 0`` and ``chroma_detail_weight: 0``, the config as it
+  was before the colour terms;
 - ``default``: the shipped config;
 - ``preserve_colors``: the shipped config with ``preserve_colors: true``.
 
@@ -26,12 +27,17 @@ not ours to publish), then the three results. The pairs are yours; nothing is do
 
     python benchmarks/style_palette.py --out /tmp/palette --size 512 \\
         --pair photo1.jpg painting1.jpg --pair photo2.jpg painting2.jpg
+
+``--reuse`` measures a picture already in ``--out`` (from an earlier run of the same variant)
+instead of making it again: after a change to the default alone, only its pictures are
+remade (delete them first); a reused picture's seconds are left empty.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 import time
 from pathlib import Path
@@ -49,7 +55,7 @@ from lightning_modules.backbones import load_backbone  # noqa: E402
 from lightning_modules.style_transfer.functional import (chroma_noise, color_distance,  # noqa: E402
                                                          luma_noise, rgb_to_lab)
 
-VARIANTS = {"no_color_term": {"color_weight": 0.0}, "default": {},
+VARIANTS = {"no_color_terms": {"color_weight": 0.0, "chroma_detail_weight": 0.0}, "default": {},
             "preserve_colors": {"preserve_colors": True}}
 
 
@@ -84,6 +90,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the pictures already in --out instead of remaking them")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     backbone = load_backbone("efficientnet_lite0").eval()
@@ -93,10 +101,15 @@ def main() -> None:
         photo, painting = pixels(photo_path), pixels(painting_path, args.size)
         panels = [("photo's palette", palette(photo)), ("painting's palette", palette(painting))]
         for variant, options in VARIANTS.items():
-            start = time.perf_counter()
-            picture = stylize(photo_path, painting_path, image_size=args.size, save_dir=None,
-                              seed=args.seed, **options)
-            seconds = time.perf_counter() - start
+            saved = args.out / f"{name}__{variant}.png"
+            if args.reuse and saved.exists():
+                picture, seconds = load_image(saved).convert("RGB"), float("nan")
+            else:
+                start = time.perf_counter()
+                picture = stylize(photo_path, painting_path, image_size=args.size,
+                                  save_dir=None, seed=args.seed, **options)
+                seconds = time.perf_counter() - start
+                picture.save(saved)
             result = image_to_tensor(picture)
             photo_small = F.interpolate(photo[None], size=result.shape[-2:], mode="area")[0]
             distance = color_distance(photo_small, painting)
@@ -112,7 +125,6 @@ def main() -> None:
                 "content": content_loss(result, photo, backbone), "seconds": seconds})
             print({key: round(value, 4) if isinstance(value, float) else value
                    for key, value in rows[-1].items()}, flush=True)
-            picture.save(args.out / f"{name}__{variant}.png")
             panels.append((f"{variant} (r {rows[-1]['r']:.2f})", result))
         make_sheet(panels, height=256).save(args.out / f"{name}.png")
     with open(args.out / "palette.csv", "w", newline="") as handle:
@@ -122,15 +134,20 @@ def main() -> None:
     write_table(rows, args.out / "palette.md")
 
 
+def _seconds(row: dict) -> str:
+    """A run's seconds, or a dash for a reused picture."""
+    return "-" if math.isnan(row["seconds"]) else f"{row['seconds']:.0f}"
+
+
 def write_table(rows: list[dict], path: Path) -> None:
     """One Markdown row per pair: r, content loss, noise and lightness of the variants."""
     by_pair: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_pair.setdefault(row["pair"], {})[row["variant"]] = row
-    lines = ["| pair | r: no colour term / default / preserve_colors | content loss: no term / "
+    lines = ["| pair | r: no colour terms / default / preserve_colors | content loss: no terms / "
              "default (ratio) | chroma noise: default / painting | luma noise: default / "
              "painting | lightness: default / painting / photo | to photo: preserve_colors | "
-             "seconds: no term / default |",
+             "seconds: no terms / default |",
              "|---|---|---|---|---|---|---|---|"]
     for pair, variants in by_pair.items():
         old, new, kept = (variants[name] for name in VARIANTS)
@@ -141,7 +158,7 @@ def write_table(rows: list[dict], path: Path) -> None:
             f"{new['luma_noise']:.4f} / {new['painting_luma_noise']:.4f} | "
             f"{new['lightness']:.0f} / {new['painting_lightness']:.0f} / "
             f"{new['photo_lightness']:.0f} | {kept['to_photo']:.1f} | "
-            f"{old['seconds']:.0f} / {new['seconds']:.0f} |")
+            f"{_seconds(old)} / {_seconds(new)} |")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -6,6 +6,7 @@ nothing of the project.
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -28,9 +29,12 @@ class DivergedError(RuntimeError):
 
 def check_non_negative(name: str, values: float | Sequence[float]) -> None:
     """Raise a one-sentence error if a weight (or any of a list of weights) is negative or NaN."""
-    for value in [values] if isinstance(values, (int, float)) else values:
-        if not value >= 0:  # also catches NaN
-            raise UserInputError(f"{name} must be zero or positive, got {value}.")
+    listed = isinstance(values, (list, tuple)) or (isinstance(values, Sequence)
+                                                   and not isinstance(values, str))
+    for value in values if listed else [values]:
+        # Also catches NaN, and what is no number at all (None, a word).
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+            raise UserInputError(f"{name} must be zero or positive, got {value!r}.")
 
 
 def check_positive(name: str, value: Optional[float], unit: str = "") -> None:

@@ -43,8 +43,9 @@ def test_fit_writes_images_losses_plot_and_config(workdir, content_image, style_
     assert (run / "snapshots" / "content__style_step000002.png").is_file()
     rows = list(csv.DictReader(open(run / "losses.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
-    # The config's colour term (the painting's palette) logs its own column.
-    assert {"content_loss", "style_loss", "tv_loss", "color_loss", "loss"} <= set(rows[0])
+    # The config's colour terms (the painting's palette, its colour detail) log their columns.
+    assert {"content_loss", "style_loss", "tv_loss", "color_loss", "chroma_detail_loss",
+            "loss"} <= set(rows[0])
     assert Image.open(run / "loss_curve.png").size[0] > 100
     saved = yaml.safe_load(open(run / "config.yaml"))
     assert saved["model"]["init_args"]["backbone"] == "tiny"

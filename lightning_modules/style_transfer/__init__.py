@@ -14,5 +14,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "SlicedWassersteinLoss": ".style_losses", "STYLE_LOSSES": ".style_losses",
     "make_style_loss": ".style_losses", "FeatureMatching": ".composition",
     "LossTerm": ".terms", "ContentTerm": ".terms", "StyleTerm": ".terms",
-    "TotalVariation": ".terms", "ChromaTotalVariation": ".terms",
+    "TotalVariation": ".terms", "ChromaTotalVariation": ".terms", "ColorTerm": ".terms",
+    "ChromaDetailTerm": ".terms",
 })

@@ -23,8 +23,9 @@ from typing import Any, Literal, Sequence, Union
 from lightning_modules.errors import UserInputError, check_choice
 from lightning_modules.style_transfer.composition import FeatureMatching
 from lightning_modules.style_transfer.style_losses import StyleLoss
-from lightning_modules.style_transfer.terms import (ChromaTotalVariation, ColorTerm, ContentTerm,
-                                                    LossTerm, StyleTerm, TotalVariation)
+from lightning_modules.style_transfer.terms import (ChromaDetailTerm, ChromaTotalVariation,
+                                                    ColorTerm, ContentTerm, LossTerm, StyleTerm,
+                                                    TotalVariation)
 
 # The options of each term, by the presets that have it (for the sentence that refuses one).
 _TERM_OPTIONS = {
@@ -34,6 +35,8 @@ _TERM_OPTIONS = {
     "style_weights": "a style term (StyleTransfer, TextureSynthesis)",
     "style_loss": "a style term (StyleTransfer, TextureSynthesis)",
     "color_weight": "a colour term (StyleTransfer; a FeatureMatching can list a ColorTerm)",
+    "chroma_detail_weight": ("a colour-detail term (StyleTransfer; a FeatureMatching can list a "
+                             "ChromaDetailTerm)"),
     "terms": "FeatureMatching, which takes its loss terms as objects",
 }
 
@@ -82,6 +85,10 @@ class StyleTransfer(FeatureMatching):
             distance of the picture's CIELAB pixels to the style's), which gives the picture the
             painting's palette and values; the network's features alone leave much of the
             photo's. 0: no such term; with ``preserve_colors`` it is left out.
+        chroma_detail_weight: Weight of the colour-detail term
+            (:class:`~lightning_modules.style_transfer.terms.ChromaDetailTerm`): fine colour
+            detail (specks, fringes) beyond the painting's own costs, as much as the painting
+            has is free. 0: no such term; with ``preserve_colors`` it is left out.
         **kwargs: The picture's options, shared by the three presets (``init``, ``scales``,
             ``shift``, ``optimizer``, ``lr``, ``clamp``, ``tileable``, ``parameterization``,
             ``preserve_colors``, ...: see
@@ -104,6 +111,7 @@ class StyleTransfer(FeatureMatching):
         chroma_tv_weight: float = 0.0,
         loss_reduction: Literal["mean", "sum"] = "mean",
         color_weight: float = 0.0,
+        chroma_detail_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         _refuse_other_terms(type(self).__name__, kwargs)
@@ -112,8 +120,9 @@ class StyleTransfer(FeatureMatching):
                  StyleTerm(style_layers, style_weights, style_loss),
                  *_smoothness(tv_weight, chroma_tv_weight, loss_reduction)]
         # With the photo's colours kept, its palette and values are the point: no pull away.
-        if color_weight and not kwargs.get("preserve_colors"):
-            terms.append(ColorTerm(color_weight))
+        if not kwargs.get("preserve_colors"):
+            terms += [term for term in (ColorTerm(color_weight),
+                                        ChromaDetailTerm(chroma_detail_weight)) if term.weight]
         super().__init__(terms=terms, **kwargs)
 
 

@@ -279,9 +279,38 @@ class SlicedWassersteinLoss(StyleLoss):
                     sorted_styles[id(cloud)] = torch.matmul(directions, cloud).sort(-1).values
                 quantiles = weight * _quantiles(sorted_styles[id(cloud)], levels[image])
                 expected = quantiles if expected is None else expected + quantiles
-            squared = (projected[image] - expected).pow(2) * weights[image]
+            squared = self.gap(projected[image], expected).pow(2) * weights[image]
             losses.append((squared.sum(-1) / totals[image, :, 0]).mean())
         return channels * torch.stack(losses)
+
+    def gap(self, projected: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+        """How far each sorted projection is from the style's quantile at its level (squared,
+        it is the loss): here the signed difference, both ways counting."""
+        return projected - expected
+
+
+class ExcessOverQuantiles(SlicedWassersteinLoss):
+    """One-sided: how far a 1-D statistic's sorted values exceed the style's quantiles.
+
+    :class:`SlicedWassersteinLoss` on a single channel (its one direction fixed to +1), where
+    only values above the style's quantile at their level count: ``mean_i max(0, x(i) -
+    y(i))^2``. A picture with less of the statistic than the style (e.g. smoother colours than
+    the painting's) costs nothing; a picture with more pays for the excess alone. Blends and
+    masks work as in :class:`SlicedWassersteinLoss`.
+    """
+
+    name = "excess_over_quantiles"
+
+    def __init__(self) -> None:
+        super().__init__(projections=1)
+
+    def directions(self, channels: int, seed: int, device: torch.device) -> torch.Tensor:
+        if channels != 1:
+            raise ValueError(f"ExcessOverQuantiles compares one channel, got {channels}.")
+        return torch.ones(1, 1, device=device)
+
+    def gap(self, projected: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+        return (projected - expected).clamp_min(0)
 
 
 #: The style losses' short names, for ``--model.style_loss NAME``: the one place a name

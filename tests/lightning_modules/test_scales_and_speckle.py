@@ -133,6 +133,7 @@ def test_a_scale_snapshot_is_written_at_each_coarse_scales_end(workdir, content_
     (["--model.noise_scale", "0"], "noise_scale must be above 0"),
     (["--model.chroma_tv_weight", "-1"], "chroma_tv_weight must be zero or positive"),
     (["--model.color_weight", "-1"], "color_weight must be zero or positive"),
+    (["--model.chroma_detail_weight", "-1"], "chroma_detail_weight must be zero or positive"),
     (["--model.parameterization", "fourier", "--model.clamp", "1.5"],
      "clamp and clamp_until are for the pixel parameterization"),
     (["--model.parameterization", "wavelet"], "parameterization"),  # the parser's: exit 2

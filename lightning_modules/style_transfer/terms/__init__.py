@@ -6,11 +6,11 @@ init_args: {layers: [1, 2], loss: sliced_wasserstein}}``.
 """
 
 from lightning_modules.style_transfer.terms.base import LossTerm, per_layer
-from lightning_modules.style_transfer.terms.color import ColorTerm
+from lightning_modules.style_transfer.terms.color import ChromaDetailTerm, ColorTerm
 from lightning_modules.style_transfer.terms.content import ContentTerm
 from lightning_modules.style_transfer.terms.smoothness import ChromaTotalVariation, TotalVariation
 from lightning_modules.style_transfer.terms.style import StyleTerm
 from lightning_modules.style_transfer.terms.temporal import TemporalTerm
 
-__all__ = ["ChromaTotalVariation", "ColorTerm", "ContentTerm", "LossTerm", "StyleTerm", "TemporalTerm", "TotalVariation",
+__all__ = ["ChromaDetailTerm", "ChromaTotalVariation", "ColorTerm", "ContentTerm", "LossTerm", "StyleTerm", "TemporalTerm", "TotalVariation",
            "per_layer"]

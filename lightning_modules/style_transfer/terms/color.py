@@ -1,4 +1,5 @@
-"""The colour term: the picture's pixels are distributed as the style's (its palette and values).
+"""Terms on the pixels' own statistics against the style's: its palette and values
+(:class:`ColorTerm`), and no more fine colour detail than it has (:class:`ChromaDetailTerm`).
 
 The style term compares network features, and a network's features barely depend on the
 absolute colour and lightness of a region (a classifier is trained to ignore them): a picture
@@ -17,20 +18,93 @@ import torch
 from lightning_modules.backbones import Backbone
 from lightning_modules.errors import UserInputError, check_non_negative
 from lightning_modules.image_optimization.resize import resize_pixels
-from lightning_modules.style_transfer.functional import rgb_to_lab
-from lightning_modules.style_transfer.style_losses import (SlicedWassersteinLoss, blended_targets,
+from lightning_modules.style_transfer.functional import chrominance, rgb_to_lab
+from lightning_modules.style_transfer.style_losses import (ExcessOverQuantiles, SlicedWassersteinLoss,
+                                                           StyleLoss, blended_targets,
                                                            layered_style_loss, masked_style_loss,
                                                            style_regions)
 from lightning_modules.style_transfer.terms.base import LossTerm
 
-# The lightness and the chrominance stand for two "layers" of the style losses (seeding their
-# random directions apart from the network's layers, which are 0 and up).
-_LIGHTNESS, _CHROMA = -1, -2
+# The pixel statistics stand for "layers" of the style losses (seeding their random directions
+# apart from the network's layers, which are 0 and up).
+_LIGHTNESS, _CHROMA, _CHROMA_DETAIL = -1, -2, -3
 # Lab scaled so that its three axes span about one unit, as 0-1 RGB does.
 _LAB_SCALE = torch.tensor([1 / 100, 1 / 128, 1 / 128])
 
 
-class ColorTerm(LossTerm):
+class PixelStatisticsTerm(LossTerm):
+    """A term comparing statistics of the picture's pixels with the style images' (blended;
+    with style masks, each in its region), through a style loss's criterion.
+
+    A subclass says which statistics (:meth:`statistics`: maps ``[N, C, H, W]`` by part), with
+    which weights (:meth:`part_weights`) and criterion. Every pixel of the picture counts at
+    every step. A large style is represented by every ``k``-th of its statistics' values across
+    and down (at most ``most_pixels``): its quantiles, which the picture's sorted values are
+    compared with, barely change, and fewer values are sorted again at every step.
+
+    Args:
+        weight: The term's weight.
+        criterion: The comparison of distributions (a sliced-Wasserstein kind of style loss).
+        most_pixels: The most pixels of a style image kept.
+    """
+
+    reads_styles = True
+
+    def __init__(self, weight: float, criterion: StyleLoss, most_pixels: int) -> None:
+        super().__init__()
+        check_non_negative(f"{self.name}_weight", weight)
+        if isinstance(most_pixels, bool) or not isinstance(most_pixels, int) or most_pixels < 1:
+            raise UserInputError(f"most_pixels must be a whole number of at least 1, got "
+                                 f"{most_pixels!r}.")
+        self.weight = weight
+        self.most_pixels = most_pixels
+        self.criterion = criterion
+        self.backbone: Optional[Backbone] = None
+
+    def bind(self, backbone: Backbone, wrap: bool) -> None:
+        self.backbone = backbone
+
+    def block(self, size: Sequence[int]) -> int:
+        """The step ``k`` of the values kept of a style image of ``size``."""
+        return max(1, math.ceil(math.sqrt(size[0] * size[1] / self.most_pixels)))
+
+    def statistics(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The compared statistics of 0-1 pixels ``[N, 3, H, W]``, maps ``[N, C, H, W]`` by
+        part."""
+        raise NotImplementedError
+
+    def part_weights(self) -> list[float]:
+        """The weight of each part of :meth:`statistics`, in its order."""
+        raise NotImplementedError
+
+    def target(self, jobs: Sequence[Any], sizes: Sequence[tuple[int, int]], backbone: Backbone,
+               device: torch.device) -> tuple[list[Any], Optional[tuple[Any, Any, Any]]]:
+        """The blended statistics of each job's styles, and the regions (None without masks)."""
+        statistics = []
+        for job, size in zip(jobs, sizes):
+            factor = min(size) / min(job.size)  # as the style term: styles follow the picture
+            per_style = []
+            for style in job.styles:
+                pixels = resize_pixels(style, [round(side * factor) for side in style.shape[-2:]])
+                block = self.block(pixels.shape[-2:])
+                parts = self.statistics(pixels.to(device)[None])
+                per_style.append([self.criterion.target(part[..., ::block, ::block])
+                                  for part in parts.values()])
+            statistics.append(per_style)
+        return (blended_targets(self.criterion, statistics, jobs),
+                style_regions(self.criterion, statistics, jobs, device))
+
+    def loss(self, pictures: torch.Tensor, features: Mapping[int, torch.Tensor], target: Any,
+             step: int) -> torch.Tensor:
+        parts = self.statistics(self.backbone.denormalize(pictures))
+        names, weights = list(parts), self.part_weights()
+        targets, regions = target
+        if regions is None:
+            return layered_style_loss(self.criterion, parts, names, targets, weights, step)
+        return masked_style_loss(self.criterion, parts, names, weights, *regions, step)
+
+
+class ColorTerm(PixelStatisticsTerm):
     """``w * (SW(L) + f * SW(a, b))``: how far the distribution of the picture's colours is from
     the style images' (blended; with style masks, each in its region).
 
@@ -56,28 +130,13 @@ class ColorTerm(LossTerm):
     """
 
     name = "color"
-    reads_styles = True
 
     def __init__(self, weight: float = 0.0, chroma_factor: float = 16.0,
                  most_pixels: int = 65536) -> None:
-        super().__init__()
-        check_non_negative("color_weight", weight)
         check_non_negative("chroma_factor", chroma_factor)
-        if isinstance(most_pixels, bool) or not isinstance(most_pixels, int) or most_pixels < 1:
-            raise UserInputError(f"most_pixels must be a whole number of at least 1, got "
-                                 f"{most_pixels!r}.")
-        self.weight = weight
+        # As many directions as channels: 1 and 2.
+        super().__init__(weight, SlicedWassersteinLoss(), most_pixels)
         self.chroma_factor = chroma_factor
-        self.most_pixels = most_pixels
-        self.criterion = SlicedWassersteinLoss()  # as many directions as channels: 1 and 2
-        self.backbone: Optional[Backbone] = None
-
-    def bind(self, backbone: Backbone, wrap: bool) -> None:
-        self.backbone = backbone
-
-    def block(self, size: Sequence[int]) -> int:
-        """The step ``k`` of the pixels kept of a style image of ``size``."""
-        return max(1, math.ceil(math.sqrt(size[0] * size[1] / self.most_pixels)))
 
     @staticmethod
     def colors(pixels: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -86,29 +145,54 @@ class ColorTerm(LossTerm):
         lab = rgb_to_lab(pixels) * _LAB_SCALE.to(pixels)[:, None, None]
         return {_LIGHTNESS: lab[:, :1], _CHROMA: lab[:, 1:]}
 
-    def target(self, jobs: Sequence[Any], sizes: Sequence[tuple[int, int]], backbone: Backbone,
-               device: torch.device) -> tuple[list[Any], Optional[tuple[Any, Any, Any]]]:
-        """The blended colour statistics of each job's styles, and the regions (None without
-        masks)."""
-        statistics = []
-        for job, size in zip(jobs, sizes):
-            factor = min(size) / min(job.size)  # as the style term: styles follow the picture
-            per_style = []
-            for style in job.styles:
-                pixels = resize_pixels(style, [round(side * factor) for side in style.shape[-2:]])
-                block = self.block(pixels.shape[-2:])
-                colors = self.colors(pixels[:, ::block, ::block].to(device)[None])
-                per_style.append([self.criterion.target(colors[part])
-                                  for part in (_LIGHTNESS, _CHROMA)])
-            statistics.append(per_style)
-        return (blended_targets(self.criterion, statistics, jobs),
-                style_regions(self.criterion, statistics, jobs, device))
+    def statistics(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
+        return self.colors(pixels)
 
-    def loss(self, pictures: torch.Tensor, features: Mapping[int, torch.Tensor], target: Any,
-             step: int) -> torch.Tensor:
-        colors = self.colors(self.backbone.denormalize(pictures))
-        parts, weights = [_LIGHTNESS, _CHROMA], [self.weight, self.weight * self.chroma_factor]
-        targets, regions = target
-        if regions is None:
-            return layered_style_loss(self.criterion, colors, parts, targets, weights, step)
-        return masked_style_loss(self.criterion, colors, parts, weights, *regions, step)
+    def part_weights(self) -> list[float]:
+        return [self.weight, self.weight * self.chroma_factor]
+
+
+def chroma_detail(pixels: torch.Tensor) -> torch.Tensor:
+    """How far each pixel's chrominance stands out of its 3x3 neighbourhood's mean.
+
+    The length of the chrominance (I and Q of YIQ, 0-1 units) minus its 3x3 box average (edges
+    replicated): 0 where colour is smooth, large at colour specks and fringes.
+
+    Args:
+        pixels: 0-1 RGB pixels ``[N, 3, H, W]``.
+
+    Returns:
+        The lengths ``[N, 1, H, W]``.
+    """
+    chroma = chrominance(pixels)
+    padded = torch.nn.functional.pad(chroma, (1, 1, 1, 1), mode="replicate")
+    detail = chroma - torch.nn.functional.avg_pool2d(padded, 3, stride=1)
+    # The small floor keeps the length's gradient finite where the colour is exactly smooth.
+    return (detail.pow(2).sum(1, keepdim=True) + 1e-12).sqrt()
+
+
+class ChromaDetailTerm(PixelStatisticsTerm):
+    """``w * mean_i max(0, d(i) - q(i))^2``: fine colour detail beyond the painting's own.
+
+    ``d`` are the picture's :func:`chroma_detail` values, sorted; ``q`` the style's quantiles
+    at the same levels (:class:`~..style_losses.ExcessOverQuantiles`). Where the painting is
+    smooth in colour (a Vermeer's glazes), specks and fringes of colour the network's features
+    bring cost much; where it has strokes of colour (an impressionist's), as much colour
+    detail as the painting has is free. A total variation of the chrominance, in contrast,
+    costs the same against every painting.
+
+    Args:
+        weight: The term's weight.
+        most_pixels: The most pixels of a style image kept.
+    """
+
+    name = "chroma_detail"
+
+    def __init__(self, weight: float = 0.0, most_pixels: int = 65536) -> None:
+        super().__init__(weight, ExcessOverQuantiles(), most_pixels)
+
+    def statistics(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
+        return {_CHROMA_DETAIL: chroma_detail(pixels)}
+
+    def part_weights(self) -> list[float]:
+        return [self.weight]
