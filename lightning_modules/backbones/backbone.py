@@ -83,8 +83,8 @@ class Backbone(nn.Module):
         self.compile_mode: Optional[str] = None
         # Activation checkpointing: see use_recomputation.
         self.recompute = False
-        # Normalizations folded into convolutions (fold_batch_norm).
-        self.folded_norms = 0
+        # (convolution, normalization) names of the pairs fold_batch_norm folded.
+        self.folded_pairs: list[tuple[str, str]] = []
 
     def train(self, mode: bool = True) -> "Backbone":
         """Keep the backbone frozen in eval mode whatever the caller asks."""
@@ -298,6 +298,11 @@ class Backbone(nn.Module):
         return self.to(memory_format=torch.channels_last)
 
     @property
+    def folded_norms(self) -> int:
+        """How many normalizations :meth:`fold_batch_norm` folded."""
+        return len(self.folded_pairs)
+
+    @property
     def batch_norm_folded(self) -> bool:
         """Whether :meth:`fold_batch_norm` has run on this backbone."""
         return self.__dict__.get("_batch_norm_folded", False)
@@ -325,7 +330,7 @@ class Backbone(nn.Module):
         for size in (64, 224):  # a network for one input size only fails on the small probe
             probe = torch.randn(2, 3, size, size, generator=generator).to(self.mean.device)
             try:
-                self.folded_norms = fold_batch_norm(self, probe)
+                self.folded_pairs = fold_batch_norm(self, probe)
                 break
             except RuntimeError:
                 if size == 224:

@@ -123,7 +123,8 @@ def fold_into(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter(bias.to(dtype), requires_grad=trainable)
 
 
-def fold_batch_norm(network: nn.Module, probe: torch.Tensor, atol: float = 1e-3) -> int:
+def fold_batch_norm(network: nn.Module, probe: torch.Tensor, atol: float = 1e-3
+                    ) -> list[tuple[str, str]]:
     """Fold, in place, every normalization of ``network`` that directly follows a convolution.
 
     Args:
@@ -133,11 +134,11 @@ def fold_batch_norm(network: nn.Module, probe: torch.Tensor, atol: float = 1e-3)
             the network is put back as it was (with a warning).
 
     Returns:
-        The number of normalizations folded.
+        ``(convolution name, normalization name)`` of each pair folded.
     """
     pairs = foldable_pairs(network, probe)
     if not pairs:
-        return 0
+        return []
     saved = {name: copy.deepcopy(network.get_submodule(name)) for pair in pairs for name in pair}
     with torch.no_grad():
         before = network(probe)
@@ -153,5 +154,5 @@ def fold_batch_norm(network: nn.Module, probe: torch.Tensor, atol: float = 1e-3)
         warnings.warn("Folding the batch normalizations changed the network's output (a "
                       "convolution's output is used elsewhere too); it runs unfolded.",
                       stacklevel=2)
-        return 0
-    return len(pairs)
+        return []
+    return pairs
