@@ -115,7 +115,11 @@ class DatasetExplanation(pl.LightningModule):
         target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``,
             or one class for all by index or ImageNet name.
         seed: Seed of every random draw (with the batch's first image).
-        channels_last: Run the backbone in channels-last memory format.
+        channels_last: Run the backbone in channels-last memory format (default: on; with the
+            folded normalizations EfficientNet-Lite0's input gradient took 0.48 of the unfolded
+            contiguous network's CPU time, batch 16 and 64 at 224 px; folding alone 0.74,
+            channels-last alone 0.66-0.80). ``--model.channels_last false`` for the
+            contiguous layout.
         fold_batch_norm: Fold the backbone's batch normalizations into the convolutions before
             them (:meth:`~lightning_modules.backbones.backbone.Backbone.fold_batch_norm`): the
             same maps and scores up to float rounding, gradients and forward passes about 1.4x
@@ -134,7 +138,7 @@ class DatasetExplanation(pl.LightningModule):
         controls: Sequence[MethodSpec] = DEFAULT_CONTROLS,
         target: Union[int, str] = "true",
         seed: int = 0,
-        channels_last: bool = False,
+        channels_last: bool = True,
         fold_batch_norm: bool = True,
     ) -> None:
         super().__init__()

@@ -131,3 +131,29 @@ def test_folding_efficientnet_lite0_keeps_its_logits_and_input_gradients() -> No
     assert difference.max() < 0.03
     assert (difference > 1e-4).float().mean() < 0.02
     assert (difference / (gradient.abs() / scale + 1e-6)).median() < 1e-4
+
+
+def test_dataset_runs_fold_by_default_and_keep_the_unfolded_network_where_it_is_read() -> None:
+    from lightning_modules.saliency import DatasetExplanation
+    from lightning_modules.saliency.metrics.randomisation import ModelParameterRandomisation
+
+    backbone = batch_norm_backbone()
+    folded = DatasetExplanation(backbone, methods=["integrated_gradients", "smoothgrad",
+                                                   "fullgrad"], controls=[])
+    plain = DatasetExplanation(backbone, methods=["integrated_gradients", "smoothgrad"],
+                               controls=[], fold_batch_norm=False, channels_last=False)
+    assert folded.backbone.folded_norms == 3 and plain.backbone.folded_norms == 0
+    assert not backbone.batch_norm_folded  # the caller's network is left as it was
+    integrated, smooth, fullgrad = folded.methods
+    assert folded.network_for(fullgrad) is folded.unfolded_backbone
+    assert folded.network_for(integrated) is folded.backbone
+    assert folded.network_for(integrated, ModelParameterRandomisation()) is (
+        folded.unfolded_backbone)
+    inputs = backbone.normalize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(2)))
+    targets = torch.tensor([3, 7])
+    for ours, theirs in zip(folded.methods[:2], plain.methods):
+        maps = ours.attribute(folded.backbone, inputs, targets,
+                              generator=torch.Generator().manual_seed(0)).maps
+        expected = theirs.attribute(plain.backbone, inputs, targets,
+                                    generator=torch.Generator().manual_seed(0)).maps
+        torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-4 * expected.max().item())
