@@ -238,8 +238,14 @@ def metric_comparison(args: argparse.Namespace, images: Path) -> None:
     metric = quantus.PixelFlipping(features_in_step=3 * SIZE * SIZE // steps,
                                    perturb_baseline=0.0, normalise=False, disable_warnings=True)
 
+    # Ours as the dataset run has it: batch norms folded, channels-last (the same curves up to
+    # float rounding); Quantus gets the network as a user hands it over.
+    import copy
+
+    fast = copy.deepcopy(backbone).fold_batch_norm().use_channels_last()
+
     def run_ours() -> Any:
-        return perturbation_curves(backbone, inputs, torch.zeros_like(inputs), maps, targets,
+        return perturbation_curves(fast, inputs, torch.zeros_like(inputs), maps, targets,
                                    steps, args.batch_size)[1]
 
     def run_quantus() -> Any:
