@@ -80,10 +80,12 @@ def start_loop_clock() -> dict[str, float]:
 
 
 def stop_loop_clock(clock: dict[str, float], images: int) -> dict[str, float]:
+    import torch
+
     seconds = time.perf_counter() - clock["start"]
     peak = status_kib("VmHWM") * 1024
     return {"seconds": seconds, "images": images, "peak_rss": peak,
-            "growth": peak - clock["rss_start"]}
+            "growth": peak - clock["rss_start"], "threads": torch.get_num_threads()}
 
 
 try:  # the callback our run loads by class path (benchmarks.dataset_throughput.LoopClock)
@@ -125,7 +127,8 @@ def ours(args: argparse.Namespace, method: str, images: Path, number: int) -> di
                "--data.images", str(images), "--data.batch_size", str(args.batch_size),
                "--data.image_size", str(SIZE), "--model.methods", f"[{method}]",
                "--model.metrics", "[]", "--model.controls", "[]",
-               "--trainer.enable_progress_bar", "false", "--trainer.callbacks", callbacks]
+               "--trainer.enable_progress_bar", "false", "--trainer.callbacks", callbacks,
+               *args.ours_options.split()]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -235,8 +238,14 @@ def metric_comparison(args: argparse.Namespace, images: Path) -> None:
     metric = quantus.PixelFlipping(features_in_step=3 * SIZE * SIZE // steps,
                                    perturb_baseline=0.0, normalise=False, disable_warnings=True)
 
+    # Ours as the dataset run has it: batch norms folded, channels-last (the same curves up to
+    # float rounding); Quantus gets the network as a user hands it over.
+    import copy
+
+    fast = copy.deepcopy(backbone).fold_batch_norm().use_channels_last()
+
     def run_ours() -> Any:
-        return perturbation_curves(backbone, inputs, torch.zeros_like(inputs), maps, targets,
+        return perturbation_curves(fast, inputs, torch.zeros_like(inputs), maps, targets,
                                    steps, args.batch_size)[1]
 
     def run_quantus() -> Any:
@@ -307,6 +316,9 @@ def main() -> None:
     parser.add_argument("--metric-steps", type=int, default=24,
                         help="a multiple of 3 (Quantus counts channel values per step)")
     parser.add_argument("--metric-repeats", type=int, default=2)
+    parser.add_argument("--ours-options", default="",
+                        help="more options of our run, e.g. '--model.fold_batch_norm false' "
+                             "(our module folds the batch norms by default)")
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--peer-images", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -353,6 +365,9 @@ def main() -> None:
                   f"{statistics.median(r['wall'] for r in runs):.0f} | "
                   f"{mib(statistics.median(r['peak_rss'] for r in runs))} | "
                   f"{mib(growth[side])} | {grown} |", flush=True)
+        print(f"<!-- threads in the loop: ours {[r.get('threads') for r in results['ours']]}, "
+              f"peer {[r.get('threads') for r in results[peer]]}; load "
+              f"{os.getloadavg()[0]:.1f} -->", flush=True)
         print(f"<!-- ours: {results['ours'][0]['command']} -->", flush=True)
     if args.metric_images:
         metric_comparison(args, first_images(args.data, args.metric_images,

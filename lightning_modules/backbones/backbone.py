@@ -83,6 +83,8 @@ class Backbone(nn.Module):
         self.compile_mode: Optional[str] = None
         # Activation checkpointing: see use_recomputation.
         self.recompute = False
+        # (convolution, normalization) names of the pairs fold_batch_norm folded.
+        self.folded_pairs: list[tuple[str, str]] = []
 
     def train(self, mode: bool = True) -> "Backbone":
         """Keep the backbone frozen in eval mode whatever the caller asks."""
@@ -294,6 +296,47 @@ class Backbone(nn.Module):
         """
         self.memory_format = torch.channels_last
         return self.to(memory_format=torch.channels_last)
+
+    @property
+    def folded_norms(self) -> int:
+        """How many normalizations :meth:`fold_batch_norm` folded."""
+        return len(self.folded_pairs)
+
+    @property
+    def batch_norm_folded(self) -> bool:
+        """Whether :meth:`fold_batch_norm` has run on this backbone."""
+        return self.__dict__.get("_batch_norm_folded", False)
+
+    def fold_batch_norm(self) -> "Backbone":
+        """Fold every batch normalization that directly follows a convolution into it, in place.
+
+        The backbone is frozen and in eval mode, so each such normalization is a fixed affine
+        map per channel that the convolution can apply itself: the same logits and gradients up
+        to float rounding, one pass over each feature map fewer (on a CPU EfficientNet-Lite0's
+        input gradient takes about 0.7 of the time). Module names are kept: a normalization is
+        replaced, under its name, by what it applied after normalizing (timm's ``drop`` and
+        ``act``; nothing for a plain ``BatchNorm2d``), so hooking it gives the same values as
+        before; a folded convolution's own output is the normalized one. Normalizations after
+        anything else, or without running statistics, stay (see
+        :mod:`~lightning_modules.backbones.folding`). Methods that read the normalizations
+        themselves (FullGrad's biases, randomizing layer by layer) want the unfolded network:
+        fold a copy. Calling it again changes nothing. Returns the backbone.
+        """
+        if self.batch_norm_folded:
+            return self
+        from lightning_modules.backbones.folding import fold_batch_norm
+
+        generator = torch.Generator().manual_seed(0)
+        for size in (64, 224):  # a network for one input size only fails on the small probe
+            probe = torch.randn(2, 3, size, size, generator=generator).to(self.mean.device)
+            try:
+                self.folded_pairs = fold_batch_norm(self, probe)
+                break
+            except RuntimeError:
+                if size == 224:
+                    raise
+        self._batch_norm_folded = True
+        return self
 
     @property
     def circular_padding(self) -> bool:

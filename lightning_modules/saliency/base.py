@@ -42,9 +42,14 @@ class SaliencyMethod:
     Class attributes:
         class_activation_map: Whether the maps are class activation maps (smooth regions, drawn
             blended over the photo in the writer's ``cam_colormap``).
+        reads_batch_norm: Whether the method reads the network's normalization layers
+            themselves (FullGrad's biases), so that it runs on the unfolded network where the
+            others run with the normalizations folded into the convolutions
+            (:meth:`~lightning_modules.backbones.backbone.Backbone.fold_batch_norm`).
     """
 
     class_activation_map: bool = False
+    reads_batch_norm: bool = False
 
     @property
     def shorthand(self) -> str:

@@ -31,7 +31,13 @@ from lightning_modules.errors import UserInputError
 from lightning_modules.saliency.base import SaliencyMethod
 from lightning_modules.saliency.metrics.base import MetricInputs, SaliencyMetric
 from lightning_modules.saliency.metrics.registry import metric_from_spec
-from lightning_modules.saliency.module import check_target, explained_classes, fixed_class
+from lightning_modules.saliency.module import (
+    check_target,
+    explained_classes,
+    fast_and_exact,
+    fixed_class,
+    reads_unfolded,
+)
 from lightning_modules.saliency.registry import method_from_options
 
 MethodSpec = Union[SaliencyMethod, str]
@@ -109,7 +115,18 @@ class DatasetExplanation(pl.LightningModule):
         target: Which class each map explains: ``"true"`` (the image's label), ``"predicted"``,
             or one class for all by index or ImageNet name.
         seed: Seed of every random draw (with the batch's first image).
-        channels_last: Run the backbone in channels-last memory format.
+        channels_last: Run the backbone in channels-last memory format (default: on; with the
+            folded normalizations EfficientNet-Lite0's input gradient took 0.48 of the unfolded
+            contiguous network's CPU time, batch 16 and 64 at 224 px; folding alone 0.74,
+            channels-last alone 0.66-0.80). ``--model.channels_last false`` for the
+            contiguous layout.
+        fold_batch_norm: Fold the backbone's batch normalizations into the convolutions before
+            them (:meth:`~lightning_modules.backbones.backbone.Backbone.fold_batch_norm`): the
+            same maps and scores up to float rounding, gradients and forward passes about 1.4x
+            faster on a CPU. FullGrad, a CAM layer that is a folded convolution and the
+            randomisation metric (it randomises the normalizations too) run on the unfolded
+            network, every other method and metric on the folded one;
+            ``--model.fold_batch_norm false`` runs all unfolded.
     """
 
     def __init__(
@@ -121,7 +138,8 @@ class DatasetExplanation(pl.LightningModule):
         controls: Sequence[MethodSpec] = DEFAULT_CONTROLS,
         target: Union[int, str] = "true",
         seed: int = 0,
-        channels_last: bool = False,
+        channels_last: bool = True,
+        fold_batch_norm: bool = True,
     ) -> None:
         super().__init__()
         if not methods:
@@ -142,10 +160,10 @@ class DatasetExplanation(pl.LightningModule):
         check_target(target)  # before the backbone loads
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
             raise UserInputError(f"seed must be an integer from 0 to 2**62, got {seed}.")
-        self.backbone: Backbone = (backbone if isinstance(backbone, Backbone)
-                                   else load_backbone(backbone, weights))
-        if channels_last:
-            self.backbone.use_channels_last()
+        loaded = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights)
+        self.backbone, self.unfolded_backbone = fast_and_exact(
+            loaded, fold_batch_norm, channels_last, self.methods + self.controls,
+            unfolded_needed=any(metric.reads_batch_norm for metric in self.metrics))
         self.target = target
         self.fixed_target = fixed_class(target, self.backbone)
         self.seed = seed
@@ -250,7 +268,8 @@ class DatasetExplanation(pl.LightningModule):
         generator = self.generator(first_index)
         name = next(key for key, value in self.explainers.items() if value is method)
         started = time.perf_counter()
-        maps = method.attribute(self.backbone, inputs, targets, generator=generator).maps
+        method_model = self.network_for(method)
+        maps = method.attribute(method_model, inputs, targets, generator=generator).maps
         self._count(name, started)
 
         def explain_again(model: torch.nn.Module, images: torch.Tensor,
@@ -264,10 +283,21 @@ class DatasetExplanation(pl.LightningModule):
                 continue
             started = time.perf_counter()
             scores[metric.name] = metric.score(MetricInputs(
-                model=self.backbone, inputs=inputs, targets=targets, maps=maps.detach(),
+                model=self.network_for(method, metric), inputs=inputs, targets=targets,
+                maps=maps.detach(),
                 explain=explain_again, boxes=boxes, generator=self.generator(first_index)))
             self._count(f"{name}.{metric.name}", started)
         return maps, scores
+
+    def network_for(self, method: SaliencyMethod, metric: Optional[SaliencyMetric] = None
+                    ) -> Backbone:
+        """The backbone a method (and a metric of its maps) runs on: the unfolded one where
+        either reads the normalizations (see ``fold_batch_norm``), else the folded one."""
+        if self.unfolded_backbone is not None and (
+                reads_unfolded(method, self.backbone)
+                or (metric is not None and metric.reads_batch_norm)):
+            return self.unfolded_backbone
+        return self.backbone
 
     def _count(self, key: str, started: float) -> None:
         if self.device.type == "cuda":

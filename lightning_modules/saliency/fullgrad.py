@@ -168,6 +168,7 @@ class FullGrad(SaliencyMethod):
 
     shorthand = "fullgrad"
     class_activation_map = True
+    reads_batch_norm = True  # a normalization's bias is a term of its own: never fold
 
     def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                   generator: Optional[torch.Generator] = None) -> Saliency:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -77,6 +78,53 @@ def fixed_class(target: Union[int, str], backbone: Backbone) -> Optional[int]:
     return None if target in ("true", "predicted") else backbone.class_index(target)
 
 
+def reads_unfolded(method: SaliencyMethod, folded: Backbone) -> bool:
+    """Whether ``method`` must run on the unfolded network: it reads the normalizations
+    (FullGrad), or its CAM layer is a convolution whose output folding changed."""
+    if method.reads_batch_norm:
+        return True
+    layer = getattr(method, "layer", None)
+    if layer is None or not folded.folded_pairs:
+        return False
+    from lightning_modules.saliency.cam import find_layer
+
+    try:
+        module = find_layer(folded, layer)
+    except UserInputError:
+        return False  # method.check says so
+    names = {id(candidate): name for name, candidate in folded.named_modules()}
+    return names.get(id(module)) in {conv for conv, _ in folded.folded_pairs}
+
+
+def fast_and_exact(backbone: Backbone, fold: bool, channels_last: bool,
+                   methods: Sequence[SaliencyMethod], unfolded_needed: bool = False
+                   ) -> tuple[Backbone, Optional[Backbone]]:
+    """The backbone the methods run on, and the unfolded one where some need it.
+
+    With ``fold`` the first is a copy of ``backbone`` with its normalizations folded into the
+    convolutions (:meth:`~Backbone.fold_batch_norm`: the same maps up to float rounding, about
+    1.4x faster on a CPU); ``backbone`` itself is never changed by folding (a caller's object
+    stays as it was), and is returned second when a method (:func:`reads_unfolded`) or a metric
+    (``unfolded_needed``) reads the normalizations, else None. A compiled backbone, or one that
+    cannot be copied, is not folded.
+    """
+    fast, exact = backbone, None
+    if fold and backbone._compiled_run is None:
+        try:
+            fast = copy.deepcopy(backbone).fold_batch_norm()
+        except (TypeError, RuntimeError, copy.Error):  # a network that will not copy
+            fast = backbone
+        if fast is not backbone and not fast.folded_pairs:
+            fast = backbone  # nothing folded: no copy to keep
+        if fast is not backbone and (unfolded_needed or any(
+                reads_unfolded(method, fast) for method in methods)):
+            exact = backbone
+    for network in {id(fast): fast, id(exact): exact}.values():
+        if channels_last and network is not None:
+            network.use_channels_last()
+    return fast, exact
+
+
 def explained_classes(target: Union[int, str], fixed: Optional[int], predicted: list[int],
                       true: list[Optional[int]]) -> list[int]:
     """The class each image's map explains: the fixed one, the predicted or the true one."""
@@ -129,6 +177,12 @@ class SaliencyMap(pl.LightningModule):
             ``"abs_sum"`` (as Captum draws them), ``"positive"`` or ``"abs_max"``.
         channels_last: Run the backbone in channels-last memory format (faster on tensor-core
             GPUs; the same maps up to float rounding).
+        fold_batch_norm: Fold the backbone's batch normalizations into the convolutions before
+            them (:meth:`~lightning_modules.backbones.backbone.Backbone.fold_batch_norm`): the
+            same maps up to float rounding, gradients about 1.4x faster on a CPU. FullGrad, a
+            CAM layer that is a folded convolution, and the trust report's randomization run
+            on the unfolded network. ``--model.fold_batch_norm false`` runs every method
+            unfolded.
         internal_batch_size: The most network inputs in one pass: SmoothGrad's noisy copies,
             Integrated Gradients' path points and Captum's perturbations of the batch go through
             the network this many at a time, so memory does not grow with ``samples`` or
@@ -166,6 +220,7 @@ class SaliencyMap(pl.LightningModule):
         integration: str = "gausslegendre",
         reduction: str = "abs_sum",
         channels_last: bool = False,
+        fold_batch_norm: bool = True,
         internal_batch_size: Optional[int] = None,
         layer: Optional[Union[int, str]] = None,
         method_options: Optional[dict[str, Any]] = None,
@@ -187,10 +242,11 @@ class SaliencyMap(pl.LightningModule):
                      "patch_size": patch_size, "method_options": method_options})
         check_target(target)  # before the backbone loads
         # From Python also your own network as a Backbone (classifier_backbone(model)).
-        self.backbone: Backbone = (backbone if isinstance(backbone, Backbone)
-                                   else load_backbone(backbone, weights))
-        if channels_last:
-            self.backbone.use_channels_last()
+        loaded = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, weights)
+        # The methods run on a folded copy; the trust report randomizes layers, which wants the
+        # normalizations as they are (see fast_and_exact).
+        self.backbone, self.unfolded_backbone = fast_and_exact(
+            loaded, fold_batch_norm, channels_last, [self.method], unfolded_needed=evaluate)
         self.target = target
         self.fixed_target = fixed_class(target, self.backbone)
         # The trust report (evaluation.py).
@@ -231,7 +287,14 @@ class SaliencyMap(pl.LightningModule):
             inputs: Normalized images ``[B, 3, H, W]``.
             targets: The class to explain for each image, ``[B]``.
         """
-        return self.method.attribute(self.backbone, inputs, targets)
+        return self.method.attribute(self.method_backbone, inputs, targets)
+
+    @property
+    def method_backbone(self) -> Backbone:
+        """The network the method runs on: the unfolded one where it reads normalizations."""
+        if self.unfolded_backbone is not None and reads_unfolded(self.method, self.backbone):
+            return self.unfolded_backbone
+        return self.backbone
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> SaliencyBatch:
         """Classify a batch of ``LabeledImageData`` (``pixels``, ``names``, ``labels``) and
@@ -277,7 +340,8 @@ class SaliencyMap(pl.LightningModule):
     def trust_report(self, inputs: torch.Tensor, targets: torch.Tensor,
                      maps: torch.Tensor) -> TrustReport:
         """Deletion and insertion AUC and the randomization check of this batch's maps."""
-        return trust_report(self.backbone, self._saliency_of, inputs, targets, maps,
+        return trust_report(self.unfolded_backbone or self.backbone, self._saliency_of,
+                            inputs, targets, maps,
                             self.method.shorthand, self.evaluation_steps,
                             self.evaluation_batch_size, self.deletion_baseline,
                             self.insertion_start, self.randomization_seed)

@@ -60,6 +60,9 @@ class SaliencyMetric:
         higher_is_better: Whether a better map scores higher.
         needs_boxes: Scores only images with a box (NaN for the others).
         explains_again: Calls ``explain`` (so costs as many method runs as it says).
+        reads_batch_norm: Changes or reads the network's layers themselves (randomising them
+            one by one), so it gets the unfolded network where the others get the
+            normalizations folded into the convolutions.
     """
 
     name: str = ""
@@ -67,6 +70,7 @@ class SaliencyMetric:
     higher_is_better: bool = True
     needs_boxes: bool = False
     explains_again: bool = False
+    reads_batch_norm: bool = False
 
     @property
     def perturbation(self) -> str:

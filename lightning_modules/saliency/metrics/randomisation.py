@@ -122,6 +122,7 @@ class ModelParameterRandomisation(SaliencyMetric):
     family = "randomisation"
     higher_is_better = False
     explains_again = True
+    reads_batch_norm = True  # randomises the normalizations as Quantus does: never folded
 
     def __init__(self, granularity: str = "blocks", similarity: str = "spearman",
                  reduce: str = "mean", seed: int = 0, batch_size: int = 16) -> None:
