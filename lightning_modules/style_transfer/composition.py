@@ -326,7 +326,19 @@ class FeatureMatching(ImageOptimization):
             features = dict(zip(layers, self.backbone.extract(seen, layers)))
         step = self.global_step
         return {name: term.loss(pictures, features, target, step)
-                for name, term, target in zip(self.term_names, self.terms, self.targets[group])}
+                for name, term, target in zip(self.term_names, self.terms, self.targets[group])
+                if term.adds_loss}
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """Bring each pixel picture back within its terms' limits (``LossTerm.project``)."""
+        if not isinstance(self.parameterization, PixelImage):
+            return
+        for image, targets in zip(self.images, self.targets):
+            for term, target in zip(self.terms, targets):
+                limited = term.project(self.backbone.denormalize(image), target)
+                if limited is not None:
+                    image.copy_(self.backbone.normalize(limited))
 
     # ----------------------------------------------------------------- results
     def result_pixels(self, index: int) -> torch.Tensor:

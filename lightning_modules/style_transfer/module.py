@@ -18,6 +18,7 @@ layers' terms with their own reductions, a style term without TV, ...) are a
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal, Sequence, Union
 
 from lightning_modules.errors import UserInputError, check_choice
@@ -35,6 +36,8 @@ _TERM_OPTIONS = {
     "style_weights": "a style term (StyleTransfer, TextureSynthesis)",
     "style_loss": "a style term (StyleTransfer, TextureSynthesis)",
     "color_weight": "a colour term (StyleTransfer; a FeatureMatching can list a ColorTerm)",
+    "chroma_detail_limit": ("a colour-detail term (StyleTransfer; a FeatureMatching can list a "
+                            "ChromaDetailTerm)"),
     "chroma_detail_weight": ("a colour-detail term (StyleTransfer; a FeatureMatching can list a "
                              "ChromaDetailTerm)"),
     "terms": "FeatureMatching, which takes its loss terms as objects",
@@ -85,10 +88,14 @@ class StyleTransfer(FeatureMatching):
             distance of the picture's CIELAB pixels to the style's), which gives the picture the
             painting's palette and values; the network's features alone leave much of the
             photo's. 0: no such term; with ``preserve_colors`` it is left out.
-        chroma_detail_weight: Weight of the colour-detail term
-            (:class:`~lightning_modules.style_transfer.terms.ChromaDetailTerm`): fine colour
-            detail (specks, fringes) beyond the painting's own costs, as much as the painting
-            has is free. 0: no such term; with ``preserve_colors`` it is left out.
+        chroma_detail_limit: After every step, limit the picture's fine colour detail
+            (specks, fringes) to the painting's own
+            (:class:`~lightning_modules.style_transfer.terms.ChromaDetailTerm`): each pixel's
+            colour detail is scaled down to the painting's quantile at its rank, the luminance
+            untouched. Pixel pictures only (with another parameterization, use
+            ``chroma_detail_weight``); left out with ``preserve_colors``.
+        chroma_detail_weight: Weight of the same comparison as a loss (the colour detail
+            beyond the painting's, squared). 0: no such loss.
         **kwargs: The picture's options, shared by the three presets (``init``, ``scales``,
             ``shift``, ``optimizer``, ``lr``, ``clamp``, ``tileable``, ``parameterization``,
             ``preserve_colors``, ...: see
@@ -111,6 +118,7 @@ class StyleTransfer(FeatureMatching):
         chroma_tv_weight: float = 0.0,
         loss_reduction: Literal["mean", "sum"] = "mean",
         color_weight: float = 0.0,
+        chroma_detail_limit: bool = False,
         chroma_detail_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -121,8 +129,12 @@ class StyleTransfer(FeatureMatching):
                  *_smoothness(tv_weight, chroma_tv_weight, loss_reduction)]
         # With the photo's colours kept, its palette and values are the point: no pull away.
         if not kwargs.get("preserve_colors"):
-            terms += [term for term in (ColorTerm(color_weight),
-                                        ChromaDetailTerm(chroma_detail_weight)) if term.weight]
+            detail = ChromaDetailTerm(chroma_detail_weight, chroma_detail_limit)
+            terms += [term for term in (ColorTerm(color_weight),) if term.weight]
+            terms += [detail] if detail.weight or detail.limit else []
+            if detail.limit and kwargs.get("parameterization", "pixel") != "pixel":
+                warnings.warn("chroma_detail_limit acts on pixel pictures only; with another "
+                              "parameterization use chroma_detail_weight.", stacklevel=2)
         super().__init__(terms=terms, **kwargs)
 
 

@@ -189,7 +189,7 @@ class MeanStdLoss(StyleLoss):
         return (statistics - at_least_float32(target)).pow(2).flatten(1).sum(1)
 
 
-def _quantiles(sorted_values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+def quantile_function(sorted_values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """The quantile function of sorted samples ``[P, M]`` at ``levels`` ``[P, L]`` in (0, 1).
 
     Sample ``j`` sits at level ``(j + 1/2) / M``; between them the function is linear, beyond
@@ -277,7 +277,7 @@ class SlicedWassersteinLoss(StyleLoss):
             for weight, cloud in mixture:
                 if id(cloud) not in sorted_styles:
                     sorted_styles[id(cloud)] = torch.matmul(directions, cloud).sort(-1).values
-                quantiles = weight * _quantiles(sorted_styles[id(cloud)], levels[image])
+                quantiles = weight * quantile_function(sorted_styles[id(cloud)], levels[image])
                 expected = quantiles if expected is None else expected + quantiles
             squared = self.gap(projected[image], expected).pow(2) * weights[image]
             losses.append((squared.sum(-1) / totals[image, :, 0]).mean())

@@ -7,7 +7,10 @@ with two halves, computed at different times (as a style loss or a Lucent object
 - ``target(jobs, sizes, backbone, device)``: what the term compares against for one group of
   jobs at the current stage's picture size, computed once per chunk and stage (the content's
   features, the styles' statistics; None for a term that needs none);
-- ``loss(pictures, features, target, step)``: one value per picture ``[N]``, weighted.
+- ``loss(pictures, features, target, step)``: one value per picture ``[N]``, weighted;
+- ``project(pixels, target)`` (optional): a term that also sets a hard limit brings the
+  pictures back within it after every step (pixel pictures only); a term that only limits
+  adds no loss (:attr:`adds_loss` false, no column in ``losses.csv``).
 
 A term names the backbone layers it reads (:attr:`LossTerm.layers`, after :meth:`bind`), and
 the images it needs from each job (:attr:`reads_content`, :attr:`reads_styles`): the
@@ -16,7 +19,7 @@ composition refuses a job without them, and an image that no term reads.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -35,6 +38,8 @@ class LossTerm:
     #: Whether the term compares against each job's content image, or its style images.
     reads_content = False
     reads_styles = False
+    #: Whether the term adds to the loss (a term that only limits the picture does not).
+    adds_loss = True
 
     def __init__(self) -> None:
         self.layers: list[int] = []  # the backbone layers whose features the term compares
@@ -74,6 +79,18 @@ class LossTerm:
             ``[N]`` losses.
         """
         raise NotImplementedError
+
+    def project(self, pixels: torch.Tensor, target: Any) -> Optional[torch.Tensor]:
+        """The pictures brought back within the term's limit, after an optimizer step.
+
+        Args:
+            pixels: The 0-1 pixels ``[N, 3, H, W]`` of one group's pictures.
+            target: :meth:`target` of the group.
+
+        Returns:
+            The limited pixels, or None where the term sets no limit (the default).
+        """
+        return None
 
     def panels(self, job: Any) -> list[tuple[str, torch.Tensor]]:
         """Titled pictures of ``job`` that the term compares against, for the job's sheet."""
