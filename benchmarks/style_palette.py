@@ -3,8 +3,8 @@
 For each photo/painting pair, three runs of the shipped config (``configs/style_transfer.yaml``),
 one process, side by side:
 
-- ``no_color_terms``: ``color_weight: 0`` and ``chroma_detail_weight: 0``, the config as it
-  was before the colour terms;
+- ``no_color_terms``: ``color_weight: 0`` and ``chroma_detail_limit: false``, the config as
+  it was before the colour terms;
 - ``default``: the shipped config;
 - ``preserve_colors``: the shipped config with ``preserve_colors: true``.
 
@@ -55,7 +55,7 @@ from lightning_modules.backbones import load_backbone  # noqa: E402
 from lightning_modules.style_transfer.functional import (chroma_noise, color_distance,  # noqa: E402
                                                          luma_noise, rgb_to_lab)
 
-VARIANTS = {"no_color_terms": {"color_weight": 0.0, "chroma_detail_weight": 0.0}, "default": {},
+VARIANTS = {"no_color_terms": {"color_weight": 0.0, "chroma_detail_limit": False}, "default": {},
             "preserve_colors": {"preserve_colors": True}}
 
 

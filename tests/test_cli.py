@@ -30,6 +30,10 @@ def tiny_args(content: Path | str, style: Path | str, *extra: str) -> list[str]:
     ]
 
 
+def saved_model_options(run: Path) -> dict:
+    return yaml.safe_load(open(run / "config.yaml"))["model"]["init_args"]
+
+
 def run_dirs(root: Path) -> list[Path]:
     return sorted((root / "runs" / "style_transfer").glob("version_*"))
 
@@ -43,9 +47,11 @@ def test_fit_writes_images_losses_plot_and_config(workdir, content_image, style_
     assert (run / "snapshots" / "content__style_step000002.png").is_file()
     rows = list(csv.DictReader(open(run / "losses.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
-    # The config's colour terms (the painting's palette, its colour detail) log their columns.
-    assert {"content_loss", "style_loss", "tv_loss", "color_loss", "chroma_detail_loss",
-            "loss"} <= set(rows[0])
+    # The config's colour term (the painting's palette) logs its column; its colour-detail
+    # limit acts after each step and adds no loss.
+    assert {"content_loss", "style_loss", "tv_loss", "color_loss", "loss"} <= set(rows[0])
+    assert "chroma_detail_loss" not in rows[0]
+    assert saved_model_options(run)["chroma_detail_limit"] is True
     assert Image.open(run / "loss_curve.png").size[0] > 100
     saved = yaml.safe_load(open(run / "config.yaml"))
     assert saved["model"]["init_args"]["backbone"] == "tiny"
