@@ -22,6 +22,7 @@ import warnings
 from typing import Any, Literal, Sequence, Union
 
 from lightning_modules.errors import UserInputError, check_choice
+from lightning_modules.image_optimization.parameterizations import PixelImage
 from lightning_modules.style_transfer.composition import FeatureMatching
 from lightning_modules.style_transfer.style_losses import StyleLoss
 from lightning_modules.style_transfer.terms import (ChromaDetailTerm, ChromaTotalVariation,
@@ -132,10 +133,13 @@ class StyleTransfer(FeatureMatching):
             detail = ChromaDetailTerm(chroma_detail_weight, chroma_detail_limit)
             terms += [term for term in (ColorTerm(color_weight),) if term.weight]
             terms += [detail] if detail.weight or detail.limit else []
-            if detail.limit and kwargs.get("parameterization", "pixel") != "pixel":
-                warnings.warn("chroma_detail_limit acts on pixel pictures only; with another "
-                              "parameterization use chroma_detail_weight.", stacklevel=2)
         super().__init__(terms=terms, **kwargs)
+        # (Read from the built module: a kwargs.get() here would make LightningCLI's parser
+        # take the option for an untyped one.)
+        if (chroma_detail_limit and "chroma_detail" in self.term_names
+                and not isinstance(self.parameterization, PixelImage)):
+            warnings.warn("chroma_detail_limit acts on pixel pictures only; with another "
+                          "parameterization use chroma_detail_weight.", stacklevel=2)
 
 
 class FeatureInversion(FeatureMatching):
