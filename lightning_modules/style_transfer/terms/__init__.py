@@ -12,5 +12,5 @@ from lightning_modules.style_transfer.terms.smoothness import ChromaTotalVariati
 from lightning_modules.style_transfer.terms.style import StyleTerm
 from lightning_modules.style_transfer.terms.temporal import TemporalTerm
 
-__all__ = ["ChromaDetailTerm", "ChromaTotalVariation", "ColorTerm", "ContentTerm", "LossTerm", "StyleTerm", "TemporalTerm", "TotalVariation",
-           "per_layer"]
+__all__ = ["ChromaDetailTerm", "ChromaTotalVariation", "ColorTerm", "ContentTerm", "LossTerm",
+           "StyleTerm", "TemporalTerm", "TotalVariation", "per_layer"]
