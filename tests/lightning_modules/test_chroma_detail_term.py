@@ -158,6 +158,9 @@ def test_style_transfer_adds_the_term_by_its_weight_or_limit_unless_colours_are_
         StyleTransfer(chroma_detail_limit=True, parameterization="fourier", **options)
     with pytest.raises(UserInputError, match="chroma_detail_weight"):
         StyleTransfer(chroma_detail_weight=-1.0, **options)
+    # What is no number at all is one sentence too (it was a TypeError from Python).
+    with pytest.raises(UserInputError, match="color_weight must be zero or positive, got None"):
+        StyleTransfer(color_weight=None, **options)
     with pytest.raises(UserInputError, match="TextureSynthesis has no option chroma_detail_limit"):
         from lightning_modules.style_transfer import TextureSynthesis
         TextureSynthesis(chroma_detail_limit=True, **{k: v for k, v in options.items()
