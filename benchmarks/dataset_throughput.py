@@ -37,8 +37,12 @@ are ours / peer: images/s above 1 is faster, memory below 1 leaner.
 Then the metric: our pixel-flipping (deletion) curve,
 :func:`lightning_modules.saliency.evaluation.perturbation_curves` with a zero substrate, batched,
 against ``quantus.PixelFlipping`` (``perturb_baseline=0``, softmax, the same number of steps) on
-the same ``--metric-images`` images and Grad-CAM maps, in this process. (ROAD against
-``quantus.ROAD`` is not here yet: ROAD was not in main's metric registry when this was written.)
+the same ``--metric-images`` images and Grad-CAM maps, in this process; and ROAD most relevant
+first (:class:`~lightning_modules.saliency.metrics.road.ROADMoRF`, Quantus' 50 percentages and
+noise) against ``quantus.ROAD`` on the first ``--road-images`` of them. Quantus 0.6.0's ROAD
+ranks a map broadcast over the colour channels and then indexes pixels with those ranks (an
+IndexError on colour images), so both sides get the images in grey, one channel (the mean of
+the three normalized channels), and the same network reading it copied to three channels.
 """
 
 from __future__ import annotations
@@ -210,17 +214,27 @@ def run_peer(args: argparse.Namespace) -> None:
 
 # --- the metric against Quantus --------------------------------------------------------------
 
+def interleaved(calls: dict[str, Any], repeats: int) -> tuple[dict[str, list[float]], dict]:
+    """Each call's wall times over ``repeats`` interleaved rounds, and its last result."""
+    times: dict[str, list[float]] = {side: [] for side in calls}
+    results = {}
+    for _ in range(repeats):
+        for side, call in calls.items():
+            started = time.perf_counter()
+            results[side] = call()
+            times[side].append(time.perf_counter() - started)
+    return times, results
+
+
 def metric_comparison(args: argparse.Namespace, images: Path) -> None:
+    import copy
     import warnings
 
-    import numpy as np
-    import quantus
     import torch
 
     warnings.filterwarnings("ignore")
     from lightning_modules.backbones import load_backbone
     from lightning_modules.saliency.cam import grad_cam
-    from lightning_modules.saliency.evaluation import perturbation_curves
 
     backbone = load_backbone("efficientnet_lite0")
     inputs, targets = [], []
@@ -233,52 +247,108 @@ def metric_comparison(args: argparse.Namespace, images: Path) -> None:
     # Grad-CAM's maps are 0 wherever the ReLU cut: a tiny noise breaks the ties, the same for
     # both sides (Quantus' unstable argsort and our reading order would order them otherwise).
     maps = maps + 1e-6 * torch.rand(maps.shape, generator=torch.Generator().manual_seed(0))
+    # Ours as the dataset run has it: batch norms folded, channels-last (the same curves up to
+    # float rounding); Quantus gets the network as a user hands it over.
+    fast = copy.deepcopy(backbone).fold_batch_norm().use_channels_last()
+    pixel_flipping_comparison(args, backbone, fast, inputs, targets, maps)
+    if args.road_images:
+        count = min(args.road_images, len(inputs))
+        road_comparison(args, backbone, fast, inputs[:count], maps[:count])
+
+
+def pixel_flipping_comparison(args: argparse.Namespace, backbone: Any, fast: Any, inputs: Any,
+                              targets: Any, maps: Any) -> None:
+    import numpy as np
+    import quantus
+    import torch
+
+    from lightning_modules.saliency.evaluation import perturbation_curves
+
     steps = args.metric_steps
     # Quantus counts channel values (3 a pixel), and its step must divide H * W.
     metric = quantus.PixelFlipping(features_in_step=3 * SIZE * SIZE // steps,
                                    perturb_baseline=0.0, normalise=False, disable_warnings=True)
-
-    # Ours as the dataset run has it: batch norms folded, channels-last (the same curves up to
-    # float rounding); Quantus gets the network as a user hands it over.
-    import copy
-
-    fast = copy.deepcopy(backbone).fold_batch_norm().use_channels_last()
-
-    def run_ours() -> Any:
-        return perturbation_curves(fast, inputs, torch.zeros_like(inputs), maps, targets,
-                                   steps, args.batch_size)[1]
-
-    def run_quantus() -> Any:
-        return np.asarray(metric(model=backbone, x_batch=inputs.numpy(),
-                                 y_batch=targets.numpy(), a_batch=maps[:, None].numpy(),
-                                 device="cpu", softmax=True, batch_size=args.batch_size))
-
-    times: dict[str, list[float]] = {"ours": [], "quantus": []}
-    for _ in range(args.metric_repeats):  # interleaved
-        for side, call in (("ours", run_ours), ("quantus", run_quantus)):
-            started = time.perf_counter()
-            result = call()
-            times[side].append(time.perf_counter() - started)
-            if side == "ours":
-                ours_curves = result
-            else:
-                quantus_curves = result
-    ours_seconds, quantus_seconds = (statistics.median(times[side]) for side in times)
-    difference = float(np.abs(ours_curves[:, 1:].numpy() - quantus_curves).max())
+    times, results = interleaved({
+        "ours": lambda: perturbation_curves(fast, inputs, torch.zeros_like(inputs), maps,
+                                            targets, steps, args.batch_size)[1],
+        "quantus": lambda: np.asarray(metric(
+            model=backbone, x_batch=inputs.numpy(), y_batch=targets.numpy(),
+            a_batch=maps[:, None].numpy(), device="cpu", softmax=True,
+            batch_size=args.batch_size))}, args.metric_repeats)
+    difference = float(np.abs(results["ours"][:, 1:].numpy() - results["quantus"]).max())
     print(f"\n## Pixel flipping (deletion) against Quantus {quantus.__version__}\n\n"
           f"{len(inputs)} images at {SIZE} px, their Grad-CAM maps, {steps} steps of "
           f"{3 * SIZE * SIZE // steps} channel values (zero substrate), softmax of the target; "
           f"ours batched {args.batch_size} perturbed images a pass (and step 0, unperturbed, "
           f"which Quantus leaves out: 1 pass in {steps + 1} more); median of "
           f"{args.metric_repeats} interleaved calls each [min-max].\n")
-    print("| side | seconds | images/s | Quantus / ours, time | max abs curve difference |")
-    print("|---|---|---|---|---|")
+    print_metric_table(times, len(inputs), "ours (`perturbation_curves`)",
+                       "quantus.PixelFlipping", "max abs curve difference", f"{difference:.1e}")
+
+
+def road_comparison(args: argparse.Namespace, backbone: Any, fast: Any, inputs: Any,
+                    maps: Any) -> None:
+    import numpy as np
+    import quantus
+    import torch
+
+    from lightning_modules.saliency.metrics.base import MetricInputs
+    from lightning_modules.saliency.metrics.road import ROADMoRF
+
+    class GreyReader(torch.nn.Module):
+        """A colour network reading a one-channel image copied to its three channels."""
+
+        def __init__(self, network: Any) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, images: Any) -> Any:
+            return self.network(images.expand(-1, 3, -1, -1))
+
+    grey = inputs.mean(dim=1, keepdim=True)
+    quantus_model, our_model = GreyReader(backbone).eval(), GreyReader(fast).eval()
+    with torch.no_grad():
+        targets = quantus_model(grey).argmax(dim=1)  # the class the network sees in grey
+    ours = ROADMoRF(batch_size=args.batch_size)  # Quantus' percentages (1, 3, ..., 99) and noise
+    metric = quantus.ROAD(percentages=ours.percentages, noise=ours.noise, normalise=False,
+                          disable_warnings=True)
+
+    def run_ours() -> Any:
+        batch = MetricInputs(our_model, grey, targets, maps, explain=None,
+                             generator=torch.Generator().manual_seed(0))
+        return ours.curves(batch).mean(dim=0).numpy()
+
+    def run_quantus() -> Any:
+        accuracy = metric(model=quantus_model, x_batch=grey.numpy(), y_batch=targets.numpy(),
+                          a_batch=maps[:, None].numpy(), device="cpu",
+                          batch_size=args.batch_size)
+        return np.array([accuracy[p] for p in ours.percentages])
+
+    times, results = interleaved({"ours": run_ours, "quantus": run_quantus}, args.metric_repeats)
+    print(f"\n## ROAD (most relevant first) against Quantus {quantus.__version__}\n\n"
+          f"{len(inputs)} images at {SIZE} px in grey (one channel: Quantus' ROAD fails on colour "
+          f"images), their Grad-CAM maps, {len(ours.percentages)} percentages "
+          f"({min(ours.percentages)} to {max(ours.percentages)} %), noisy linear imputation "
+          f"(noise {ours.noise}), accuracy of the grey image's own top class; ours batched "
+          f"{args.batch_size} imputed images a pass, {torch.get_num_threads()} threads solving; "
+          f"median of {args.metric_repeats} interleaved calls each [min-max].\n")
+    means = f"{results['ours'].mean():.3f} / {results['quantus'].mean():.3f}"
+    print_metric_table(times, len(inputs), "ours (`ROADMoRF`)", "quantus.ROAD",
+                       "score, ours / Quantus (noise drawn apart)", means)
+
+
+def print_metric_table(times: dict[str, list[float]], images: int, ours_name: str,
+                       quantus_name: str, agreement_header: str, agreement: str) -> None:
+    """The two sides' seconds, images/s and the ratio Quantus / ours, as a Markdown table."""
+    ours_seconds, quantus_seconds = (statistics.median(times[side]) for side in times)
     spans = {side: f"[{min(t):.1f}-{max(t):.1f}]" for side, t in times.items()}
-    print(f"| ours (`perturbation_curves`) | {ours_seconds:.1f} {spans['ours']} | "
-          f"{len(inputs) / ours_seconds:.2f} | | |")
-    print(f"| quantus.PixelFlipping | {quantus_seconds:.1f} {spans['quantus']} | "
-          f"{len(inputs) / quantus_seconds:.2f} | **{quantus_seconds / ours_seconds:.1f}** | "
-          f"{difference:.1e} |", flush=True)
+    print(f"| side | seconds | images/s | Quantus / ours, time | {agreement_header} |")
+    print("|---|---|---|---|---|")
+    print(f"| {ours_name} | {ours_seconds:.1f} {spans['ours']} | {images / ours_seconds:.2f} "
+          "| | |")
+    print(f"| {quantus_name} | {quantus_seconds:.1f} {spans['quantus']} | "
+          f"{images / quantus_seconds:.2f} | **{quantus_seconds / ours_seconds:.1f}** | "
+          f"{agreement} |", flush=True)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -312,10 +382,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per method")
     parser.add_argument("--only", nargs="*", help="methods whose name holds one of these")
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="no throughput rows: only the metrics against Quantus")
     parser.add_argument("--metric-images", type=int, default=64, help="0: no Quantus row")
     parser.add_argument("--metric-steps", type=int, default=24,
                         help="a multiple of 3 (Quantus counts channel values per step)")
     parser.add_argument("--metric-repeats", type=int, default=2)
+    parser.add_argument("--road-images", type=int, default=8,
+                        help="images for ROAD against Quantus (0: no ROAD row; Quantus takes "
+                             "about 20 s an image here)")
     parser.add_argument("--ours-options", default="",
                         help="more options of our run, e.g. '--model.fold_batch_norm false' "
                              "(our module folds the batch norms by default)")
@@ -339,12 +414,14 @@ def main() -> None:
           f"{SIZE} px, batches of {args.batch_size}, {args.repeats} interleaved round(s)\n",
           flush=True)
     sampling = args.sampling_images or args.images
-    print("| method | side | images | images/s (loop) [min-max] | ours / peer, images/s | "
-          "whole command s | peak RSS | RSS growth over the loop | ours / peer, growth |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if not args.metrics_only:
+        print("| method | side | images | images/s (loop) [min-max] | ours / peer, images/s | "
+              "whole command s | peak RSS | RSS growth over the loop | ours / peer, growth |")
+        print("|---|---|---|---|---|---|---|---|---|")
     number = 0
     for group, (method, peer) in METHODS.items():
-        if args.only and not any(word.lower() in group.lower() for word in args.only):
+        if args.metrics_only or (args.only and not any(
+                word.lower() in group.lower() for word in args.only)):
             continue
         count = args.images if group == "Grad-CAM" else sampling
         images = first_images(args.data, count, args.work / f"images_{count}.csv")

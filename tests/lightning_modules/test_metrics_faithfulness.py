@@ -161,6 +161,34 @@ def test_road_imputation_is_quantus_noisy_linear_imputation(fraction: float) -> 
     assert torch.equal(ours[kept], torch.from_numpy(images).float()[kept])
 
 
+def test_road_imputation_of_a_removed_region_in_a_wide_image_is_quantus() -> None:
+    # One connected region (what a CAM removes; its solve is the costly one), in an image wider
+    # than tall (the nested-dissection order cuts columns there), beside a scattered removal.
+    from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation
+
+    height, width = 24, 40
+    rows, columns = np.mgrid[:height, :width]
+    region = ((rows - 10) ** 2 / 80 + (columns - 25) ** 2 / 300 < 1).ravel()
+    scattered = np.random.default_rng(1).random(height * width) < 0.7
+    images = np.random.default_rng(2).random((2, 3, height, width))
+    removed = torch.from_numpy(np.stack([region, scattered]))
+    expected = [quantus_imputation(images[row], np.flatnonzero(removed[row].numpy()), noise=0.0)
+                for row in range(2)]
+    ours = noisy_linear_imputation(torch.from_numpy(images), removed.view(2, height, width),
+                                   noise=0.0)
+    np.testing.assert_allclose(ours.numpy(), np.stack(expected), atol=1e-10)
+
+
+def test_road_imputation_with_every_pixel_removed_is_zero_on_both_solvers() -> None:
+    # Nothing is left to impute from (the system is singular): both solvers give 0, not NaN.
+    images = torch.rand(2, 3, SIZE, SIZE)
+    removed = torch.ones(2, SIZE, SIZE, dtype=torch.bool)
+    direct = noisy_linear_imputation(images, removed, noise=0.0)
+    iterative = noisy_linear_imputation(images, removed, noise=0.0, max_iterations=10)
+    assert torch.equal(direct, torch.zeros_like(images))
+    assert torch.equal(iterative, torch.zeros_like(images))
+
+
 def test_road_noise_is_the_generators_and_only_on_removed_pixels() -> None:
     images = torch.rand(2, 3, SIZE, SIZE)
     removed = torch.rand(2, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) < 0.3
