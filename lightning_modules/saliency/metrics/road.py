@@ -135,7 +135,7 @@ def _dissection_ranks(height: int, width: int) -> np.ndarray:
     ranks = np.empty(height * width, dtype=np.int64)
     index = np.arange(height * width).reshape(height, width)
     placed = 0
-    stack = [(index, False)]  # (block, whether its halves are placed already)
+    stack = [(index, False)]  # (block, whether to place it whole: a cut)
     while stack:
         block, split = stack.pop()
         rows, columns = block.shape
