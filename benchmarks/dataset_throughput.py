@@ -39,10 +39,12 @@ Then the metric: our pixel-flipping (deletion) curve,
 against ``quantus.PixelFlipping`` (``perturb_baseline=0``, softmax, the same number of steps) on
 the same ``--metric-images`` images and Grad-CAM maps, in this process; and ROAD most relevant
 first (:class:`~lightning_modules.saliency.metrics.road.ROADMoRF`, Quantus' 50 percentages and
-noise) against ``quantus.ROAD`` on the first ``--road-images`` of them. Quantus 0.6.0's ROAD
-ranks a map broadcast over the colour channels and then indexes pixels with those ranks (an
-IndexError on colour images), so both sides get the images in grey, one channel (the mean of
-the three normalized channels), and the same network reading it copied to three channels.
+noise) against ``quantus.ROAD`` on the first ``--road-images`` of them, ours also with one
+thread solving (as Quantus' SciPy solve; the forward passes keep torch's threads). Quantus
+0.6.0's ROAD ranks a map broadcast over the colour channels and then indexes pixels with those
+ranks (an IndexError on colour images), so both sides get the images in grey, one channel (the
+mean of the three normalized channels), and the same network reading it copied to three
+channels (ours folded, as for pixel flipping).
 """
 
 from __future__ import annotations
@@ -258,6 +260,8 @@ def metric_comparison(args: argparse.Namespace, images: Path) -> None:
 
 def pixel_flipping_comparison(args: argparse.Namespace, backbone: Any, fast: Any, inputs: Any,
                               targets: Any, maps: Any) -> None:
+    """Prints our pixel-flipping curves' time against ``quantus.PixelFlipping``'s on the same
+    maps (``fast``: our folded network; ``backbone``: the network as loaded, Quantus')."""
     import numpy as np
     import quantus
     import torch
@@ -288,10 +292,13 @@ def pixel_flipping_comparison(args: argparse.Namespace, backbone: Any, fast: Any
 
 def road_comparison(args: argparse.Namespace, backbone: Any, fast: Any, inputs: Any,
                     maps: Any) -> None:
+    """Prints our ROAD (most relevant first) time against ``quantus.ROAD``'s on the same maps,
+    in grey, and ours once more with one thread solving (Quantus' SciPy solve uses one)."""
     import numpy as np
     import quantus
     import torch
 
+    from lightning_modules.saliency.metrics import road
     from lightning_modules.saliency.metrics.base import MetricInputs
     from lightning_modules.saliency.metrics.road import ROADMoRF
 
@@ -318,29 +325,44 @@ def road_comparison(args: argparse.Namespace, backbone: Any, fast: Any, inputs: 
                              generator=torch.Generator().manual_seed(0))
         return ours.curves(batch).mean(dim=0).numpy()
 
+    def run_ours_one_thread() -> Any:
+        threads = road._solver_threads
+        road._solver_threads = lambda: 1  # the forward passes keep torch's threads
+        try:
+            return run_ours()
+        finally:
+            road._solver_threads = threads
+
     def run_quantus() -> Any:
         accuracy = metric(model=quantus_model, x_batch=grey.numpy(), y_batch=targets.numpy(),
                           a_batch=maps[:, None].numpy(), device="cpu",
                           batch_size=args.batch_size)
         return np.array([accuracy[p] for p in ours.percentages])
 
-    times, results = interleaved({"ours": run_ours, "quantus": run_quantus}, args.metric_repeats)
+    times, results = interleaved({"ours": run_ours, "quantus": run_quantus,
+                                  "ours_one_thread": run_ours_one_thread}, args.metric_repeats)
     print(f"\n## ROAD (most relevant first) against Quantus {quantus.__version__}\n\n"
           f"{len(inputs)} images at {SIZE} px in grey (one channel: Quantus' ROAD fails on colour "
           f"images), their Grad-CAM maps, {len(ours.percentages)} percentages "
           f"({min(ours.percentages)} to {max(ours.percentages)} %), noisy linear imputation "
           f"(noise {ours.noise}), accuracy of the grey image's own top class; ours batched "
-          f"{args.batch_size} imputed images a pass, {torch.get_num_threads()} threads solving; "
+          f"{args.batch_size} imputed images a pass through the folded network (Quantus': "
+          f"the network as loaded), {torch.get_num_threads()} threads solving (and 1, last row); "
           f"median of {args.metric_repeats} interleaved calls each [min-max].\n")
     means = f"{results['ours'].mean():.3f} / {results['quantus'].mean():.3f}"
     print_metric_table(times, len(inputs), "ours (`ROADMoRF`)", "quantus.ROAD",
                        "score, ours / Quantus (noise drawn apart)", means)
+    seconds = statistics.median(times["ours_one_thread"])
+    print(f"| ours, 1 thread solving | {seconds:.1f} [{min(times['ours_one_thread']):.1f}-"
+          f"{max(times['ours_one_thread']):.1f}] | {len(inputs) / seconds:.2f} | "
+          f"**{statistics.median(times['quantus']) / seconds:.1f}** | "
+          f"{results['ours_one_thread'].mean():.3f} |", flush=True)
 
 
 def print_metric_table(times: dict[str, list[float]], images: int, ours_name: str,
                        quantus_name: str, agreement_header: str, agreement: str) -> None:
     """The two sides' seconds, images/s and the ratio Quantus / ours, as a Markdown table."""
-    ours_seconds, quantus_seconds = (statistics.median(times[side]) for side in times)
+    ours_seconds, quantus_seconds = (statistics.median(times[side]) for side in ("ours", "quantus"))
     spans = {side: f"[{min(t):.1f}-{max(t):.1f}]" for side, t in times.items()}
     print(f"| side | seconds | images/s | Quantus / ours, time | {agreement_header} |")
     print("|---|---|---|---|---|")
@@ -384,7 +406,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="methods whose name holds one of these")
     parser.add_argument("--metrics-only", action="store_true",
                         help="no throughput rows: only the metrics against Quantus")
-    parser.add_argument("--metric-images", type=int, default=64, help="0: no Quantus row")
+    parser.add_argument("--metric-images", type=int, default=64,
+                        help="images for pixel flipping against Quantus (ROAD takes the first "
+                             "--road-images of them; 0: neither)")
     parser.add_argument("--metric-steps", type=int, default=24,
                         help="a multiple of 3 (Quantus counts channel values per step)")
     parser.add_argument("--metric-repeats", type=int, default=2)

@@ -4,6 +4,8 @@ wrong metric would fail."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import quantus
@@ -177,6 +179,46 @@ def test_road_imputation_of_a_removed_region_in_a_wide_image_is_quantus() -> Non
     ours = noisy_linear_imputation(torch.from_numpy(images), removed.view(2, height, width),
                                    noise=0.0)
     np.testing.assert_allclose(ours.numpy(), np.stack(expected), atol=1e-10)
+
+
+def test_road_imputation_on_two_solver_threads_is_the_one_thread_result(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The suite runs torch on one thread (conftest); a user's CPU solves images side by side.
+    from lightning_modules.saliency.metrics import road
+
+    images = torch.rand(3, 3, SIZE, SIZE, dtype=torch.float64)
+    removed = torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(4)) < 0.6
+    serial = noisy_linear_imputation(images, removed, noise=0.0)
+    threads = []
+    real_pool = road.ThreadPoolExecutor
+
+    def counting_pool(workers: int) -> Any:
+        threads.append(workers)
+        return real_pool(workers)
+
+    monkeypatch.setattr(road, "_solver_threads", lambda: 2)
+    monkeypatch.setattr(road, "ThreadPoolExecutor", counting_pool)
+    assert torch.equal(noisy_linear_imputation(images, removed, noise=0.0), serial)
+    assert threads == [2]
+
+
+@pytest.mark.parametrize("height, width", [(1, 200), (200, 1), (24, 40), (31, 9)])
+def test_road_nested_dissection_order_is_a_permutation_with_cuts_last(height: int,
+                                                                      width: int) -> None:
+    # Any order gives the same solution, so only this test sees a broken one.
+    from lightning_modules.saliency.metrics.road import _dissection_ranks
+
+    ranks = _dissection_ranks(height, width)
+    assert sorted(ranks.tolist()) == list(range(height * width))
+    grid = ranks.reshape(height, width)
+    if height * width > 64:  # cut once: the longer side's middle line comes after both halves
+        if height >= width:
+            middle = height // 2
+            assert grid[middle].min() > max(grid[:middle].max(), grid[middle + 1:].max())
+        else:
+            middle = width // 2
+            assert grid[:, middle].min() > max(grid[:, :middle].max(),
+                                               grid[:, middle + 1:].max())
 
 
 def test_road_imputation_with_every_pixel_removed_is_zero_on_both_solvers() -> None:

@@ -24,11 +24,11 @@ Against Quantus 0.6.0: the imputation equals ``noisy_linear_imputation`` (a spar
 system). On the CPU it is solved directly, as Quantus does, but written as the symmetric positive
 definite system it is, its unknowns in a nested-dissection order of the grid (computed once per
 image size), factorized by SuperLU without pivoting, one factorization per image for its three
-channels, the images of a batch on torch's threads: at 224 px with all 50 percentages, 2.3-2.6 s
-an image where SciPy's default solve took 5.3-8.7 s and Quantus' about 16 s (on 2 cores). On a
-GPU it is solved by a Jacobi-preconditioned conjugate gradient batched over images and
-percentages, to a relative residual of ``tolerance`` (on the CPU that takes 10-20 times longer
-than the direct solve).
+channels, the images of a batch on as many threads as torch uses: at 224 px with all 50
+percentages, 1.8-2.6 s an image where SciPy's default solve took 5.3-8.7 s and Quantus' about
+16 s (on 2 cores). On a GPU it is solved by a Jacobi-preconditioned conjugate gradient batched
+over images and percentages, to a relative residual of ``tolerance`` (on the CPU that takes
+far longer than the direct solve: its iterations grow with the removed region's width).
 Quantus ranks the map broadcast over the channels, which fails (IndexError) for a one-channel
 map of a colour image; ours ranks pixels (all channels removed together, ties in reading order),
 which is Quantus' behaviour on one-channel images. LeRF is Quantus' ROAD of the negated map.
@@ -108,7 +108,7 @@ def noisy_linear_imputation(images: torch.Tensor, removed: torch.Tensor, noise: 
     work = images.double() if images.device.type == "cpu" else images.float()
     mask = removed.reshape(images.shape[0], 1, *images.shape[-2:]).to(work)
     if images.device.type == "cpu" and max_iterations is None:
-        # On the CPU a sparse direct solve is 10-20x faster than conjugate gradients, whose
+        # On the CPU a sparse direct solve is far faster than conjugate gradients, whose
         # iterations grow with the removed region's width.
         solution = _direct_fill(work, mask)
     else:
@@ -128,18 +128,27 @@ def _dissection_ranks(height: int, width: int) -> np.ndarray:
 
     The grid is cut in two by its middle row or column (whichever is shorter), each half ordered
     the same way, then the cut: eliminating the unknowns in this order keeps the sparse factor's
-    fill near the least a grid allows, and since a cut through the grid is also a cut through
-    any subset of its pixels, the order of one grid serves every removal mask (SuperLU's own
-    orderings, computed per system, took half its time and filled more).
+    fill low, and since a cut through the grid is also a cut through any subset of its pixels,
+    the order of one grid serves every removal mask. SuperLU's own orderings, computed per
+    system, cost more time than they saved (at 224 px, 96-105 ms a factorization against 71 ms;
+    the minimum-degree one fills less on a scattered removal, as much on a region).
+
+    Args:
+        height: Rows of the image.
+        width: Columns of the image.
+
+    Returns:
+        ``[height * width]`` int64, a permutation of ``0 .. height * width - 1``: the halves of
+        every cut before the cut.
     """
     ranks = np.empty(height * width, dtype=np.int64)
     index = np.arange(height * width).reshape(height, width)
     placed = 0
-    stack = [(index, False)]  # (block, whether to place it whole: a cut)
+    stack = [(index, False)]  # (block, whether it is a cut: placed whole)
     while stack:
-        block, split = stack.pop()
+        block, is_cut = stack.pop()
         rows, columns = block.shape
-        if not split and rows * columns > _DISSECTION_LEAF:
+        if not is_cut and rows * columns > _DISSECTION_LEAF:
             middle = (rows if rows >= columns else columns) // 2
             if rows >= columns:
                 first, cut, second = block[:middle], block[middle], block[middle + 1:]
@@ -162,10 +171,10 @@ def _imputation_system(removed: np.ndarray, values: np.ndarray, height: int, wid
         values: The image, ``[C, H * W]`` float64.
 
     Returns:
-        The symmetric positive definite matrix (CSC; row ``i``: ``x_i * sum_j w_ij - sum_j
-        w_ij x_j`` over the removed neighbours ``j`` of the ``i``-th unknown, in nested-dissection
-        order), the right-hand sides ``[unknowns, C]`` (the kept neighbours' weighted sums), and
-        the unknowns' flat pixel indices in the same order.
+        The symmetric positive definite matrix (CSC, the unknowns in nested-dissection order;
+        row ``i``: ``x_i`` times the weights of all its in-image neighbours, minus ``w_ij x_j``
+        for each removed neighbour ``j``), the right-hand sides ``[unknowns, C]`` (the kept
+        neighbours' weighted sums), and the unknowns' flat pixel indices in the same order.
     """
     import scipy.sparse
 
@@ -205,7 +214,17 @@ def _imputation_system(removed: np.ndarray, values: np.ndarray, height: int, wid
 
 
 def _solve_one(removed: np.ndarray, values: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The removed pixels' values of one image, ``[C, H * W]`` (zero where kept)."""
+    """The removed pixels' values of one image.
+
+    Args:
+        removed: Flat bool ``[H * W]``.
+        values: The image, ``[C, H * W]`` float64.
+        height: Rows of the image.
+        width: Columns of the image.
+
+    Returns:
+        ``[C, H * W]``: the solution at the removed pixels, zero where kept.
+    """
     import scipy.sparse.linalg
 
     solution = np.zeros_like(values)
@@ -222,14 +241,29 @@ def _solve_one(removed: np.ndarray, values: np.ndarray, height: int, width: int)
     return solution
 
 
+def _solver_threads() -> int:
+    """Threads for the direct solves: as many as torch uses (1 in a DataLoader worker; a
+    DDP process gets its share of the cores)."""
+    return torch.get_num_threads()
+
+
 def _direct_fill(work: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The removed pixels' values (zero elsewhere) by sparse direct solves, image by image (all
-    channels at once: they share the system), on as many threads as torch uses (SuperLU
-    releases the GIL while it factorizes)."""
+    """The removed pixels' values by sparse direct solves, image by image (all channels at
+    once: they share the system), the images on as many threads as torch uses (SuperLU releases
+    the GIL while it factorizes; the pool lives for one call, so no thread outlives its factors
+    or meets a fork).
+
+    Args:
+        work: Images ``[N, C, H, W]``, float64 on the CPU.
+        mask: ``[N, 1, H, W]``, 1 at the removed pixels.
+
+    Returns:
+        ``[N, C, H, W]`` float64: the solution at the removed pixels, zero elsewhere.
+    """
     images, channels, height, width = work.shape
     values = work.reshape(images, channels, -1).numpy()
     removed = mask.reshape(images, -1).numpy() > 0
-    workers = max(1, min(images, torch.get_num_threads()))
+    workers = max(1, min(images, _solver_threads()))
     arguments = [(removed[image], values[image], height, width) for image in range(images)]
     if workers == 1:
         solutions = [_solve_one(*each) for each in arguments]
