@@ -403,7 +403,10 @@ def main() -> None:
                         help="images for IG and SmoothGrad (0: --images)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per method")
-    parser.add_argument("--only", nargs="*", help="methods whose name holds one of these")
+    parser.add_argument("--only", nargs="*",
+                        help="methods whose name starts with one of these (Grad, Integrated, "
+                             "Smooth): a word inside a name would pick Grad-CAM's 'Grad' out of "
+                             "'Integrated Gradients' too")
     parser.add_argument("--metrics-only", action="store_true",
                         help="no throughput rows: only the metrics against Quantus")
     parser.add_argument("--metric-images", type=int, default=64,
@@ -445,7 +448,7 @@ def main() -> None:
     number = 0
     for group, (method, peer) in METHODS.items():
         if args.metrics_only or (args.only and not any(
-                word.lower() in group.lower() for word in args.only)):
+                group.lower().startswith(word.lower()) for word in args.only)):
             continue
         count = args.images if group == "Grad-CAM" else sampling
         images = first_images(args.data, count, args.work / f"images_{count}.csv")
